@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+/**
+ * The `taskfarm` command: argv → subcommand. No business logic here.
+ */
+import { PACKAGE_VERSION } from '../src/index.js';
+import { runWorker, WORKER_HELP } from '../services/worker/main.js';
+import { runDemo, DEMO_HELP } from './demo.js';
+import { runRun, RUN_HELP } from './run.js';
+
+const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
+
+Usage: taskfarm <command> [options]
+
+Commands:
+  worker     run a worker daemon on this machine
+  run        compute module stages over JSON-lines inputs on worker daemons (or local threads)
+  demo       a real farm on this machine: 3 daemons, a Mandelbrot render, one daemon killed halfway
+  help CMD   show the help of a command
+  version    print the version
+
+Run \`taskfarm <command> --help\` for a command's options.
+`;
+
+const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP };
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'worker':
+      return runWorker(rest);
+    case 'run':
+      return runRun(rest);
+    case 'demo':
+      return runDemo(rest);
+    case 'version':
+    case '--version':
+    case '-v':
+      process.stdout.write(`${PACKAGE_VERSION}\n`);
+      return 0;
+    case 'help':
+    case '--help':
+    case '-h':
+    case undefined: {
+      const topic = rest[0];
+      process.stdout.write(topic !== undefined && helps[topic] !== undefined ? helps[topic] : HELP);
+      return command === undefined ? 2 : 0;
+    }
+    default:
+      process.stderr.write(`taskfarm: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const e = err as Error & { code?: string };
+    process.stderr.write(`taskfarm: ${e.message ?? String(err)}\n`);
+    process.exitCode = e.code === 'FARM_ERR_INVALID_OPTION' || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1;
+  },
+);

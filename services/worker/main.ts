@@ -1,0 +1,104 @@
+/**
+ * `taskfarm worker`: the worker daemon's entry point. Argument parsing, logging sink, signals and
+ * exit codes only; the logic is WorkerServer in src/worker.
+ */
+import { parseArgs } from 'node:util';
+import { FarmError, WorkerServer, streamLogger, type LogLevel, type WorkerServerOptions } from '../../src/index.js';
+
+export const WORKER_HELP = `Usage: taskfarm worker [options]
+
+Runs a taskfarm worker daemon: it waits for one client at a time to recruit it, receives the
+client's code (cached on disk by hash) and computes its tasks on a pool of worker threads.
+
+Options:
+  --port N              TCP port to listen on (default 0: any free port; the port is printed)
+  --host ADDR           address to bind (default 0.0.0.0: every IPv4 interface)
+  --threads N           worker threads (default: one per core)
+  --cache-dir DIR       code cache and worker id folder (default $XDG_CACHE_HOME/taskfarm or ~/.cache/taskfarm)
+  --id ID               fixed worker id (default: a stable id kept in the cache folder)
+  --farm NAME           farm this worker belongs to (default: $TASKFARM_FARM or "default")
+  --thread-memory-mb MB heap limit of each thread; a thread over it dies alone and is replaced
+  --grace-ms MS         on SIGTERM/SIGINT, time for in-flight tasks to finish (default 10000)
+  --log-level LEVEL     debug | info | warn | error (default info)
+  -h, --help            show this help
+
+On start it prints one line to stdout: READY port=<port> id=<id>
+SIGTERM or SIGINT: take no new work, finish in-flight tasks within the grace period, release the
+client, exit 0. A second signal exits at once.
+`;
+
+function int(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new FarmError('FARM_ERR_INVALID_OPTION', `--${name} expects an integer, got "${value}"`);
+  return n;
+}
+
+/** Runs the daemon until a signal stops it. Returns the exit code. */
+export async function runWorker(argv: readonly string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      threads: { type: 'string' },
+      'cache-dir': { type: 'string' },
+      id: { type: 'string' },
+      farm: { type: 'string' },
+      'thread-memory-mb': { type: 'string' },
+      'grace-ms': { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help === true) {
+    process.stdout.write(WORKER_HELP);
+    return 0;
+  }
+  const level = (values['log-level'] ?? 'info') as LogLevel;
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) {
+    throw new FarmError('FARM_ERR_INVALID_OPTION', `--log-level expects debug, info, warn or error, got "${level}"`);
+  }
+  const opts: { -readonly [K in keyof WorkerServerOptions]: WorkerServerOptions[K] } = { logger: streamLogger('worker', level) };
+  const port = int('port', values.port);
+  if (port !== undefined) opts.port = port;
+  if (values.host !== undefined) opts.host = values.host;
+  const threads = int('threads', values.threads);
+  if (threads !== undefined) opts.threads = threads;
+  if (values['cache-dir'] !== undefined) opts.cacheDir = values['cache-dir'];
+  if (values.id !== undefined) opts.id = values.id;
+  const farm = values.farm ?? process.env['TASKFARM_FARM'];
+  if (farm !== undefined && farm.length > 0) opts.farm = farm;
+  const mem = int('thread-memory-mb', values['thread-memory-mb']);
+  if (mem !== undefined) opts.threadMemoryMb = mem;
+  const grace = int('grace-ms', values['grace-ms']);
+  if (grace !== undefined) opts.graceMs = grace;
+
+  const server = new WorkerServer(opts);
+  const { port: bound, id } = await server.start();
+  process.stdout.write(`READY port=${bound} id=${id}\n`);
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        process.stderr.write(`taskfarm worker: ${signal} again, exiting now\n`);
+        void server.close().finally(() => resolve(1));
+        return;
+      }
+      stopping = true;
+      process.stderr.write(`taskfarm worker: ${signal}: finishing in-flight tasks (grace ${server.options.graceMs} ms), then exiting\n`);
+      server.drain().then(
+        () => resolve(0),
+        (err: unknown) => {
+          process.stderr.write(`taskfarm worker: shutdown failed: ${String(err)}\n`);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}

@@ -1,0 +1,198 @@
+/**
+ * The error family of taskfarm. Every error a user can see is a {@link FarmError} with a stable
+ * `code` (see the table in README.md), a `retryable` flag and, where it has one, a `cause`.
+ * Tests and callers should branch on `code` or the class, not on message text.
+ */
+
+/** Stable machine-readable error codes. */
+export const FarmErrorCode = {
+  INVALID_OPTION: 'FARM_ERR_INVALID_OPTION',
+  INVALID_STAGE: 'FARM_ERR_INVALID_STAGE',
+  UNSENDABLE_INPUT: 'FARM_ERR_UNSENDABLE_INPUT',
+  TASK: 'FARM_ERR_TASK',
+  TASK_CRASHED: 'FARM_ERR_TASK_CRASHED',
+  TASK_TIMEOUT: 'FARM_ERR_TASK_TIMEOUT',
+  STAGE_SETUP: 'FARM_ERR_STAGE_SETUP',
+  WORKER_LOST: 'FARM_ERR_WORKER_LOST',
+  WORKER_BUSY: 'FARM_ERR_WORKER_BUSY',
+  NO_WORKERS: 'FARM_ERR_NO_WORKERS',
+  ABORTED: 'FARM_ERR_ABORTED',
+  PROTOCOL: 'FARM_ERR_PROTOCOL',
+} as const;
+
+/** One of the values of {@link FarmErrorCode}. */
+export type FarmErrorCode = (typeof FarmErrorCode)[keyof typeof FarmErrorCode];
+
+/** Options shared by every {@link FarmError} constructor. */
+export interface FarmErrorOptions extends ErrorOptions {
+  /** True when running the same thing again (elsewhere) may succeed. @default false */
+  readonly retryable?: boolean;
+}
+
+/** Base class of every error taskfarm raises. */
+export class FarmError extends Error {
+  override name = 'FarmError';
+  /** Stable code; see {@link FarmErrorCode}. */
+  readonly code: FarmErrorCode;
+  /** True when running the same thing again (elsewhere) may succeed. */
+  readonly retryable: boolean;
+
+  constructor(code: FarmErrorCode, message: string, options: FarmErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** An option, argument or program given by the user is not valid. Never retryable. */
+export class InvalidOptionError extends FarmError {
+  override name = 'InvalidOptionError';
+  constructor(message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.INVALID_OPTION, message, options);
+  }
+}
+
+/** A stage cannot be used: not self-contained, not found, fails to bundle, wrong shape. */
+export class InvalidStageError extends FarmError {
+  override name = 'InvalidStageError';
+  /** Position of the stage in the normal-form chain, when known. */
+  readonly stageIndex: number | undefined;
+  constructor(message: string, options: FarmErrorOptions & { stageIndex?: number } = {}) {
+    super(FarmErrorCode.INVALID_STAGE, message, options);
+    this.stageIndex = options.stageIndex;
+  }
+}
+
+/** An input cannot be sent to a worker (a function, a symbol, a class instance with methods). */
+export class UnsendableInputError extends FarmError {
+  override name = 'UnsendableInputError';
+  /** Index of the offending input. */
+  readonly index: number;
+  /** Where inside the input the problem is, e.g. `input.callbacks[2]`. */
+  readonly path: string;
+  constructor(index: number, path: string, what: string) {
+    super(
+      FarmErrorCode.UNSENDABLE_INPUT,
+      `Input ${index} cannot be sent to a worker: ${path} is ${what}. ` +
+        'Inputs must be structured-clonable data (numbers, strings, arrays, plain objects, typed arrays, ' +
+        'Buffers, Maps, Sets, Dates, bigint).',
+    );
+    this.index = index;
+    this.path = path;
+  }
+}
+
+/** What the worker reported about a failed task. */
+export interface RemoteErrorInfo {
+  /** Error class name on the worker, e.g. `RangeError`. */
+  readonly name: string;
+  /** The error's message on the worker. */
+  readonly message: string;
+  /** The stack trace on the worker (may be empty). */
+  readonly stack: string;
+  /** The error's `code` property on the worker, if it had a string one. */
+  readonly code: string;
+}
+
+/** Context that every task-level error carries. */
+export interface TaskErrorContext {
+  /** Index of the input whose task failed. */
+  readonly index: number;
+  /** Id of the worker that reported the failure (`local` for in-process threads). */
+  readonly workerId: string;
+  /** How many times the task was started. */
+  readonly attempts: number;
+}
+
+/** A stage threw (or rejected) while computing one input. Carries the remote error. */
+export class TaskError extends FarmError {
+  override name = 'TaskError';
+  readonly index: number;
+  readonly workerId: string;
+  readonly attempts: number;
+  /** The error as the worker saw it. */
+  readonly remote: RemoteErrorInfo;
+  /** The stack trace on the worker. */
+  readonly remoteStack: string;
+  constructor(context: TaskErrorContext, remote: RemoteErrorInfo, code: FarmErrorCode = FarmErrorCode.TASK) {
+    super(code, `Task for input ${context.index} failed on worker ${context.workerId}: ${remote.name}: ${remote.message}`);
+    this.index = context.index;
+    this.workerId = context.workerId;
+    this.attempts = context.attempts;
+    this.remote = remote;
+    this.remoteStack = remote.stack;
+  }
+}
+
+/**
+ * The execution of a task crashed its thread (process.exit, out of memory) `maxAttempts` times:
+ * the task is presumed poisonous and the job fails rather than kill the farm one thread at a time.
+ */
+export class TaskCrashedError extends TaskError {
+  override name = 'TaskCrashedError';
+  constructor(context: TaskErrorContext, remote: RemoteErrorInfo) {
+    super(context, remote, FarmErrorCode.TASK_CRASHED);
+    this.message =
+      `Task for input ${context.index} crashed its worker thread ${context.attempts} time(s) ` +
+      `(last on worker ${context.workerId}: ${remote.message}); giving up (see option maxAttempts).`;
+  }
+}
+
+/** Loading the stage chain or a stage's `setup()` failed on a worker. */
+export class StageSetupError extends FarmError {
+  override name = 'StageSetupError';
+  readonly workerId: string;
+  readonly remote: RemoteErrorInfo;
+  readonly remoteStack: string;
+  constructor(workerId: string, remote: RemoteErrorInfo) {
+    super(FarmErrorCode.STAGE_SETUP, `Loading the stages failed on worker ${workerId}: ${remote.name}: ${remote.message}`);
+    this.workerId = workerId;
+    this.remote = remote;
+    this.remoteStack = remote.stack;
+  }
+}
+
+/** A worker was lost (died, hung, dropped off the network). Retryable: its tasks go elsewhere. */
+export class WorkerLostError extends FarmError {
+  override name = 'WorkerLostError';
+  readonly workerId: string;
+  /** Why the worker was declared lost, without the worker id. */
+  readonly reason: string;
+  constructor(workerId: string, reason: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.WORKER_LOST, `Worker ${workerId} lost: ${reason}`, { retryable: true, ...options });
+    this.workerId = workerId;
+    this.reason = reason;
+  }
+}
+
+/** A worker refused to be recruited because another client holds its lease. */
+export class WorkerBusyError extends FarmError {
+  override name = 'WorkerBusyError';
+  constructor(message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.WORKER_BUSY, message, { retryable: true, ...options });
+  }
+}
+
+/** No worker could be used and local fallback is off. */
+export class NoWorkersError extends FarmError {
+  override name = 'NoWorkersError';
+  constructor(message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.NO_WORKERS, message, options);
+  }
+}
+
+/** The run was cancelled through its AbortSignal. */
+export class FarmAbortError extends FarmError {
+  override name = 'FarmAbortError';
+  constructor(message = 'The run was aborted', options?: FarmErrorOptions) {
+    super(FarmErrorCode.ABORTED, message, options);
+  }
+}
+
+/** The peer broke the protocol: version mismatch, malformed message, unexpected reply. */
+export class ProtocolError extends FarmError {
+  override name = 'ProtocolError';
+  constructor(message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.PROTOCOL, message, options);
+  }
+}

@@ -1,0 +1,6 @@
+export { TaskFarm, type IndexedOutput } from './task-farm.js';
+export { resolveTaskFarmOptions, type TaskFarmOptions, type ResolvedTaskFarmOptions } from './options.js';
+export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, RunEvents } from './run.js';
+export type { WorkerInfo } from './link.js';
+export type { InputSource } from './repository.js';
+export { prepareStages, type PreparedStage } from './bundler.js';

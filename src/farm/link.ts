@@ -1,0 +1,36 @@
+import type { FarmError } from '../errors.js';
+import type { ExecResult, ExecTask } from '../worker/executor.js';
+
+/** Who a worker is, as events and stats report it. */
+export interface WorkerInfo {
+  /** The worker's id (stable across daemon restarts; `local` for in-process threads). */
+  readonly id: string;
+  /** Hostname of the worker's machine. */
+  readonly host: string;
+  /** The address it was reached at (`host:port`, or `local`). */
+  readonly address: string;
+  /** Number of threads that run tasks on it. */
+  readonly threads: number;
+  /** True for the in-process thread pool. */
+  readonly local: boolean;
+}
+
+/** What a link tells the control loop. Called on the event loop, never re-entrantly from `send`. */
+export interface LinkHandlers {
+  onResults(results: readonly ExecResult[]): void;
+  /** The worker is gone (died, silent, stream broken, drained). Called at most once. */
+  onLost(error: FarmError): void;
+  /** The worker is shutting down: send it nothing more. */
+  onDraining(): void;
+}
+
+/** A recruited worker, ready to compute: the control loop's view of it. */
+export interface WorkerLink {
+  readonly info: WorkerInfo;
+  /** Sends tasks (their seqs must be unique on this link). */
+  send(tasks: readonly ExecTask[]): void;
+  /** Asks the worker to drop these tasks (no result will come for them). */
+  cancel(seqs: readonly number[]): void;
+  /** Ends the lease and closes the connection. Never rejects. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,132 @@
+import { availableParallelism } from 'node:os';
+import { InvalidOptionError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { defaultCacheDir } from '../worker/options.js';
+import { expectBoolean, expectInteger, expectString } from '../util/validate.js';
+import type { Discovery } from '../discovery/index.js';
+
+/** Options of a {@link TaskFarm}. Every field is optional. */
+export interface TaskFarmOptions {
+  /**
+   * Worker daemons to use, as `host:port` strings (static discovery, for networks where mDNS
+   * does not reach). Exclusive with `discovery`.
+   */
+  readonly peers?: readonly string[];
+  /**
+   * How workers are found: `'local'` runs on threads of this process only; a {@link Discovery}
+   * object plugs in any backend.
+   * @default 'local' when `peers` is not given
+   */
+  readonly discovery?: 'local' | Discovery;
+  /** Threads of the in-process pool (`'local'`, and local fallback). @default os.availableParallelism() */
+  readonly threads?: number;
+  /** When no worker can be recruited within `workerWaitMs`, compute on local threads. @default true */
+  readonly localFallback?: boolean;
+  /** How long to wait for a first worker (and for a new one after all were lost), in ms. @default 3000 */
+  readonly workerWaitMs?: number;
+  /** A task whose execution crashed its thread this many times fails the job. @default 3 */
+  readonly maxAttempts?: number;
+  /** A task that was in flight on this many lost workers fails the job. @default 10 */
+  readonly maxWorkerLosses?: number;
+  /** How many times a task whose stage threw is retried before the job fails. @default 0 */
+  readonly retries?: number;
+  /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
+  readonly heartbeatMs?: number;
+  /** A worker silent for this long is declared lost, in ms. @default 1500 */
+  readonly heartbeatTimeoutMs?: number;
+  /** A worker ends our lease after this long without hearing from us, in ms. @default 3000 */
+  readonly leaseTimeoutMs?: number;
+  /** Bound of one connect attempt (Describe/Recruit/Install) to one address, in ms. @default 2000 */
+  readonly connectTimeoutMs?: number;
+  /** Bound of loading the stages (import + setup()) on a worker, in ms. @default 120000 */
+  readonly setupTimeoutMs?: number;
+  /** Folder for bundles when computing on local threads. @default the daemon's default cache folder */
+  readonly cacheDir?: string;
+  /** Folder that relative module-stage paths resolve against. @default process.cwd() */
+  readonly cwd?: string;
+  /** Cancels the run: compute() rejects with FarmAbortError and the workers are released. */
+  readonly signal?: AbortSignal;
+  /** Where log lines go. @default silent (or stderr for subsystems named in TASKFARM_TRACE) */
+  readonly logger?: Logger;
+}
+
+/** {@link TaskFarmOptions} with defaults filled in. */
+export interface ResolvedTaskFarmOptions {
+  readonly discovery: 'local' | Discovery | { readonly peers: readonly string[] };
+  readonly threads: number;
+  readonly localFallback: boolean;
+  readonly workerWaitMs: number;
+  readonly maxAttempts: number;
+  readonly maxWorkerLosses: number;
+  readonly retries: number;
+  readonly heartbeatMs: number;
+  readonly heartbeatTimeoutMs: number;
+  readonly leaseTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly setupTimeoutMs: number;
+  readonly cacheDir: string;
+  readonly cwd: string;
+  readonly signal: AbortSignal | undefined;
+  readonly logger: Logger;
+}
+
+const known = new Set([
+  'peers', 'discovery', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries',
+  'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
+  'signal', 'logger',
+]);
+
+/** Fills in defaults and validates every field. Throws {@link InvalidOptionError}. */
+export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTaskFarmOptions {
+  if (typeof input !== 'object' || input === null) throw new InvalidOptionError(`Expected options to be an object, got ${typeof input}`);
+  for (const key of Object.keys(input)) {
+    if (!known.has(key)) throw new InvalidOptionError(`Unknown option \`${key}\`; known options: ${[...known].join(', ')}`);
+  }
+  if (input.peers !== undefined && input.discovery !== undefined) {
+    throw new InvalidOptionError('Give either `peers` or `discovery`, not both');
+  }
+  let discovery: ResolvedTaskFarmOptions['discovery'];
+  if (input.peers !== undefined) {
+    if (!Array.isArray(input.peers)) throw new InvalidOptionError('Expected `peers` to be an array of "host:port" strings');
+    discovery = { peers: input.peers };
+  } else if (input.discovery === undefined || input.discovery === 'local') {
+    discovery = 'local';
+  } else if (typeof input.discovery === 'object' && typeof input.discovery.start === 'function') {
+    discovery = input.discovery;
+  } else {
+    throw new InvalidOptionError(`Expected \`discovery\` to be 'local' or a Discovery object, got ${JSON.stringify(input.discovery)}`);
+  }
+  const o: ResolvedTaskFarmOptions = {
+    discovery,
+    threads: input.threads ?? availableParallelism(),
+    localFallback: input.localFallback ?? true,
+    workerWaitMs: input.workerWaitMs ?? 3000,
+    maxAttempts: input.maxAttempts ?? 3,
+    maxWorkerLosses: input.maxWorkerLosses ?? 10,
+    retries: input.retries ?? 0,
+    heartbeatMs: input.heartbeatMs ?? 500,
+    heartbeatTimeoutMs: input.heartbeatTimeoutMs ?? 1500,
+    leaseTimeoutMs: input.leaseTimeoutMs ?? 3000,
+    connectTimeoutMs: input.connectTimeoutMs ?? 2000,
+    setupTimeoutMs: input.setupTimeoutMs ?? 120_000,
+    cacheDir: input.cacheDir ?? defaultCacheDir(),
+    cwd: input.cwd ?? process.cwd(),
+    signal: input.signal,
+    logger: input.logger ?? silentLogger,
+  };
+  expectInteger('threads', o.threads, 1, 1024);
+  expectBoolean('localFallback', o.localFallback);
+  expectInteger('workerWaitMs', o.workerWaitMs, 0);
+  expectInteger('maxAttempts', o.maxAttempts, 1);
+  expectInteger('maxWorkerLosses', o.maxWorkerLosses, 1);
+  expectInteger('retries', o.retries, 0);
+  expectInteger('heartbeatMs', o.heartbeatMs, 10);
+  expectInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, o.heartbeatMs + 1);
+  expectInteger('leaseTimeoutMs', o.leaseTimeoutMs, 300);
+  expectInteger('connectTimeoutMs', o.connectTimeoutMs, 10);
+  expectInteger('setupTimeoutMs', o.setupTimeoutMs, 10);
+  expectString('cacheDir', o.cacheDir);
+  expectString('cwd', o.cwd);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidOptionError('Expected `signal` to be an AbortSignal');
+  return Object.freeze(o);
+}

@@ -1,0 +1,198 @@
+/**
+ * The shared task repository of a run: inputs are pulled lazily from the source (an array, an
+ * iterable or an async iterable), requeued tasks go to the front, and each task is handed to one
+ * control loop at a time.
+ */
+import { encodeInput, findUnsendable } from '../protocol/codec.js';
+import { UnsendableInputError } from '../errors.js';
+
+/** One input's task. */
+export interface TaskRecord {
+  readonly index: number;
+  /** The input, until it is encoded. */
+  input: unknown;
+  /** The encoded input, kept while the task is pending or in flight (for resending). */
+  payload: Buffer | undefined;
+  /** Times its execution crashed a thread. */
+  crashes: number;
+  /** Times its stage threw. */
+  errors: number;
+  /** Times it was in flight on a worker that was lost. */
+  losses: number;
+  /** Set once its output is in. */
+  done: boolean;
+}
+
+/** Inputs a TaskFarm accepts. */
+export type InputSource<T> = Iterable<T> | AsyncIterable<T>;
+
+/** See the module comment. */
+export class TaskRepository {
+  readonly #sync: Iterator<unknown> | undefined;
+  readonly #async: AsyncIterator<unknown> | undefined;
+  readonly #array: readonly unknown[] | undefined;
+  readonly #lookahead: number;
+  #front: TaskRecord[] = [];
+  #buffer: TaskRecord[] = [];
+  #bufferHead = 0;
+  #arrayNext = 0;
+  #pulled = 0;
+  #done = 0;
+  #requeued = 0;
+  #sourceDone = false;
+  #filling = false;
+  #error: unknown;
+  /** Called when new tasks became available after take() came up short. */
+  onAvailable: () => void = () => {};
+
+  constructor(source: InputSource<unknown>, lookahead = 1024) {
+    this.#lookahead = lookahead;
+    if (Array.isArray(source)) this.#array = source;
+    else if (typeof (source as Iterable<unknown>)[Symbol.iterator] === 'function') this.#sync = (source as Iterable<unknown>)[Symbol.iterator]();
+    else if (typeof (source as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
+      this.#async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+    } else throw new TypeError('inputs must be an array, an iterable or an async iterable');
+  }
+
+  /** Number of inputs when known in advance (arrays). */
+  get total(): number | undefined {
+    return this.#array?.length;
+  }
+
+  /** Outputs received. */
+  get done(): number {
+    return this.#done;
+  }
+
+  /** Tasks put back after a worker was lost or a thread crashed. */
+  get requeued(): number {
+    return this.#requeued;
+  }
+
+  /** True when every input was pulled and every task is done. */
+  get isComplete(): boolean {
+    return this.#sourceDone && this.#done === this.#pulled && this.#front.length === 0;
+  }
+
+  /** An error from the source (an async iterator that threw), if any. */
+  get sourceError(): unknown {
+    return this.#error;
+  }
+
+  /**
+   * Checks every input of an array source before anything runs.
+   * Throws {@link UnsendableInputError} naming the first bad index.
+   */
+  validateArray(): void {
+    const a = this.#array;
+    if (a === undefined) return;
+    for (let i = 0; i < a.length; i++) {
+      const bad = findUnsendable(a[i]);
+      if (bad !== undefined) throw new UnsendableInputError(i, bad[0], bad[1]);
+    }
+  }
+
+  #record(input: unknown): TaskRecord {
+    return { index: this.#pulled++, input, payload: undefined, crashes: 0, errors: 0, losses: 0, done: false };
+  }
+
+  /**
+   * Up to `max` tasks to send, encoded. Requeued tasks come first. Throws
+   * {@link UnsendableInputError} for an input that cannot be sent.
+   */
+  take(max: number): TaskRecord[] {
+    const out: TaskRecord[] = [];
+    while (out.length < max && this.#front.length > 0) out.push(this.#front.shift()!);
+    while (out.length < max) {
+      const rec = this.#next();
+      if (rec === undefined) break;
+      out.push(rec);
+    }
+    for (const rec of out) {
+      if (rec.payload === undefined) {
+        rec.payload = encodeInput(rec.input, rec.index);
+        rec.input = undefined;
+      }
+    }
+    return out;
+  }
+
+  #next(): TaskRecord | undefined {
+    if (this.#array !== undefined) {
+      if (this.#arrayNext >= this.#array.length) {
+        this.#sourceDone = true;
+        return undefined;
+      }
+      return this.#record(this.#array[this.#arrayNext++]);
+    }
+    if (this.#sync !== undefined) {
+      if (this.#sourceDone) return undefined;
+      const r = this.#sync.next();
+      if (r.done === true) {
+        this.#sourceDone = true;
+        return undefined;
+      }
+      return this.#record(r.value);
+    }
+    if (this.#bufferHead < this.#buffer.length) {
+      const rec = this.#buffer[this.#bufferHead++]!;
+      if (this.#bufferHead === this.#buffer.length) {
+        this.#buffer = [];
+        this.#bufferHead = 0;
+      }
+      this.#fill();
+      return rec;
+    }
+    this.#fill();
+    return undefined;
+  }
+
+  #fill(): void {
+    const it = this.#async;
+    if (it === undefined || this.#filling || this.#sourceDone) return;
+    this.#filling = true;
+    void (async () => {
+      try {
+        while (this.#buffer.length - this.#bufferHead < this.#lookahead) {
+          const r = await it.next();
+          if (r.done === true) {
+            this.#sourceDone = true;
+            break;
+          }
+          this.#buffer.push(this.#record(r.value));
+          if (this.#buffer.length - this.#bufferHead === 1) this.onAvailable();
+        }
+      } catch (err) {
+        this.#error = err;
+        this.#sourceDone = true;
+      } finally {
+        this.#filling = false;
+        this.onAvailable();
+      }
+    })();
+  }
+
+  /** Puts tasks back at the front (they are sent before any new input). */
+  requeue(recs: readonly TaskRecord[]): void {
+    if (recs.length === 0) return;
+    this.#requeued += recs.length;
+    this.#front.unshift(...recs);
+  }
+
+  /** Marks a task done. Returns false when it already was (a duplicate result). */
+  complete(rec: TaskRecord): boolean {
+    if (rec.done) return false;
+    rec.done = true;
+    rec.payload = undefined;
+    rec.input = undefined;
+    this.#done++;
+    return true;
+  }
+
+  /** Stops pulling from the source (the run ended early). */
+  close(): void {
+    this.#sourceDone = true;
+    void this.#async?.return?.();
+    this.#sync?.return?.();
+  }
+}

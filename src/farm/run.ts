@@ -1,0 +1,569 @@
+/**
+ * One execution of a TaskFarm: discovery → recruiting → one control loop per recruited worker, all
+ * pulling from one task repository → outputs by input index. Every wait has an owner that ends it:
+ * the last output, the first fatal error, the abort signal, or the wait for workers.
+ */
+import { randomUUID } from 'node:crypto';
+import PQueue from 'p-queue';
+import {
+  FarmAbortError,
+  FarmError,
+  NoWorkersError,
+  ProtocolError,
+  StageSetupError,
+  TaskCrashedError,
+  TaskError,
+  WorkerBusyError,
+  WorkerLostError,
+  type RemoteErrorInfo,
+} from '../errors.js';
+import { componentLogger, type Logger } from '../log.js';
+import { decodeValue } from '../protocol/codec.js';
+import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
+import type { ExecResult } from '../worker/executor.js';
+import type { PreparedStage } from './bundler.js';
+import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
+import { LocalLink } from './local-link.js';
+import { RemoteLink } from './remote-link.js';
+import type { ResolvedTaskFarmOptions } from './options.js';
+import type { TaskRecord, TaskRepository } from './repository.js';
+
+/** Progress of a run, as the `progress` event reports it. */
+export interface FarmProgress {
+  /** Outputs received. */
+  readonly done: number;
+  /** Number of inputs, when known (array inputs). */
+  readonly total: number | undefined;
+  /** Tasks sent to workers and not yet answered. */
+  readonly inFlight: number;
+  /** Workers computing now. */
+  readonly workers: number;
+}
+
+/** Payload of the `lost` event. */
+export interface WorkerLostEvent {
+  readonly worker: WorkerInfo;
+  /** Why the worker was declared lost. */
+  readonly reason: string;
+  /** Its in-flight tasks that went back to the repository. */
+  readonly requeued: number;
+}
+
+/** Per-worker figures in {@link FarmStats}. */
+export interface WorkerStats {
+  readonly id: string;
+  readonly host: string;
+  readonly address: string;
+  readonly threads: number;
+  /** Outputs this worker delivered (that made it into the results). */
+  readonly completed: number;
+  /** Why it was lost, if it was. */
+  readonly lost?: string;
+}
+
+/** What {@link TaskFarm.stats} returns. */
+export interface FarmStats {
+  readonly elapsedMs: number;
+  readonly completed: number;
+  readonly requeued: number;
+  readonly workers: readonly WorkerStats[];
+}
+
+/** The events a run reports through its TaskFarm. */
+export interface RunEvents {
+  recruited: [worker: WorkerInfo];
+  lost: [event: WorkerLostEvent];
+  progress: [progress: FarmProgress];
+}
+
+/** Where a run sends what it observes. */
+export interface RunObserver {
+  emit<K extends keyof RunEvents>(event: K, ...args: RunEvents[K]): void;
+}
+
+interface Session {
+  readonly link: WorkerLink;
+  readonly info: WorkerInfo;
+  readonly key: string | undefined;
+  readonly inFlight: Map<number, TaskRecord>;
+  nextSeq: number;
+  window: number;
+  avgTaskMs: number;
+  completed: number;
+  alive: boolean;
+  draining: boolean;
+  lost: string | undefined;
+}
+
+interface EndpointState {
+  endpoint: WorkerEndpoint;
+  connecting: boolean;
+  session: Session | undefined;
+  nextTry: number;
+  failures: number;
+  /** Removed by discovery or unusable: do not retry. */
+  retired: boolean;
+}
+
+const MAX_WINDOW = 4096;
+/** How much queued work (ms per thread) a worker's window aims to hold beyond what runs. */
+const QUEUE_TARGET_MS = 20;
+const PROGRESS_EVERY_MS = 100;
+
+/** See the module comment. */
+export class Run {
+  readonly #o: ResolvedTaskFarmOptions;
+  readonly #log: Logger;
+  readonly #stages: readonly PreparedStage[];
+  readonly #repo: TaskRepository;
+  readonly #observer: RunObserver;
+  readonly #sink: (index: number, output: unknown) => void;
+  readonly #clientId = randomUUID();
+  readonly #sessions = new Set<Session>();
+  readonly #history: Session[] = [];
+  readonly #endpoints = new Map<string, EndpointState>();
+  readonly #recruitQueue = new PQueue({ concurrency: 16 });
+  readonly #started = Date.now();
+  #discovery: Discovery | undefined;
+  #local: Promise<void> | undefined;
+  #waitTimer: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #progressTimer: NodeJS.Timeout | undefined;
+  #lastProgress = 0;
+  #finished = false;
+  #result: { resolve: () => void; reject: (err: unknown) => void } | undefined;
+  #abortListener: (() => void) | undefined;
+  #pumping = false;
+  #lastErrors = new Map<string, string>();
+
+  constructor(
+    options: ResolvedTaskFarmOptions,
+    stages: readonly PreparedStage[],
+    repo: TaskRepository,
+    observer: RunObserver,
+    sink: (index: number, output: unknown) => void,
+  ) {
+    this.#o = options;
+    this.#log = componentLogger('farm', options.logger);
+    this.#stages = stages;
+    this.#repo = repo;
+    this.#observer = observer;
+    this.#sink = sink;
+    repo.onAvailable = () => this.#pump();
+  }
+
+  /** Runs to the end. Resolves when every output is in; rejects with the first fatal error. */
+  execute(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#result = { resolve, reject };
+      const signal = this.#o.signal;
+      if (signal !== undefined) {
+        if (signal.aborted) return this.#finish(new FarmAbortError('The run was aborted before it started', { cause: signal.reason }));
+        this.#abortListener = () => this.#finish(new FarmAbortError('The run was aborted', { cause: signal.reason }));
+        signal.addEventListener('abort', this.#abortListener, { once: true });
+      }
+      this.#progressTimer = setInterval(() => this.#emitProgress(false), PROGRESS_EVERY_MS);
+      this.#progressTimer.unref();
+      if (this.#checkComplete()) return;
+      void this.#begin();
+    });
+  }
+
+  async #begin(): Promise<void> {
+    const d = this.#o.discovery;
+    if (d === 'local') {
+      this.#startLocal();
+      return;
+    }
+    const discovery = 'peers' in d ? new StaticDiscovery(d.peers) : d;
+    this.#discovery = discovery;
+    discovery.on('up', (e) => this.#onUp(e));
+    discovery.on('down', (e) => this.#onDown(e));
+    discovery.on('warning', (m) => this.#log.warn(m));
+    this.#armWait();
+    this.#retryTimer = setInterval(() => this.#retry(), 250);
+    this.#retryTimer.unref();
+    try {
+      const snapshot = await discovery.start();
+      for (const e of snapshot) this.#onUp(e);
+    } catch (err) {
+      this.#log.warn('discovery failed to start', { error: (err as Error).message });
+    }
+  }
+
+  // ---------------------------------------------------------------- recruiting
+
+  #onUp(endpoint: WorkerEndpoint): void {
+    if (this.#finished) return;
+    const key = endpointKey(endpoint);
+    let st = this.#endpoints.get(key);
+    if (st === undefined) {
+      st = { endpoint, connecting: false, session: undefined, nextTry: 0, failures: 0, retired: false };
+      this.#endpoints.set(key, st);
+    } else {
+      // A re-announce may be a restart at a new address: take the new address, try again now.
+      st.endpoint = endpoint;
+      st.retired = false;
+      st.nextTry = 0;
+      st.failures = 0;
+    }
+    this.#tryRecruit(key, st);
+  }
+
+  #onDown(endpoint: WorkerEndpoint): void {
+    const st = this.#endpoints.get(endpointKey(endpoint));
+    // Liveness of a recruited worker is the stream's business; a goodbye only stops retries.
+    if (st !== undefined && st.session === undefined) st.retired = true;
+  }
+
+  #retry(): void {
+    if (this.#finished) return;
+    const now = Date.now();
+    for (const [key, st] of this.#endpoints) {
+      if (!st.retired && now >= st.nextTry) this.#tryRecruit(key, st);
+    }
+  }
+
+  #tryRecruit(key: string, st: EndpointState): void {
+    if (this.#finished || st.connecting || st.session !== undefined || st.retired) return;
+    if (this.#repo.isComplete) return;
+    st.connecting = true;
+    void this.#recruitQueue.add(async () => {
+      try {
+        if (this.#finished) return;
+        await this.#recruit(key, st);
+      } finally {
+        st.connecting = false;
+      }
+    });
+  }
+
+  async #recruit(key: string, st: EndpointState): Promise<void> {
+    const e = st.endpoint;
+    const target = formatTarget(e.host, e.port);
+    let session: Session | undefined;
+    const handlers: LinkHandlers = {
+      onResults: (results) => session !== undefined && this.#onResults(session, results),
+      onLost: (err) => session !== undefined && this.#onLost(session, err),
+      onDraining: () => {
+        if (session !== undefined) session.draining = true;
+      },
+    };
+    let link: RemoteLink;
+    try {
+      link = await RemoteLink.open(
+        e,
+        this.#stages,
+        {
+          clientId: this.#clientId,
+          connectTimeoutMs: this.#o.connectTimeoutMs,
+          heartbeatMs: this.#o.heartbeatMs,
+          heartbeatTimeoutMs: this.#o.heartbeatTimeoutMs,
+          leaseTimeoutMs: this.#o.leaseTimeoutMs,
+          setupTimeoutMs: this.#o.setupTimeoutMs,
+          farm: undefined,
+          logger: this.#log,
+        },
+        handlers,
+        (desc) => ![...this.#sessions].some((s) => s.info.id === desc.id),
+      );
+    } catch (err) {
+      const fe = err instanceof FarmError ? err : new WorkerLostError(e.id ?? target, String(err));
+      st.failures++;
+      this.#lastErrors.set(target, fe.message);
+      if (fe instanceof StageSetupError && this.#sessions.size === 0 && this.#local === undefined) {
+        // The same code runs everywhere: a stage that cannot load is the program's fault. Fail fast.
+        this.#finish(fe);
+        return;
+      }
+      // Busy workers are polled; unreachable ones back off up to 5 s; protocol mismatches are slow to change.
+      const backoff =
+        fe instanceof WorkerBusyError ? 500 : fe instanceof ProtocolError ? 10_000 : Math.min(5000, 250 * 2 ** Math.min(st.failures, 5));
+      st.nextTry = Date.now() + backoff;
+      if (st.failures === 1 || !(fe instanceof WorkerBusyError)) this.#log.info('could not recruit worker', { target, error: fe.message });
+      return;
+    }
+    if (this.#finished) {
+      await link.close();
+      return;
+    }
+    session = this.#addSession(link, key);
+    st.session = session;
+    st.failures = 0;
+  }
+
+  #addSession(link: WorkerLink, key: string | undefined): Session {
+    const threads = Math.max(1, link.info.threads);
+    const session: Session = {
+      link,
+      info: link.info,
+      key,
+      inFlight: new Map(),
+      nextSeq: 1,
+      window: threads * 2,
+      avgTaskMs: -1,
+      completed: 0,
+      alive: true,
+      draining: false,
+      lost: undefined,
+    };
+    this.#sessions.add(session);
+    this.#history.push(session);
+    clearTimeout(this.#waitTimer);
+    this.#waitTimer = undefined;
+    this.#log.info('recruited', { worker: link.info.id, host: link.info.host, address: link.info.address, threads });
+    this.#observer.emit('recruited', link.info);
+    this.#pump();
+    return session;
+  }
+
+  #armWait(): void {
+    if (this.#waitTimer !== undefined || this.#finished || this.#local !== undefined) return;
+    this.#waitTimer = setTimeout(() => {
+      this.#waitTimer = undefined;
+      if (this.#finished || this.#sessions.size > 0) return;
+      if (this.#o.localFallback) {
+        this.#log.info('no worker available: computing on local threads', { waitedMs: this.#o.workerWaitMs });
+        this.#startLocal();
+        return;
+      }
+      const tried = [...this.#lastErrors].map(([t, m]) => `${t}: ${m}`).join('; ');
+      this.#finish(
+        new NoWorkersError(
+          `No worker could be used for ${this.#o.workerWaitMs} ms and localFallback is off` +
+            (tried.length > 0 ? ` (last errors: ${tried})` : ' (none was found)') +
+            '. Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.',
+        ),
+      );
+    }, this.#o.workerWaitMs);
+    this.#waitTimer.unref();
+  }
+
+  #startLocal(): void {
+    if (this.#local !== undefined) return;
+    let session: Session | undefined;
+    this.#local = LocalLink.open(
+      this.#stages,
+      { threads: this.#o.threads, cacheDir: this.#o.cacheDir, threadMemoryMb: undefined, logger: this.#log },
+      {
+        onResults: (results) => session !== undefined && this.#onResults(session, results),
+        onLost: (err) => session !== undefined && this.#onLost(session, err),
+        onDraining: () => {},
+      },
+    ).then(
+      async (link) => {
+        if (this.#finished) return link.close();
+        session = this.#addSession(link, undefined);
+      },
+      (err: unknown) => this.#finish(err instanceof FarmError ? err : new StageSetupError('local', remoteOf(err))),
+    );
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  #pump(): void {
+    if (this.#finished || this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (const s of this.#sessions) {
+        if (!s.alive || s.draining) continue;
+        const free = s.window - s.inFlight.size;
+        if (free <= 0) continue;
+        let recs: TaskRecord[];
+        try {
+          recs = this.#repo.take(free);
+        } catch (err) {
+          this.#finish(err);
+          return;
+        }
+        if (recs.length === 0) break;
+        const tasks = new Array<{ seq: number; payload: Uint8Array }>(recs.length);
+        for (let i = 0; i < recs.length; i++) {
+          const rec = recs[i]!;
+          const seq = s.nextSeq;
+          s.nextSeq = s.nextSeq >= 0xffffffff ? 1 : s.nextSeq + 1;
+          s.inFlight.set(seq, rec);
+          tasks[i] = { seq, payload: rec.payload! };
+        }
+        s.link.send(tasks);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+    if (this.#repo.sourceError !== undefined) {
+      const err = this.#repo.sourceError;
+      this.#finish(err instanceof FarmError ? err : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${String(err)}`, { cause: err }));
+    }
+  }
+
+  #onResults(s: Session, results: readonly ExecResult[]): void {
+    if (this.#finished || !s.alive) return;
+    let sum = 0;
+    let n = 0;
+    for (const r of results) {
+      const rec = s.inFlight.get(r.seq);
+      if (rec === undefined) continue; // a seq we did not send, or already settled: dropped
+      s.inFlight.delete(r.seq);
+      sum += r.durationMs;
+      n++;
+      if (rec.done) continue;
+      if (r.error === undefined) {
+        let output: unknown;
+        try {
+          output = decodeValue(r.value!);
+        } catch (err) {
+          this.#finish(new ProtocolError(`Worker ${s.info.id} sent an output for input ${rec.index} that cannot be decoded: ${(err as Error).message}`));
+          return;
+        }
+        this.#repo.complete(rec);
+        s.completed++;
+        this.#sink(rec.index, output);
+        continue;
+      }
+      if (!this.#onTaskError(s, rec, r.error)) return;
+    }
+    if (n > 0) {
+      const avg = sum / n;
+      s.avgTaskMs = s.avgTaskMs < 0 ? avg : s.avgTaskMs * 0.7 + avg * 0.3;
+      const threads = Math.max(1, s.info.threads);
+      s.window = Math.min(MAX_WINDOW, Math.max(threads * 2, Math.ceil(threads * (1 + QUEUE_TARGET_MS / Math.max(s.avgTaskMs, 0.001)))));
+    }
+    if (this.#checkComplete()) return;
+    this.#pump();
+  }
+
+  /** Handles one failed task; returns false when the run ended. */
+  #onTaskError(s: Session, rec: TaskRecord, e: RemoteErrorInfo & { kind: string }): boolean {
+    const ctx = { index: rec.index, workerId: s.info.id, attempts: rec.crashes + rec.errors + 1 };
+    switch (e.kind) {
+      case 'cancelled':
+        this.#repo.requeue([rec]);
+        return true;
+      case 'crashed':
+        rec.crashes++;
+        if (rec.crashes >= this.#o.maxAttempts) {
+          this.#finish(new TaskCrashedError({ ...ctx, attempts: rec.crashes }, e));
+          return false;
+        }
+        this.#log.warn('a task crashed its thread; retrying it', { index: rec.index, worker: s.info.id, crashes: rec.crashes });
+        this.#repo.requeue([rec]);
+        return true;
+      case 'thrown':
+        rec.errors++;
+        if (rec.errors <= this.#o.retries) {
+          this.#repo.requeue([rec]);
+          return true;
+        }
+        this.#finish(new TaskError(ctx, e));
+        return false;
+      case 'setup':
+        this.#finish(new StageSetupError(s.info.id, e));
+        return false;
+      default:
+        this.#finish(new TaskError(ctx, e));
+        return false;
+    }
+  }
+
+  #onLost(s: Session, err: FarmError): void {
+    if (!s.alive) return;
+    s.alive = false;
+    s.lost = err instanceof WorkerLostError ? err.reason : err.message;
+    this.#sessions.delete(s);
+    const requeue: TaskRecord[] = [];
+    for (const rec of s.inFlight.values()) {
+      if (rec.done) continue;
+      rec.losses++;
+      requeue.push(rec);
+    }
+    s.inFlight.clear();
+    if (this.#finished) return;
+    const poison = requeue.find((r) => r.losses >= this.#o.maxWorkerLosses);
+    this.#repo.requeue(requeue);
+    this.#observer.emit('lost', { worker: s.info, reason: s.lost, requeued: requeue.length });
+    if (poison !== undefined) {
+      this.#finish(
+        new WorkerLostError(
+          s.info.id,
+          `input ${poison.index} was in flight on ${poison.losses} workers that were all lost; giving up on it (see option maxWorkerLosses)`,
+        ),
+      );
+      return;
+    }
+    if (s.key !== undefined) {
+      const st = this.#endpoints.get(s.key);
+      if (st !== undefined && st.session === s) {
+        st.session = undefined;
+        st.nextTry = Date.now() + 250;
+      }
+    }
+    if (this.#sessions.size === 0) this.#armWait();
+    this.#pump();
+  }
+
+  // ---------------------------------------------------------------- end
+
+  #checkComplete(): boolean {
+    if (!this.#repo.isComplete) return false;
+    this.#finish(undefined);
+    return true;
+  }
+
+  #finish(error: unknown): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    clearTimeout(this.#waitTimer);
+    clearInterval(this.#retryTimer);
+    clearInterval(this.#progressTimer);
+    if (this.#abortListener !== undefined) this.#o.signal?.removeEventListener('abort', this.#abortListener);
+    if (error === undefined) this.#emitProgress(true);
+    this.#repo.close();
+    this.#recruitQueue.clear();
+    const links = [...this.#sessions].map((s) => {
+      s.alive = false;
+      return s.link.close();
+    });
+    this.#sessions.clear();
+    const closing = Promise.allSettled([
+      ...links,
+      this.#discovery?.close() ?? Promise.resolve(),
+      this.#local?.catch(() => {}) ?? Promise.resolve(),
+    ]);
+    void closing.then(() => {
+      if (error === undefined) this.#result?.resolve();
+      else this.#result?.reject(error);
+    });
+  }
+
+  #emitProgress(force: boolean): void {
+    const now = Date.now();
+    if (!force && now - this.#lastProgress < PROGRESS_EVERY_MS) return;
+    this.#lastProgress = now;
+    let inFlight = 0;
+    for (const s of this.#sessions) inFlight += s.inFlight.size;
+    this.#observer.emit('progress', { done: this.#repo.done, total: this.#repo.total, inFlight, workers: this.#sessions.size });
+  }
+
+  /** Figures so far. */
+  stats(): FarmStats {
+    return {
+      elapsedMs: Date.now() - this.#started,
+      completed: this.#repo.done,
+      requeued: this.#repo.requeued,
+      workers: this.#history.map((s) => ({
+        id: s.info.id,
+        host: s.info.host,
+        address: s.info.address,
+        threads: s.info.threads,
+        completed: s.completed,
+        ...(s.lost === undefined ? {} : { lost: s.lost }),
+      })),
+    };
+  }
+}
+
+function remoteOf(err: unknown): RemoteErrorInfo {
+  return err instanceof Error
+    ? { name: err.name, message: err.message, stack: err.stack ?? '', code: '' }
+    : { name: 'Error', message: String(err), stack: '', code: '' };
+}

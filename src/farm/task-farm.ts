@@ -1,0 +1,126 @@
+import { EventEmitter } from 'node:events';
+import { FarmAbortError } from '../errors.js';
+import { normalForm, stagesOf, type NormalForm, type Program } from '../skeleton/index.js';
+import { checkStages, prepareStages } from './bundler.js';
+import { resolveTaskFarmOptions, type ResolvedTaskFarmOptions, type TaskFarmOptions } from './options.js';
+import { TaskRepository, type InputSource } from './repository.js';
+import { Run, type FarmStats, type RunEvents } from './run.js';
+
+/** One output, as {@link TaskFarm.results} yields it. */
+export interface IndexedOutput<O> {
+  /** Index of the input this output belongs to. */
+  readonly index: number;
+  readonly output: O;
+}
+
+/**
+ * A task farm: computes `program` on every input, on the workers it finds, and gives the outputs
+ * back in input order.
+ *
+ * The program is reduced to its normal form `farm(seq(s1; …; sn))` first, so every worker runs the
+ * whole chain of stages on each task. Workers are recruited as they are found (also mid-run);
+ * a worker that dies, hangs or drops off the network is detected and its tasks computed elsewhere;
+ * each input gets exactly one output.
+ *
+ * Events: `recruited` (WorkerInfo), `lost` ({ worker, reason, requeued }), `progress`
+ * ({ done, total, inFlight, workers }).
+ *
+ * @example
+ * const farm = new TaskFarm('./render-tile.ts', tiles, { peers: ['node1:7000', 'node2:7000'] });
+ * farm.on('progress', (p) => console.log(`${p.done}/${p.total}`));
+ * const images = await farm.compute();
+ */
+export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> {
+  /** The normal form that is run. */
+  readonly program: NormalForm;
+  readonly #inputs: InputSource<I>;
+  readonly #options: ResolvedTaskFarmOptions;
+  #run: Run | undefined;
+
+  /**
+   * @param program - a skeleton (`farm`, `pipeline`, `seq`), a bare stage, or an array of stages
+   * @param inputs - an array, an iterable or an async iterable of inputs (iterables are consumed once)
+   * @param options - see {@link TaskFarmOptions}
+   * @throws InvalidOptionError when the program's shape or an option is invalid
+   */
+  constructor(program: Program, inputs: InputSource<I>, options: TaskFarmOptions = {}) {
+    super();
+    this.program = normalForm(program);
+    this.#options = resolveTaskFarmOptions(options);
+    if (inputs === null || typeof inputs !== 'object' || !(Symbol.iterator in inputs || Symbol.asyncIterator in inputs)) {
+      throw new TypeError('Expected `inputs` to be an array, an iterable or an async iterable');
+    }
+    this.#inputs = inputs;
+  }
+
+  async #execute(sink: (index: number, output: unknown) => void, signal?: AbortSignal): Promise<void> {
+    const stages = stagesOf(this.program);
+    const o = this.#options;
+    const repo = new TaskRepository(this.#inputs as InputSource<unknown>);
+    // Everything that can be checked without running anything is checked first.
+    repo.validateArray();
+    checkStages(stages, o.cwd);
+    const prepared = await prepareStages(stages, o.cwd);
+    const combined = signal === undefined ? o.signal : o.signal === undefined ? signal : AbortSignal.any([o.signal, signal]);
+    const run = new Run({ ...o, signal: combined }, prepared, repo, this, sink);
+    this.#run = run;
+    await run.execute();
+  }
+
+  /**
+   * Computes every input. Resolves with the outputs in input order; rejects with the first fatal
+   * error (TaskError, TaskCrashedError, NoWorkersError, FarmAbortError, …), after releasing the workers.
+   */
+  async compute(): Promise<O[]> {
+    const outputs: O[] = [];
+    await this.#execute((index, output) => {
+      outputs[index] = output as O;
+    });
+    return outputs;
+  }
+
+  /**
+   * Computes every input and yields `{ index, output }` as outputs arrive (not in input order).
+   * Breaking out of the loop cancels the run and releases the workers.
+   */
+  async *results(): AsyncGenerator<IndexedOutput<O>, void, undefined> {
+    const queue: IndexedOutput<O>[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    let failure: unknown;
+    const controller = new AbortController();
+    const done = this.#execute((index, output) => {
+      queue.push({ index, output: output as O });
+      wake?.();
+    }, controller.signal).then(
+      () => {
+        ended = true;
+        wake?.();
+      },
+      (err: unknown) => {
+        ended = true;
+        failure = err;
+        wake?.();
+      },
+    );
+    try {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (ended) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+      if (failure !== undefined) throw failure;
+    } finally {
+      if (!ended) {
+        controller.abort(new FarmAbortError('results() consumer stopped early'));
+        await done;
+      }
+    }
+  }
+
+  /** Figures of the current (or last) run. */
+  stats(): FarmStats {
+    return this.#run?.stats() ?? { elapsedMs: 0, completed: 0, requeued: 0, workers: [] };
+  }
+}

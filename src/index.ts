@@ -1,0 +1,41 @@
+/**
+ * taskfarm: a task farm for networks of workstations.
+ * @packageDocumentation
+ */
+
+// ---- Running programs
+export { TaskFarm, type IndexedOutput, type TaskFarmOptions, type FarmProgress, type FarmStats, type WorkerStats, type WorkerLostEvent, type WorkerInfo, type InputSource, type RunEvents } from './farm/index.js';
+
+// ---- Skeletons and the normal form
+export { seq, farm, pipeline, normalForm, stagesOf, describeSkeleton } from './skeleton/index.js';
+export type { Stage, InlineStage, ProcessObject, ProcessClass, StageContext, Skeleton, SeqSkeleton, FarmSkeleton, PipelineSkeleton, NormalForm, Program } from './skeleton/index.js';
+
+// ---- Worker daemon
+export { WorkerServer, defaultCacheDir, type WorkerServerOptions, type WorkerServerEvents, type WorkerState } from './worker/index.js';
+
+// ---- Discovery
+export { StaticDiscovery, MemoryDiscovery, type Discovery, type DiscoveryEvents, type WorkerEndpoint } from './discovery/index.js';
+
+// ---- Errors
+export {
+  FarmError,
+  FarmErrorCode,
+  InvalidOptionError,
+  InvalidStageError,
+  UnsendableInputError,
+  TaskError,
+  TaskCrashedError,
+  StageSetupError,
+  WorkerLostError,
+  WorkerBusyError,
+  NoWorkersError,
+  FarmAbortError,
+  ProtocolError,
+  type FarmErrorOptions,
+  type RemoteErrorInfo,
+  type TaskErrorContext,
+} from './errors.js';
+
+// ---- Logging and protocol
+export { silentLogger, streamLogger, type Logger, type LogFields, type LogLevel } from './log.js';
+export { PROTOCOL_VERSION, PACKAGE_VERSION } from './protocol/version.js';

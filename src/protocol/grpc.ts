@@ -1,0 +1,113 @@
+/**
+ * The only place that loads the gRPC runtime and the proto definition. Everything else talks to
+ * workers through the helpers exported here.
+ */
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { findPackageFile } from '../util/package-root.js';
+import type {
+  ClientMessage,
+  InstallReply,
+  InstallRequest,
+  LeaseReply,
+  RecruitRequest,
+  WorkerDescription,
+  WorkerMessage,
+} from './messages.js';
+
+export { grpc };
+
+let definition: grpc.GrpcObject | undefined;
+
+function loadDefinition(): grpc.GrpcObject {
+  if (definition !== undefined) return definition;
+  const pkg = protoLoader.loadSync(findPackageFile('proto/taskfarm.proto'), {
+    keepCase: true,
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
+  definition = grpc.loadPackageDefinition(pkg);
+  return definition;
+}
+
+/** The service definition of taskfarm.v1.Worker. */
+export function workerServiceDefinition(): grpc.ServiceDefinition {
+  const ns = (loadDefinition()['taskfarm'] as grpc.GrpcObject)['v1'] as grpc.GrpcObject;
+  const ctor = ns['Worker'] as grpc.ServiceClientConstructor;
+  return ctor.service;
+}
+
+/** Default maximum size of one gRPC message, both ways (64 MiB: bundles and large batches fit). */
+export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** Channel options for both ends: keepalive catches a silent peer in ~2 s. */
+export function channelOptions(keepaliveMs: number): grpc.ChannelOptions {
+  return {
+    'grpc.keepalive_time_ms': keepaliveMs,
+    'grpc.keepalive_timeout_ms': keepaliveMs,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': Math.min(keepaliveMs, 1000),
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    // Never reconnect behind our back: a lost worker is re-recruited explicitly.
+    'grpc.enable_retries': 0,
+    'grpc.initial_reconnect_backoff_ms': 200,
+    'grpc.max_reconnect_backoff_ms': 1000,
+  };
+}
+
+/** The typed client of one worker daemon. */
+export interface WorkerClient {
+  describe(deadlineMs: number): Promise<WorkerDescription>;
+  recruit(request: RecruitRequest, deadlineMs: number): Promise<LeaseReply>;
+  install(token: string, request: InstallRequest, deadlineMs: number): Promise<InstallReply>;
+  compute(token: string): grpc.ClientDuplexStream<ClientMessage, WorkerMessage>;
+  release(token: string, deadlineMs: number): Promise<void>;
+  /** Waits until the channel is connected, or rejects at the deadline. */
+  waitForReady(deadlineMs: number): Promise<void>;
+  close(): void;
+}
+
+function leaseMetadata(token: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set('taskfarm-lease', token);
+  return md;
+}
+
+/** Creates a client for the worker at `target` (`host:port`). Nothing is sent until a call is made. */
+export function createWorkerClient(target: string, keepaliveMs: number): WorkerClient {
+  const Ctor = grpc.makeGenericClientConstructor(workerServiceDefinition(), 'Worker');
+  const raw = new Ctor(target, grpc.credentials.createInsecure(), channelOptions(keepaliveMs)) as grpc.Client &
+    Record<string, (...args: unknown[]) => unknown>;
+  const deadline = (ms: number): grpc.CallOptions => ({ deadline: Date.now() + ms });
+  function unary<Req, Res>(method: string, request: Req, md: grpc.Metadata, ms: number): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      const fn = raw[method] as (
+        req: Req,
+        md: grpc.Metadata,
+        opts: grpc.CallOptions,
+        cb: (err: grpc.ServiceError | null, res: Res) => void,
+      ) => void;
+      fn.call(raw, request, md, deadline(ms), (err, res) => (err === null ? resolve(res) : reject(err)));
+    });
+  }
+  return {
+    describe: (ms) => unary('Describe', {}, new grpc.Metadata(), ms),
+    recruit: (request, ms) => unary('Recruit', request, new grpc.Metadata(), ms),
+    install: (token, request, ms) => unary('Install', request, leaseMetadata(token), ms),
+    compute: (token) => (raw['Compute'] as (md: grpc.Metadata) => grpc.ClientDuplexStream<ClientMessage, WorkerMessage>).call(raw, leaseMetadata(token)),
+    release: async (token, ms) => {
+      await unary('Release', {}, leaseMetadata(token), ms);
+    },
+    waitForReady: (ms) =>
+      new Promise((resolve, reject) => raw.waitForReady(Date.now() + ms, (err) => (err === undefined || err === null ? resolve() : reject(err)))),
+    close: () => raw.close(),
+  };
+}
+
+/** True when `err` is a gRPC ServiceError (has a numeric `code` and `details`). */
+export function isServiceError(err: unknown): err is grpc.ServiceError {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err;
+}

@@ -1,0 +1,99 @@
+/**
+ * TypeScript shapes of the messages in proto/taskfarm.proto, as @grpc/proto-loader decodes them
+ * (keepCase, defaults, oneofs: a oneof's name holds the name of the member that is set).
+ */
+
+export interface WorkerDescription {
+  id: string;
+  hostname: string;
+  threads: number;
+  protocol_version: number;
+  state: string;
+  version: string;
+  farm: string;
+}
+
+export interface RecruitRequest {
+  client_id: string;
+  protocol_version: number;
+  client_host: string;
+  lease_timeout_ms: number;
+  heartbeat_ms: number;
+}
+
+export interface LeaseReply {
+  token: string;
+  lease_timeout_ms: number;
+  worker_id: string;
+  threads: number;
+}
+
+export interface BundleMessage {
+  hash: string;
+  code: Uint8Array;
+}
+
+export interface InstallRequest {
+  hashes: string[];
+  bundles: BundleMessage[];
+}
+
+export interface InstallReply {
+  missing: string[];
+}
+
+export interface TaskMessage {
+  seq: number;
+  payload: Uint8Array;
+}
+
+export interface RemoteErrorMessage {
+  kind: string;
+  name: string;
+  message: string;
+  stack: string;
+  code: string;
+}
+
+export interface ResultMessage {
+  seq: number;
+  value?: Uint8Array;
+  error?: RemoteErrorMessage;
+  duration_ms?: number;
+  outcome?: 'value' | 'error';
+}
+
+export type ClientMessage =
+  | { body?: 'start'; start: { chain: string[] } }
+  | { body?: 'tasks'; tasks: { tasks: TaskMessage[] } }
+  | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
+  | { body?: 'cancel'; cancel: { seqs: number[] } };
+
+export type WorkerMessage =
+  | { body?: 'ready'; ready: { threads: number } }
+  | { body?: 'results'; results: { results: ResultMessage[] } }
+  | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
+  | { body?: 'draining'; draining: { grace_ms: number } }
+  | { body?: 'start_failed'; start_failed: { error: RemoteErrorMessage } };
+
+/** Metadata key that carries the lease token on every call after Recruit. */
+export const LEASE_METADATA_KEY = 'taskfarm-lease';
+
+/** Kinds of {@link RemoteErrorMessage}. */
+export const RemoteErrorKind = {
+  /** The stage threw or rejected. */
+  THROWN: 'thrown',
+  /** The thread running the task died (process.exit, out of memory). */
+  CRASHED: 'crashed',
+  /** The task ran over its time limit. */
+  TIMEOUT: 'timeout',
+  /** Loading the chain or setup() failed. */
+  SETUP: 'setup',
+  /** The stage's output cannot be serialized. */
+  UNSERIALIZABLE: 'unserializable',
+  /** The task was cancelled on the worker (lease ended, drain) and never completed. */
+  CANCELLED: 'cancelled',
+  /** The payload could not be decoded on the worker. */
+  BAD_INPUT: 'bad-input',
+} as const;
+export type RemoteErrorKind = (typeof RemoteErrorKind)[keyof typeof RemoteErrorKind];

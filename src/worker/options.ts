@@ -1,0 +1,71 @@
+import { availableParallelism, homedir, hostname as osHostname, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger, type Logger } from '../log.js';
+import { expectInteger, expectString } from '../util/validate.js';
+
+/** Options of a worker daemon ({@link WorkerServer}). */
+export interface WorkerServerOptions {
+  /** TCP port to listen on; 0 picks a free one. @default 0 */
+  readonly port?: number;
+  /** Address to bind. @default '0.0.0.0' */
+  readonly host?: string;
+  /** Worker threads that run tasks. @default os.availableParallelism() */
+  readonly threads?: number;
+  /** Folder of the on-disk code cache and the worker id. @default `$XDG_CACHE_HOME/taskfarm` or `~/.cache/taskfarm` */
+  readonly cacheDir?: string;
+  /** Upper bound of the code cache on disk, in bytes. @default 1 GiB */
+  readonly cacheMaxBytes?: number;
+  /** Fixed worker id (instead of the stable one kept in the cache folder). */
+  readonly id?: string;
+  /** Name of the farm this worker belongs to. @default 'default' */
+  readonly farm?: string;
+  /** Heap limit of each worker thread in MB; a thread over it dies alone and is replaced. @default total memory / threads / 2 (at most 4096) */
+  readonly threadMemoryMb?: number;
+  /** Longest lease timeout a client may ask for, in ms. @default 60000 */
+  readonly maxLeaseTimeoutMs?: number;
+  /** On drain (SIGTERM), how long in-flight tasks may take to finish, in ms. @default 10000 */
+  readonly graceMs?: number;
+  /** Hostname reported to clients and stages. @default os.hostname() */
+  readonly hostname?: string;
+  readonly logger?: Logger;
+}
+
+/** {@link WorkerServerOptions} with every default filled in. */
+export type ResolvedWorkerServerOptions = Readonly<Required<Omit<WorkerServerOptions, 'id'>>> & { readonly id: string | undefined };
+
+/** The default folder for the daemon's cache and state. */
+export function defaultCacheDir(): string {
+  const xdg = process.env['XDG_CACHE_HOME'];
+  return join(xdg !== undefined && xdg.length > 0 ? xdg : join(homedir(), '.cache'), 'taskfarm');
+}
+
+/** Fills in defaults and validates; throws InvalidOptionError with the offending field. */
+export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): ResolvedWorkerServerOptions {
+  const threads = input.threads ?? availableParallelism();
+  expectInteger('threads', threads, 1, 1024);
+  const o = {
+    port: 0,
+    host: '0.0.0.0',
+    cacheDir: defaultCacheDir(),
+    cacheMaxBytes: 1024 * 1024 * 1024,
+    farm: 'default',
+    threadMemoryMb: Math.max(64, Math.min(4096, Math.floor(totalmem() / 1024 / 1024 / threads / 2))),
+    maxLeaseTimeoutMs: 60_000,
+    graceMs: 10_000,
+    hostname: osHostname(),
+    logger: silentLogger,
+    ...input,
+    threads,
+    id: input.id,
+  };
+  expectInteger('port', o.port, 0, 65_535);
+  expectString('host', o.host);
+  expectString('cacheDir', o.cacheDir);
+  expectInteger('cacheMaxBytes', o.cacheMaxBytes, 1024 * 1024);
+  expectString('farm', o.farm);
+  expectInteger('threadMemoryMb', o.threadMemoryMb, 16);
+  expectInteger('maxLeaseTimeoutMs', o.maxLeaseTimeoutMs, 500);
+  expectInteger('graceMs', o.graceMs, 0);
+  if (o.id !== undefined) expectString('id', o.id);
+  return Object.freeze(o);
+}

@@ -1,0 +1,494 @@
+/**
+ * The worker daemon's core: the gRPC service (Describe, Recruit, Install, Compute, Release), the
+ * lease (one client at a time, ended by Release, by the end of the Compute stream or by silence),
+ * the code cache and the executor.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { openSync, readSync, closeSync } from 'node:fs';
+import { componentLogger, type Logger } from '../log.js';
+import {
+  grpc,
+  channelOptions,
+  workerServiceDefinition,
+  PROTOCOL_VERSION,
+  PACKAGE_VERSION,
+  LEASE_METADATA_KEY,
+  type ClientMessage,
+  type InstallReply,
+  type InstallRequest,
+  type LeaseReply,
+  type RecruitRequest,
+  type ResultMessage,
+  type WorkerDescription,
+  type WorkerMessage,
+  type RemoteErrorMessage,
+} from '../protocol/index.js';
+import { CodeCache, BundleRejectedError } from './code-cache.js';
+import { Executor, ExecutorStartError, type ExecResult } from './executor.js';
+import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
+import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
+import { INLINE_BUNDLE_MARKER, type ChainEntry } from './thread-protocol.js';
+
+
+/** State of a worker as reported by Describe. */
+export type WorkerState = 'free' | 'recruited' | 'draining';
+
+/** Events of a {@link WorkerServer}. */
+export interface WorkerServerEvents {
+  /** A client took the lease. */
+  recruited: [clientId: string];
+  /** The lease ended; `reason` says why (released, stream ended, expired, drain). */
+  released: [clientId: string, reason: string];
+  /** A Compute stream's chain was loaded and the first tasks can run. */
+  computing: [clientId: string];
+}
+
+interface Lease {
+  readonly token: string;
+  readonly clientId: string;
+  readonly clientHost: string;
+  readonly timeoutMs: number;
+  readonly heartbeatMs: number;
+  lastSeen: number;
+  readonly timer: NodeJS.Timeout;
+  session: Session | undefined;
+  streamOpened: boolean;
+}
+
+type ComputeCall = grpc.ServerDuplexStream<ClientMessage, WorkerMessage>;
+
+interface Session {
+  readonly call: ComputeCall;
+  executor: Executor | undefined;
+  pending: ResultMessage[];
+  flushScheduled: boolean;
+  heartbeat: NodeJS.Timeout | undefined;
+  ended: boolean;
+  /** seqs accepted on this stream and not yet answered. */
+  readonly inFlight: Set<number>;
+}
+
+const MIN_LEASE_TIMEOUT_MS = 300;
+const DEFAULT_LEASE_TIMEOUT_MS = 3000;
+const DEFAULT_HEARTBEAT_MS = 500;
+
+function statusError(code: grpc.status, details: string): Partial<grpc.ServiceError> {
+  return { code, details, message: details };
+}
+
+/**
+ * A worker daemon. Start it with {@link WorkerServer.start}; stop it with {@link WorkerServer.drain}
+ * (graceful: in-flight tasks finish) or {@link WorkerServer.close}.
+ * @example
+ * const server = new WorkerServer({ port: 7000, threads: 4 });
+ * const { port } = await server.start();
+ */
+export class WorkerServer extends EventEmitter<WorkerServerEvents> {
+  readonly options: ResolvedWorkerServerOptions;
+  readonly #log: Logger;
+  readonly #server: grpc.Server;
+  readonly #cache: CodeCache;
+  #identity: WorkerIdentity | undefined;
+  #lease: Lease | undefined;
+  #state: WorkerState = 'free';
+  #warm: { key: string; executor: Executor } | undefined;
+  #port = 0;
+  #started = false;
+  #closed = false;
+
+  constructor(options: WorkerServerOptions = {}) {
+    super();
+    this.options = resolveWorkerServerOptions(options);
+    this.#log = componentLogger('worker', this.options.logger);
+    this.#cache = new CodeCache(`${this.options.cacheDir}/bundles`, this.options.cacheMaxBytes);
+    this.#server = new grpc.Server({ ...channelOptions(1000), 'grpc.max_concurrent_streams': 64 });
+    this.#server.addService(workerServiceDefinition(), {
+      Describe: (call: grpc.ServerUnaryCall<unknown, WorkerDescription>, cb: grpc.sendUnaryData<WorkerDescription>) =>
+        cb(null, this.describe()),
+      Recruit: (call: grpc.ServerUnaryCall<RecruitRequest, LeaseReply>, cb: grpc.sendUnaryData<LeaseReply>) => this.#recruit(call, cb),
+      Install: (call: grpc.ServerUnaryCall<InstallRequest, InstallReply>, cb: grpc.sendUnaryData<InstallReply>) => {
+        this.#install(call).then(
+          (reply) => cb(null, reply),
+          (err: unknown) => cb(err as grpc.ServiceError),
+        );
+      },
+      Compute: (call: ComputeCall) => this.#compute(call),
+      Release: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        const lease = this.#leaseOf(call.metadata);
+        if (lease === undefined) return cb(statusError(grpc.status.PERMISSION_DENIED, 'no valid lease: Recruit first'));
+        this.#endLease(lease, 'released by the client');
+        cb(null, {});
+      },
+    });
+  }
+
+  /** The worker's id (stable across restarts of the same install). Valid after {@link start}. */
+  get id(): string {
+    return this.options.id ?? this.#identity?.id ?? '';
+  }
+
+  /** The port the daemon listens on. Valid after {@link start}. */
+  get port(): number {
+    return this.#port;
+  }
+
+  /** Current state: free, recruited or draining. */
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  /** Binds the port and starts serving. Resolves with the bound port. */
+  async start(): Promise<{ port: number; id: string }> {
+    if (this.#started) throw new Error('WorkerServer.start() called twice');
+    this.#started = true;
+    if (this.options.id === undefined) this.#identity = acquireWorkerIdentity(this.options.cacheDir, this.options.hostname);
+    const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
+    this.#port = await new Promise<number>((resolve, reject) =>
+      this.#server.bindAsync(`${host}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err === null ? resolve(port) : reject(err),
+      ),
+    );
+    this.#log.info('worker listening', { id: this.id, port: this.#port, threads: this.options.threads });
+    return { port: this.#port, id: this.id };
+  }
+
+  /** What Describe answers. */
+  describe(): WorkerDescription {
+    return {
+      id: this.id,
+      hostname: this.options.hostname,
+      threads: this.options.threads,
+      protocol_version: PROTOCOL_VERSION,
+      state: this.#state,
+      version: PACKAGE_VERSION,
+      farm: this.options.farm,
+    };
+  }
+
+  #recruit(call: grpc.ServerUnaryCall<RecruitRequest, LeaseReply>, cb: grpc.sendUnaryData<LeaseReply>): void {
+    const req = call.request;
+    if (req.protocol_version !== PROTOCOL_VERSION) {
+      return cb(
+        statusError(
+          grpc.status.FAILED_PRECONDITION,
+          `protocol version mismatch: this worker speaks taskfarm protocol ${PROTOCOL_VERSION} (taskfarm ${PACKAGE_VERSION}), ` +
+            `the client speaks ${req.protocol_version}; install the same taskfarm version on client and workers`,
+        ),
+      );
+    }
+    if (this.#state === 'draining' || this.#closed) return cb(statusError(grpc.status.UNAVAILABLE, 'worker is shutting down'));
+    if (this.#lease !== undefined) {
+      return cb(
+        statusError(
+          grpc.status.RESOURCE_EXHAUSTED,
+          `worker ${this.id} is recruited by client ${this.#lease.clientId}${this.#lease.clientHost ? ` on ${this.#lease.clientHost}` : ''}`,
+        ),
+      );
+    }
+    const timeoutMs = Math.min(
+      this.options.maxLeaseTimeoutMs,
+      Math.max(MIN_LEASE_TIMEOUT_MS, req.lease_timeout_ms > 0 ? req.lease_timeout_ms : DEFAULT_LEASE_TIMEOUT_MS),
+    );
+    const heartbeatMs = Math.max(50, Math.min(timeoutMs, req.heartbeat_ms > 0 ? req.heartbeat_ms : DEFAULT_HEARTBEAT_MS));
+    const token = randomBytes(24).toString('base64url');
+    const check = Math.max(50, Math.floor(Math.min(heartbeatMs, timeoutMs / 4)));
+    const lease: Lease = {
+      token,
+      clientId: req.client_id.slice(0, 200),
+      clientHost: req.client_host.slice(0, 200),
+      timeoutMs,
+      heartbeatMs,
+      lastSeen: Date.now(),
+      session: undefined,
+      streamOpened: false,
+      timer: setInterval(() => {
+        if (Date.now() - lease.lastSeen > lease.timeoutMs) this.#endLease(lease, `expired: no message from the client for ${lease.timeoutMs} ms`);
+      }, check).unref(),
+    };
+    this.#lease = lease;
+    this.#state = 'recruited';
+    this.#log.info('recruited', { client: lease.clientId, clientHost: lease.clientHost, leaseTimeoutMs: timeoutMs });
+    this.emit('recruited', lease.clientId);
+    cb(null, { token, lease_timeout_ms: timeoutMs, worker_id: this.id, threads: this.options.threads });
+  }
+
+  #leaseOf(metadata: grpc.Metadata): Lease | undefined {
+    const values = metadata.get(LEASE_METADATA_KEY);
+    const token = values.length === 1 && typeof values[0] === 'string' ? values[0] : undefined;
+    const lease = this.#lease;
+    if (token === undefined || lease === undefined || token !== lease.token) return undefined;
+    lease.lastSeen = Date.now();
+    return lease;
+  }
+
+  async #install(call: grpc.ServerUnaryCall<InstallRequest, InstallReply>): Promise<InstallReply> {
+    const lease = this.#leaseOf(call.metadata);
+    if (lease === undefined) throw statusError(grpc.status.PERMISSION_DENIED, 'no valid lease: Recruit first');
+    const req = call.request;
+    for (const h of req.hashes) {
+      if (!CodeCache.isHash(h)) throw statusError(grpc.status.INVALID_ARGUMENT, `not a sha256 hex digest: ${JSON.stringify(h.slice(0, 80))}`);
+    }
+    for (const b of req.bundles) {
+      try {
+        await this.#cache.put(b.hash, b.code);
+      } catch (err) {
+        if (err instanceof BundleRejectedError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
+        throw statusError(grpc.status.INTERNAL, `storing bundle failed: ${(err as Error).message}`);
+      }
+    }
+    return { missing: this.#cache.missing(req.hashes) };
+  }
+
+  #compute(call: ComputeCall): void {
+    const lease = this.#leaseOf(call.metadata);
+    if (lease === undefined) {
+      call.emit('error', statusError(grpc.status.PERMISSION_DENIED, 'no valid lease: Recruit first'));
+      return;
+    }
+    if (lease.streamOpened) {
+      call.emit('error', statusError(grpc.status.FAILED_PRECONDITION, 'this lease already has a Compute stream'));
+      return;
+    }
+    lease.streamOpened = true;
+    const session: Session = {
+      call,
+      executor: undefined,
+      pending: [],
+      flushScheduled: false,
+      heartbeat: undefined,
+      ended: false,
+      inFlight: new Set(),
+    };
+    lease.session = session;
+    session.heartbeat = setInterval(() => this.#write(session, { heartbeat: { sent_at_ms: Date.now() } }), lease.heartbeatMs).unref();
+    call.on('data', (msg: ClientMessage) => {
+      if (this.#lease !== lease) return;
+      lease.lastSeen = Date.now();
+      this.#onClientMessage(lease, session, msg);
+    });
+    call.on('end', () => this.#endLease(lease, 'the client closed the stream'));
+    call.on('error', (err) => this.#endLease(lease, `stream error: ${err.message}`));
+    call.on('cancelled', () => this.#endLease(lease, 'the client cancelled the stream'));
+  }
+
+  #onClientMessage(lease: Lease, session: Session, msg: ClientMessage): void {
+    switch (msg.body) {
+      case 'start':
+        if (session.executor !== undefined) return this.#failStream(lease, 'Start sent twice on one stream');
+        void this.#start(lease, session, msg.start.chain);
+        return;
+      case 'tasks': {
+        if (session.executor === undefined) return this.#failStream(lease, 'tasks sent before Start');
+        if (this.#state === 'draining') {
+          // Too late: tell the client these never ran, so it requeues them without counting an attempt.
+          for (const t of msg.tasks.tasks) this.#queueResult(session, { seq: t.seq, error: cancelled('the worker is shutting down') });
+          return;
+        }
+        const tasks = msg.tasks.tasks;
+        for (const t of tasks) session.inFlight.add(t.seq);
+        session.executor.submit(tasks);
+        return;
+      }
+      case 'cancel': {
+        const seqs = new Set(msg.cancel.seqs);
+        for (const s of seqs) session.inFlight.delete(s);
+        session.executor?.cancel(seqs);
+        return;
+      }
+      case 'heartbeat':
+        return;
+      default:
+        this.#log.warn('ignoring a malformed message from the client', { client: lease.clientId });
+    }
+  }
+
+  async #start(lease: Lease, session: Session, chain: readonly string[]): Promise<void> {
+    const entries: ChainEntry[] = [];
+    for (const hash of chain) {
+      if (!this.#cache.has(hash)) {
+        this.#write(session, {
+          start_failed: {
+            error: { kind: 'setup', name: 'BundleMissing', message: `bundle ${hash} is not installed on this worker (call Install first)`, stack: '', code: '' },
+          },
+        });
+        return this.#endLease(lease, 'Start named a bundle that is not installed');
+      }
+      const path = this.#cache.pathOf(hash);
+      entries.push({ hash, path, inline: isInlineBundle(path) });
+    }
+    const key = chain.join(',');
+    let executor: Executor;
+    if (this.#warm !== undefined && this.#warm.key === key) {
+      executor = this.#warm.executor;
+    } else {
+      const old = this.#warm;
+      this.#warm = undefined;
+      if (old !== undefined) await old.executor.close();
+      executor = new Executor({
+        threads: this.options.threads,
+        chain: entries,
+        workerId: this.id,
+        hostname: this.options.hostname,
+        resourceLimits: { maxOldGenerationSizeMb: this.options.threadMemoryMb },
+        logger: this.#log,
+        onResults: (results) => this.#onResults(results),
+      });
+      session.executor = executor;
+      try {
+        await executor.start();
+      } catch (err) {
+        session.executor = undefined;
+        const remote: RemoteErrorMessage =
+          err instanceof ExecutorStartError
+            ? err.remote
+            : { kind: 'setup', name: 'Error', message: (err as Error).message, stack: (err as Error).stack ?? '', code: '' };
+        this.#write(session, { start_failed: { error: remote } });
+        return this.#endLease(lease, `loading the stages failed: ${remote.message}`);
+      }
+      this.#warm = { key, executor };
+    }
+    session.executor = executor;
+    if (this.#lease !== lease || session.ended) return;
+    this.#write(session, { ready: { threads: executor.threads } });
+    this.emit('computing', lease.clientId);
+  }
+
+  #onResults(results: ExecResult[]): void {
+    const session = this.#lease?.session;
+    if (session === undefined || session.ended) return;
+    for (const r of results) {
+      if (!session.inFlight.delete(r.seq)) continue;
+      this.#queueResult(
+        session,
+        r.error === undefined ? { seq: r.seq, value: r.value!, duration_ms: r.durationMs } : { seq: r.seq, error: r.error, duration_ms: r.durationMs },
+      );
+    }
+  }
+
+  #queueResult(session: Session, result: ResultMessage): void {
+    session.pending.push(result);
+    if (session.flushScheduled) return;
+    session.flushScheduled = true;
+    setImmediate(() => {
+      session.flushScheduled = false;
+      if (session.pending.length === 0) return;
+      const results = session.pending;
+      session.pending = [];
+      this.#write(session, { results: { results } });
+    });
+  }
+
+  #write(session: Session, msg: WorkerMessage): void {
+    if (session.ended) return;
+    try {
+      session.call.write(msg);
+    } catch (err) {
+      this.#log.warn('writing to the client failed', { error: (err as Error).message });
+    }
+  }
+
+  #failStream(lease: Lease, why: string): void {
+    this.#log.warn('protocol error from the client', { client: lease.clientId, why });
+    const session = lease.session;
+    if (session !== undefined && !session.ended) {
+      session.ended = true;
+      session.call.emit('error', statusError(grpc.status.FAILED_PRECONDITION, why));
+    }
+    this.#endLease(lease, `protocol error: ${why}`);
+  }
+
+  #endLease(lease: Lease, reason: string): void {
+    if (this.#lease !== lease) return;
+    this.#lease = undefined;
+    clearInterval(lease.timer);
+    const session = lease.session;
+    if (session !== undefined) {
+      clearInterval(session.heartbeat);
+      if (!session.ended) {
+        session.ended = true;
+        try {
+          session.call.end();
+        } catch {
+          // the stream is already gone
+        }
+      }
+      if (session.inFlight.size > 0) {
+        session.executor?.cancelAll();
+        session.inFlight.clear();
+      }
+    }
+    if (this.#state === 'recruited') this.#state = 'free';
+    this.#log.info('lease ended', { client: lease.clientId, reason });
+    this.emit('released', lease.clientId, reason);
+  }
+
+  /**
+   * Graceful shutdown: accepts no new lease or task, lets in-flight tasks finish (at most
+   * `graceMs`), sends their results, ends the lease and stops serving.
+   */
+  async drain(graceMs = this.options.graceMs): Promise<void> {
+    if (this.#closed) return;
+    this.#state = 'draining';
+    const lease = this.#lease;
+    const session = lease?.session;
+    if (lease !== undefined && session !== undefined && !session.ended) {
+      this.#write(session, { draining: { grace_ms: graceMs } });
+      const executor = session.executor;
+      if (executor !== undefined) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([executor.onIdle(), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+        clearTimeout(timer);
+      }
+      // Flush what the threads produced before the stream ends.
+      await new Promise<void>((r) => setImmediate(r));
+      if (session.pending.length > 0) {
+        const results = session.pending;
+        session.pending = [];
+        this.#write(session, { results: { results } });
+      }
+      for (const seq of session.inFlight) this.#write(session, { results: { results: [{ seq, error: cancelled('the worker shut down before this task finished') }] } });
+      session.inFlight.clear();
+    }
+    if (lease !== undefined) this.#endLease(lease, 'the worker is shutting down');
+    await this.close();
+  }
+
+  /** Stops serving at once: ends the lease, terminates the threads, closes the port. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#state = 'draining';
+    if (this.#lease !== undefined) this.#endLease(this.#lease, 'the worker is shutting down');
+    const warm = this.#warm;
+    this.#warm = undefined;
+    await warm?.executor.close();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, 1000);
+      this.#server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    this.#identity?.release();
+    this.#log.info('worker stopped', { id: this.id });
+  }
+}
+
+function cancelled(message: string): RemoteErrorMessage {
+  return { kind: 'cancelled', name: 'Cancelled', message, stack: '', code: '' };
+}
+
+function isInlineBundle(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(INLINE_BUNDLE_MARKER.length);
+    readSync(fd, buf, 0, buf.length, 0);
+    return buf.toString('utf8') === INLINE_BUNDLE_MARKER;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,53 @@
+/** Messages between the executor (main thread) and its worker threads. */
+import type { RemoteErrorMessage } from '../protocol/messages.js';
+
+/** Marker on the first line of a bundle made from an inline function. */
+export const INLINE_BUNDLE_MARKER = '// taskfarm:inline';
+
+/** One stage of the chain, as a thread loads it. */
+export interface ChainEntry {
+  /** sha256 of the bundle. */
+  readonly hash: string;
+  /** Absolute path of the bundle (an ES module) on this machine. */
+  readonly path: string;
+  /** True when the stage was an inline function (a ReferenceError then gets a hint). */
+  readonly inline?: boolean;
+}
+
+/** workerData of every thread. */
+export interface ThreadInit {
+  readonly chain: readonly ChainEntry[];
+  readonly workerId: string;
+  readonly hostname: string;
+  /** Int32Array view: [0] = 1 while a task runs, [1] = seq of the task running (or last run). */
+  readonly state: SharedArrayBuffer;
+  /** Results are flushed to the main thread at least this often while a batch runs (ms). */
+  readonly flushMs: number;
+}
+
+/** Index of the "a task is running" flag in the shared state. */
+export const STATE_RUNNING = 0;
+/** Index of the running task's seq in the shared state. */
+export const STATE_SEQ = 1;
+
+/** Main → thread: run these tasks in order. */
+export interface BatchMessage {
+  readonly type: 'batch';
+  readonly seqs: number[];
+  readonly payloads: Uint8Array[];
+}
+
+/** Thread → main. */
+export type ThreadMessage =
+  | { readonly type: 'ready' }
+  | { readonly type: 'failed'; readonly error: RemoteErrorMessage }
+  | {
+      readonly type: 'results';
+      readonly seqs: number[];
+      /** Output bytes, or null where `errors` has the error. */
+      readonly values: (Uint8Array | null)[];
+      readonly errors: (RemoteErrorMessage | null)[];
+      readonly durations: number[];
+      /** True when this message ends a batch. */
+      readonly batchDone: boolean;
+    };
