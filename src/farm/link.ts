@@ -27,6 +27,8 @@ export interface LinkHandlers {
 /** A recruited worker, ready to compute: the control loop's view of it. */
 export interface WorkerLink {
   readonly info: WorkerInfo;
+  /** Code bundles this client had to send to the worker (0 when it had them all cached). */
+  readonly bundlesSent: number;
   /** Sends tasks (their seqs must be unique on this link). */
   send(tasks: readonly ExecTask[]): void;
   /** Asks the worker to drop these tasks (no result will come for them). */

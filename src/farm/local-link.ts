@@ -10,6 +10,7 @@ import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 /** The in-process thread pool as a worker: no network, same executor as a daemon. */
 export class LocalLink implements WorkerLink {
   readonly info: WorkerInfo;
+  readonly bundlesSent = 0;
   readonly #executor: Executor;
 
   private constructor(info: WorkerInfo, executor: Executor) {

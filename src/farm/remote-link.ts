@@ -56,6 +56,7 @@ export async function describeWorker(target: string, timeoutMs: number): Promise
 /** A worker daemon recruited by this client. See the module comment. */
 export class RemoteLink implements WorkerLink {
   readonly info: WorkerInfo;
+  bundlesSent = 0;
   readonly #client: WorkerClient;
   readonly #token: string;
   readonly #stream: ComputeStream;
@@ -148,11 +149,13 @@ export class RemoteLink implements WorkerLink {
     const release = (): void => {
       client.release(token, 1000).catch(() => {});
     };
+    let bundlesSent = 0;
     try {
       const hashes = stages.map((s) => s.hash);
       const { missing } = await client.install(token, { hashes, bundles: [] }, options.connectTimeoutMs);
       if (missing.length > 0) {
         const bundles = stages.filter((s) => missing.includes(s.hash)).map((s) => ({ hash: s.hash, code: s.code }));
+        bundlesSent = bundles.length;
         const after = await client.install(token, { hashes, bundles }, Math.max(options.setupTimeoutMs, options.connectTimeoutMs));
         if (after.missing.length > 0) throw new ProtocolError(`worker ${desc.id} still lacks bundles ${after.missing.join(', ')} after Install`);
       }
@@ -162,6 +165,7 @@ export class RemoteLink implements WorkerLink {
     }
     const stream = client.compute(token);
     const link = new RemoteLink(info, client, token, stream, options);
+    link.bundlesSent = bundlesSent;
     try {
       await link.#start(stages.map((s) => s.hash));
     } catch (err) {

@@ -47,7 +47,10 @@ export class TaskRepository {
 
   constructor(source: InputSource<unknown>, lookahead = 1024) {
     this.#lookahead = lookahead;
-    if (Array.isArray(source)) this.#array = source;
+    if (Array.isArray(source)) {
+      this.#array = source;
+      this.#sourceDone = source.length === 0;
+    }
     else if (typeof (source as Iterable<unknown>)[Symbol.iterator] === 'function') this.#sync = (source as Iterable<unknown>)[Symbol.iterator]();
     else if (typeof (source as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
       this.#async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
@@ -123,7 +126,9 @@ export class TaskRepository {
         this.#sourceDone = true;
         return undefined;
       }
-      return this.#record(this.#array[this.#arrayNext++]);
+      const rec = this.#record(this.#array[this.#arrayNext++]);
+      if (this.#arrayNext >= this.#array.length) this.#sourceDone = true;
+      return rec;
     }
     if (this.#sync !== undefined) {
       if (this.#sourceDone) return undefined;

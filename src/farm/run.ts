@@ -57,6 +57,8 @@ export interface WorkerStats {
   readonly threads: number;
   /** Outputs this worker delivered (that made it into the results). */
   readonly completed: number;
+  /** Code bundles sent to it (0 when it had every stage cached). */
+  readonly bundlesSent: number;
   /** Why it was lost, if it was. */
   readonly lost?: string;
 }
@@ -393,7 +395,10 @@ export class Run {
     if (this.#repo.sourceError !== undefined) {
       const err = this.#repo.sourceError;
       this.#finish(err instanceof FarmError ? err : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${String(err)}`, { cause: err }));
+      return;
     }
+    // Taking may have discovered the end of an iterable source.
+    this.#checkComplete();
   }
 
   #onResults(s: Session, results: readonly ExecResult[]): void {
@@ -428,7 +433,6 @@ export class Run {
       const threads = Math.max(1, s.info.threads);
       s.window = Math.min(MAX_WINDOW, Math.max(threads * 2, Math.ceil(threads * (1 + QUEUE_TARGET_MS / Math.max(s.avgTaskMs, 0.001)))));
     }
-    if (this.#checkComplete()) return;
     this.#pump();
   }
 
@@ -556,6 +560,7 @@ export class Run {
         address: s.info.address,
         threads: s.info.threads,
         completed: s.completed,
+        bundlesSent: s.link.bundlesSent,
         ...(s.lost === undefined ? {} : { lost: s.lost }),
       })),
     };

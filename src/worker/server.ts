@@ -349,6 +349,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       this.#warm = { key, executor };
     }
     session.executor = executor;
+    this.#log.debug('chain loaded', { stages: entries.length });
     if (this.#lease !== lease || session.ended) return;
     this.#write(session, { ready: { threads: executor.threads } });
     this.emit('computing', lease.clientId);
