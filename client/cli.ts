@@ -6,6 +6,7 @@ import { PACKAGE_VERSION } from '../src/index.js';
 import { runWorker, WORKER_HELP } from '../services/worker/main.js';
 import { runDemo, DEMO_HELP } from './demo.js';
 import { runRun, RUN_HELP } from './run.js';
+import { runLs, LS_HELP } from './ls.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -13,7 +14,8 @@ Usage: taskfarm <command> [options]
 
 Commands:
   worker     run a worker daemon on this machine
-  run        compute module stages over JSON-lines inputs on worker daemons (or local threads)
+  run        compute module stages over JSON-lines inputs on the LAN's worker daemons
+  ls         list the worker daemons advertised on the LAN (mDNS)
   demo       a real farm on this machine: 3 daemons, a Mandelbrot render, one daemon killed halfway
   help CMD   show the help of a command
   version    print the version
@@ -21,7 +23,7 @@ Commands:
 Run \`taskfarm <command> --help\` for a command's options.
 `;
 
-const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP };
+const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -32,6 +34,8 @@ async function main(argv: string[]): Promise<number> {
       return runRun(rest);
     case 'demo':
       return runDemo(rest);
+    case 'ls':
+      return runLs(rest);
     case 'version':
     case '--version':
     case '-v':

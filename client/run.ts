@@ -16,7 +16,10 @@ Input and output are JSON lines: one JSON value per line.
 Options:
   --inputs FILE|-        where inputs come from (default -: standard input)
   --output FILE|-        where outputs go (default -: standard output)
-  --peers H:P,H:P,...    worker daemons to use (default: local threads)
+  --peers H:P,H:P,...    worker daemons to use (default: find the farm's daemons on the LAN
+                         over mDNS; with none, compute on local threads)
+  --farm NAME            farm whose daemons to use (mDNS; default $TASKFARM_FARM or "default")
+  --interface ADDR       multi-homed machines: use mDNS on this interface address only
   --local                compute on threads of this process only
   --threads N            local threads (default: one per core)
   --retries N            retries of a task whose stage threw (default 0)
@@ -82,6 +85,8 @@ export async function runRun(argv: readonly string[]): Promise<number> {
         inputs: { type: 'string' },
         output: { type: 'string' },
         peers: { type: 'string' },
+        farm: { type: 'string' },
+        interface: { type: 'string' },
         local: { type: 'boolean' },
         threads: { type: 'string' },
         retries: { type: 'string' },
@@ -109,7 +114,9 @@ export async function runRun(argv: readonly string[]): Promise<number> {
     const options: { -readonly [K in keyof TaskFarmOptions]: TaskFarmOptions[K] } = {};
     if (values.peers !== undefined) {
       options.peers = values.peers.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-    } else options.discovery = 'local';
+    } else if (values.local === true) options.discovery = 'local';
+    if (values.farm !== undefined) options.farm = values.farm;
+    if (values.interface !== undefined) options.interface = values.interface;
     const threads = int('threads', values.threads);
     if (threads !== undefined) options.threads = threads;
     const retries = int('retries', values.retries);

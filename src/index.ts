@@ -14,7 +14,18 @@ export type { Stage, InlineStage, ProcessObject, ProcessClass, StageContext, Ske
 export { WorkerServer, defaultCacheDir, type WorkerServerOptions, type WorkerServerEvents, type WorkerState } from './worker/index.js';
 
 // ---- Discovery
-export { StaticDiscovery, MemoryDiscovery, type Discovery, type DiscoveryEvents, type WorkerEndpoint } from './discovery/index.js';
+export {
+  StaticDiscovery,
+  MemoryDiscovery,
+  MdnsDiscovery,
+  type Discovery,
+  type DiscoveryEvents,
+  type WorkerEndpoint,
+  type MdnsDiscoveryOptions,
+  type AdvertisedWorker,
+  type WorkerAdvert,
+} from './discovery/index.js';
+export { describeWorker } from './farm/remote-link.js';
 
 // ---- Errors
 export {

@@ -7,16 +7,21 @@ import { FarmError, WorkerServer, streamLogger, type LogLevel, type WorkerServer
 
 export const WORKER_HELP = `Usage: taskfarm worker [options]
 
-Runs a taskfarm worker daemon: it waits for one client at a time to recruit it, receives the
-client's code (cached on disk by hash) and computes its tasks on a pool of worker threads.
+Runs a taskfarm worker daemon: it advertises itself on the LAN over mDNS (_taskfarm._tcp), waits
+for one client at a time to recruit it, receives the client's code (cached on disk by hash) and
+computes its tasks on a pool of worker threads. While recruited it stops advertising itself as free.
 
 Options:
   --port N              TCP port to listen on (default 0: any free port; the port is printed)
-  --host ADDR           address to bind (default 0.0.0.0: every IPv4 interface)
+  --host ADDR           address to bind (default 0.0.0.0: every IPv4 interface; the --interface
+                        address when that is given)
   --threads N           worker threads (default: one per core)
   --cache-dir DIR       code cache and worker id folder (default $XDG_CACHE_HOME/taskfarm or ~/.cache/taskfarm)
   --id ID               fixed worker id (default: a stable id kept in the cache folder)
   --farm NAME           farm this worker belongs to (default: $TASKFARM_FARM or "default")
+  --interface ADDR      multi-homed machines: use mDNS on this interface address only, and
+                        advertise only this address
+  --no-advertise        do not advertise on mDNS (clients then need --peers host:port)
   --thread-memory-mb MB heap limit of each thread; a thread over it dies alone and is replaced
   --grace-ms MS         on SIGTERM/SIGINT, time for in-flight tasks to finish (default 10000)
   --log-level LEVEL     debug | info | warn | error (default info)
@@ -45,6 +50,8 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
       'cache-dir': { type: 'string' },
       id: { type: 'string' },
       farm: { type: 'string' },
+      interface: { type: 'string' },
+      'no-advertise': { type: 'boolean' },
       'thread-memory-mb': { type: 'string' },
       'grace-ms': { type: 'string' },
       'log-level': { type: 'string' },
@@ -61,7 +68,14 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
   if (!['debug', 'info', 'warn', 'error'].includes(level)) {
     throw new FarmError('FARM_ERR_INVALID_OPTION', `--log-level expects debug, info, warn or error, got "${level}"`);
   }
-  const opts: { -readonly [K in keyof WorkerServerOptions]: WorkerServerOptions[K] } = { logger: streamLogger('worker', level) };
+  const opts: { -readonly [K in keyof WorkerServerOptions]: WorkerServerOptions[K] } = {
+    logger: streamLogger('worker', level),
+    advertise: values['no-advertise'] !== true,
+  };
+  if (values.interface !== undefined) {
+    opts.interface = values.interface;
+    opts.host = values.interface;
+  }
   const port = int('port', values.port);
   if (port !== undefined) opts.port = port;
   if (values.host !== undefined) opts.host = values.host;

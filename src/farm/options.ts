@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../worker/options.js';
@@ -13,11 +14,16 @@ export interface TaskFarmOptions {
    */
   readonly peers?: readonly string[];
   /**
-   * How workers are found: `'local'` runs on threads of this process only; a {@link Discovery}
-   * object plugs in any backend.
-   * @default 'local' when `peers` is not given
+   * How workers are found: `'mdns'` finds the farm's daemons on the LAN (DNS-SD over multicast DNS,
+   * also those that start mid-run); `'local'` runs on threads of this process only; a
+   * {@link Discovery} object plugs in any backend.
+   * @default 'mdns' when `peers` is not given
    */
-  readonly discovery?: 'local' | Discovery;
+  readonly discovery?: 'mdns' | 'local' | Discovery;
+  /** Only workers of this farm are recruited (mDNS). @default $TASKFARM_FARM or 'default' */
+  readonly farm?: string;
+  /** Multi-homed machines: use mDNS on this interface address only. @default every interface */
+  readonly interface?: string;
   /** Threads of the in-process pool (`'local'`, and local fallback). @default os.availableParallelism() */
   readonly threads?: number;
   /** When no worker can be recruited within `workerWaitMs`, compute on local threads. @default true */
@@ -52,7 +58,9 @@ export interface TaskFarmOptions {
 
 /** {@link TaskFarmOptions} with defaults filled in. */
 export interface ResolvedTaskFarmOptions {
-  readonly discovery: 'local' | Discovery | { readonly peers: readonly string[] };
+  readonly discovery: 'mdns' | 'local' | Discovery | { readonly peers: readonly string[] };
+  readonly farm: string;
+  readonly interface: string | undefined;
   readonly threads: number;
   readonly localFallback: boolean;
   readonly workerWaitMs: number;
@@ -71,7 +79,7 @@ export interface ResolvedTaskFarmOptions {
 }
 
 const known = new Set([
-  'peers', 'discovery', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries',
+  'peers', 'discovery', 'farm', 'interface', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries',
   'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
   'signal', 'logger',
 ]);
@@ -89,15 +97,20 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   if (input.peers !== undefined) {
     if (!Array.isArray(input.peers)) throw new InvalidOptionError('Expected `peers` to be an array of "host:port" strings');
     discovery = { peers: input.peers };
-  } else if (input.discovery === undefined || input.discovery === 'local') {
+  } else if (input.discovery === undefined || input.discovery === 'mdns') {
+    discovery = 'mdns';
+  } else if (input.discovery === 'local') {
     discovery = 'local';
   } else if (typeof input.discovery === 'object' && typeof input.discovery.start === 'function') {
     discovery = input.discovery;
   } else {
-    throw new InvalidOptionError(`Expected \`discovery\` to be 'local' or a Discovery object, got ${JSON.stringify(input.discovery)}`);
+    throw new InvalidOptionError(`Expected \`discovery\` to be 'mdns', 'local' or a Discovery object, got ${JSON.stringify(input.discovery)}`);
   }
+  const envFarm = process.env['TASKFARM_FARM'];
   const o: ResolvedTaskFarmOptions = {
     discovery,
+    farm: input.farm ?? (envFarm !== undefined && envFarm.length > 0 ? envFarm : 'default'),
+    interface: input.interface,
     threads: input.threads ?? availableParallelism(),
     localFallback: input.localFallback ?? true,
     workerWaitMs: input.workerWaitMs ?? 3000,
@@ -114,6 +127,10 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     signal: input.signal,
     logger: input.logger ?? silentLogger,
   };
+  expectString('farm', o.farm);
+  if (o.interface !== undefined && isIP(o.interface) === 0) {
+    throw new InvalidOptionError(`Expected \`interface\` to be an IP address of this machine, got ${JSON.stringify(o.interface)}`);
+  }
   expectInteger('threads', o.threads, 1, 1024);
   expectBoolean('localFallback', o.localFallback);
   expectInteger('workerWaitMs', o.workerWaitMs, 0);

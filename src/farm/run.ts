@@ -20,6 +20,8 @@ import {
 import { componentLogger, type Logger } from '../log.js';
 import { decodeValue } from '../protocol/codec.js';
 import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
+import { MdnsDiscovery } from '../discovery/mdns.js';
+import { PROTOCOL_VERSION } from '../protocol/version.js';
 import type { ExecResult } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
@@ -177,7 +179,17 @@ export class Run {
       this.#startLocal();
       return;
     }
-    const discovery = 'peers' in d ? new StaticDiscovery(d.peers) : d;
+    const discovery =
+      d === 'mdns'
+        ? new MdnsDiscovery({
+            farm: this.#o.farm,
+            ...(this.#o.interface === undefined ? {} : { interface: this.#o.interface }),
+            protocolVersion: PROTOCOL_VERSION,
+            logger: this.#log,
+          })
+        : 'peers' in d
+          ? new StaticDiscovery(d.peers)
+          : d;
     this.#discovery = discovery;
     discovery.on('up', (e) => this.#onUp(e));
     discovery.on('down', (e) => this.#onDown(e));
@@ -263,7 +275,8 @@ export class Run {
           heartbeatTimeoutMs: this.#o.heartbeatTimeoutMs,
           leaseTimeoutMs: this.#o.leaseTimeoutMs,
           setupTimeoutMs: this.#o.setupTimeoutMs,
-          farm: undefined,
+          // A farm's name matters where workers are found by advertisement; listed peers are trusted.
+          farm: this.#o.discovery === 'mdns' ? this.#o.farm : undefined,
           logger: this.#log,
         },
         handlers,

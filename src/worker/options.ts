@@ -1,6 +1,8 @@
 import { availableParallelism, homedir, hostname as osHostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
+import { isIP } from 'node:net';
+import { InvalidOptionError } from '../errors.js';
 import { expectInteger, expectString } from '../util/validate.js';
 
 /** Options of a worker daemon ({@link WorkerServer}). */
@@ -25,13 +27,20 @@ export interface WorkerServerOptions {
   readonly maxLeaseTimeoutMs?: number;
   /** On drain (SIGTERM), how long in-flight tasks may take to finish, in ms. @default 10000 */
   readonly graceMs?: number;
+  /** Advertise the worker on the LAN over mDNS (`_taskfarm._tcp`). @default false (the CLI daemon: true) */
+  readonly advertise?: boolean;
+  /** Interface address for mDNS on multi-homed machines (only it is advertised). @default every interface */
+  readonly interface?: string;
   /** Hostname reported to clients and stages. @default os.hostname() */
   readonly hostname?: string;
   readonly logger?: Logger;
 }
 
 /** {@link WorkerServerOptions} with every default filled in. */
-export type ResolvedWorkerServerOptions = Readonly<Required<Omit<WorkerServerOptions, 'id'>>> & { readonly id: string | undefined };
+export type ResolvedWorkerServerOptions = Readonly<Required<Omit<WorkerServerOptions, 'id' | 'interface'>>> & {
+  readonly id: string | undefined;
+  readonly interface: string | undefined;
+};
 
 /** The default folder for the daemon's cache and state. */
 export function defaultCacheDir(): string {
@@ -53,10 +62,12 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
     maxLeaseTimeoutMs: 60_000,
     graceMs: 10_000,
     hostname: osHostname(),
+    advertise: false,
     logger: silentLogger,
     ...input,
     threads,
     id: input.id,
+    interface: input.interface,
   };
   expectInteger('port', o.port, 0, 65_535);
   expectString('host', o.host);
@@ -67,5 +78,8 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
   expectInteger('maxLeaseTimeoutMs', o.maxLeaseTimeoutMs, 500);
   expectInteger('graceMs', o.graceMs, 0);
   if (o.id !== undefined) expectString('id', o.id);
+  if (o.interface !== undefined && isIP(o.interface) === 0) {
+    throw new InvalidOptionError(`Expected \`interface\` to be an IP address of this machine, got ${JSON.stringify(o.interface)}`);
+  }
   return Object.freeze(o);
 }

@@ -24,6 +24,7 @@ import {
   type WorkerMessage,
   type RemoteErrorMessage,
 } from '../protocol/index.js';
+import { MdnsAdvertiser } from '../discovery/mdns.js';
 import { CodeCache, BundleRejectedError } from './code-cache.js';
 import { Executor, ExecutorStartError, type ExecResult } from './executor.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
@@ -90,6 +91,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   readonly #server: grpc.Server;
   readonly #cache: CodeCache;
   #identity: WorkerIdentity | undefined;
+  #advertiser: MdnsAdvertiser | undefined;
   #lease: Lease | undefined;
   #state: WorkerState = 'free';
   #warm: { key: string; executor: Executor } | undefined;
@@ -150,6 +152,27 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       ),
     );
     this.#log.info('worker listening', { id: this.id, port: this.#port, threads: this.options.threads });
+    if (this.options.advertise) {
+      this.#advertiser = new MdnsAdvertiser({
+        advert: {
+          id: this.id,
+          farm: this.options.farm,
+          threads: this.options.threads,
+          proto: PROTOCOL_VERSION,
+          version: PACKAGE_VERSION,
+          hostname: this.options.hostname,
+        },
+        port: this.#port,
+        ...(this.options.interface === undefined ? {} : { interface: this.options.interface }),
+        logger: this.#log,
+      });
+      // JJPF's rule: advertised while free, withdrawn while recruited.
+      this.on('recruited', (client) => void this.#advertiser?.advertiseBusy(client));
+      this.on('released', () => {
+        if (this.#state === 'free') void this.#advertiser?.advertiseFree();
+      });
+      await this.#advertiser.advertiseFree();
+    }
     return { port: this.#port, id: this.id };
   }
 
@@ -431,6 +454,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   async drain(graceMs = this.options.graceMs): Promise<void> {
     if (this.#closed) return;
     this.#state = 'draining';
+    const goodbye = this.#advertiser?.close();
     const lease = this.#lease;
     const session = lease?.session;
     if (lease !== undefined && session !== undefined && !session.ended) {
@@ -452,6 +476,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       session.inFlight.clear();
     }
     if (lease !== undefined) this.#endLease(lease, 'the worker is shutting down');
+    await goodbye;
     await this.close();
   }
 
@@ -460,7 +485,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (this.#closed) return;
     this.#closed = true;
     this.#state = 'draining';
+    const goodbye = this.#advertiser?.close();
     if (this.#lease !== undefined) this.#endLease(this.#lease, 'the worker is shutting down');
+    await goodbye;
     const warm = this.#warm;
     this.#warm = undefined;
     await warm?.executor.close();
