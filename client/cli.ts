@@ -7,6 +7,7 @@ import { runWorker, WORKER_HELP } from '../services/worker/main.js';
 import { runDemo, DEMO_HELP } from './demo.js';
 import { runRun, RUN_HELP } from './run.js';
 import { runLs, LS_HELP } from './ls.js';
+import { runKeygen, KEYGEN_HELP } from './keygen.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -16,6 +17,7 @@ Commands:
   worker     run a worker daemon on this machine
   run        compute module stages over JSON-lines inputs on the LAN's worker daemons
   ls         list the worker daemons advertised on the LAN (mDNS)
+  keygen     write a new farm key (shared by the farm's daemons and clients)
   demo       a real farm on this machine: 3 daemons, a Mandelbrot render, one daemon killed halfway
   help CMD   show the help of a command
   version    print the version
@@ -23,7 +25,7 @@ Commands:
 Run \`taskfarm <command> --help\` for a command's options.
 `;
 
-const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP };
+const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP, keygen: KEYGEN_HELP };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -36,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(rest);
     case 'ls':
       return runLs(rest);
+    case 'keygen':
+      return runKeygen(rest);
     case 'version':
     case '--version':
     case '-v':

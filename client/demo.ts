@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { TaskFarm } from '../src/index.js';
+import { TaskFarm, generateFarmKey } from '../src/index.js';
 import type { RenderedTile, Tile } from './demo/mandelbrot-tile.js';
 import { encodePng } from './demo/png.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from './local-daemons.js';
@@ -70,9 +70,13 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    say(`starting ${workers} worker daemons on 127.0.0.1 (1 thread each)…`);
+    // A farm key for this demo only: the daemons get it in their environment, never on a command line.
+    const key = generateFarmKey();
+    say(`starting ${workers} worker daemons on 127.0.0.1 (1 thread each, farm key + TLS)…`);
     const started = await Promise.allSettled(
-      Array.from({ length: workers }, (_, i) => startDaemon(['--threads', '1', '--cache-dir', join(cacheRoot, `w${i}`), '--log-level', 'warn'])),
+      Array.from({ length: workers }, (_, i) =>
+        startDaemon(['--threads', '1', '--cache-dir', join(cacheRoot, `w${i}`), '--log-level', 'warn'], 20_000, { ...process.env, TASKFARM_KEY: key }),
+      ),
     );
     for (const s of started) if (s.status === 'fulfilled') daemons.push(s.value);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -88,7 +92,7 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
       }
     }
     const stage = fileURLToPath(new URL('./demo/mandelbrot-tile.js', import.meta.url));
-    const farm = new TaskFarm<Tile, RenderedTile>(stage, tiles, { peers: daemons.map((d) => d.address), localFallback: false });
+    const farm = new TaskFarm<Tile, RenderedTile>(stage, tiles, { peers: daemons.map((d) => d.address), localFallback: false, key });
     const byId = new Map(daemons.map((d) => [d.id, d]));
     let victim: LocalDaemon | undefined;
     farm.on('recruited', (w) => say(`recruited ${w.id} at ${w.address}`));

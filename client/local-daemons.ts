@@ -21,10 +21,11 @@ export interface LocalDaemon {
 const cli = fileURLToPath(new URL('./cli.js', import.meta.url));
 
 /** Starts `taskfarm worker` on 127.0.0.1 and waits for its READY line (bounded by `timeoutMs`). */
-export function startDaemon(args: readonly string[], timeoutMs = 20_000): Promise<LocalDaemon> {
+export function startDaemon(args: readonly string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = process.env): Promise<LocalDaemon> {
   // Loopback only, never mDNS: these daemons are reached by address (--peers).
   const child = spawn(process.execPath, [cli, 'worker', '--host', '127.0.0.1', '--port', '0', '--no-advertise', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env,
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let stderr = '';

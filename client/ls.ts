@@ -17,7 +17,8 @@ Options:
   -h, --help          show this help
 
 Columns: ID, HOST, ADDRESSES (in dialing order), PORT, THREADS, STATE (free, recruited,
-draining, or unreachable when it does not answer), PROTO (protocol version).
+draining, or unreachable when it does not answer), PROTO (protocol version), SECURITY (key+tls,
+or INSECURE for a daemon run with --insecure). Listing needs no key; using a worker does.
 Workers on other networks (routed, no multicast) are not seen: use --peers with them.
 `;
 
@@ -31,6 +32,7 @@ interface Row {
   proto: number;
   farm: string;
   version: string;
+  secure: boolean;
 }
 
 export async function runLs(argv: readonly string[]): Promise<number> {
@@ -77,7 +79,7 @@ export async function runLs(argv: readonly string[]): Promise<number> {
       for (const address of w.addresses) {
         try {
           const target = address.includes(':') ? `[${address}]:${w.port}` : `${address}:${w.port}`;
-          state = (await describeWorker(target, 1000)).state;
+          state = (await describeWorker(target, 1000, w.advert.secure)).state;
           break;
         } catch {
           state = 'unreachable';
@@ -93,6 +95,7 @@ export async function runLs(argv: readonly string[]): Promise<number> {
         proto: w.advert.proto,
         farm: w.advert.farm,
         version: w.advert.version,
+        secure: w.advert.secure,
       };
     }),
   );
@@ -109,7 +112,10 @@ export async function runLs(argv: readonly string[]): Promise<number> {
     );
     return 0;
   }
-  const table = [['ID', 'HOST', 'ADDRESSES', 'PORT', 'THREADS', 'STATE', 'PROTO'], ...rows.map((r) => [r.id, r.host, r.addresses.join(','), String(r.port), String(r.threads), r.state, String(r.proto)])];
+  const table = [
+    ['ID', 'HOST', 'ADDRESSES', 'PORT', 'THREADS', 'STATE', 'PROTO', 'SECURITY'],
+    ...rows.map((r) => [r.id, r.host, r.addresses.join(','), String(r.port), String(r.threads), r.state, String(r.proto), r.secure ? 'key+tls' : 'INSECURE']),
+  ];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
   for (const row of table) process.stdout.write(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
   return 0;

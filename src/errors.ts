@@ -18,6 +18,7 @@ export const FarmErrorCode = {
   NO_WORKERS: 'FARM_ERR_NO_WORKERS',
   ABORTED: 'FARM_ERR_ABORTED',
   PROTOCOL: 'FARM_ERR_PROTOCOL',
+  UNAUTHENTICATED: 'FARM_ERR_UNAUTHENTICATED',
 } as const;
 
 /** One of the values of {@link FarmErrorCode}. */
@@ -70,12 +71,13 @@ export class UnsendableInputError extends FarmError {
   readonly index: number;
   /** Where inside the input the problem is, e.g. `input.callbacks[2]`. */
   readonly path: string;
-  constructor(index: number, path: string, what: string) {
+  constructor(index: number, path: string, what: string, hint?: string) {
     super(
       FarmErrorCode.UNSENDABLE_INPUT,
       `Input ${index} cannot be sent to a worker: ${path} is ${what}. ` +
-        'Inputs must be structured-clonable data (numbers, strings, arrays, plain objects, typed arrays, ' +
-        'Buffers, Maps, Sets, Dates, bigint).',
+        (hint ??
+          'Inputs must be structured-clonable data (numbers, strings, arrays, plain objects, typed arrays, ' +
+            'Buffers, Maps, Sets, Dates, bigint).'),
     );
     this.index = index;
     this.path = path;
@@ -194,5 +196,16 @@ export class ProtocolError extends FarmError {
   override name = 'ProtocolError';
   constructor(message: string, options?: FarmErrorOptions) {
     super(FarmErrorCode.PROTOCOL, message, options);
+  }
+}
+
+/**
+ * The farm-key handshake failed: a worker could not prove the farm key (not part of this farm, a
+ * spoofed advert), or it refused ours. Nothing was sent to that worker.
+ */
+export class AuthenticationError extends FarmError {
+  override name = 'AuthenticationError';
+  constructor(message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.UNAUTHENTICATED, message, options);
   }
 }

@@ -42,10 +42,14 @@ export {
   NoWorkersError,
   FarmAbortError,
   ProtocolError,
+  AuthenticationError,
   type FarmErrorOptions,
   type RemoteErrorInfo,
   type TaskErrorContext,
 } from './errors.js';
+
+// ---- Farm keys
+export { generateFarmKey, resolveFarmKey, defaultKeyPath, writeNewKeyFile, keyFileTooOpen, NO_KEY_HELP, type ResolvedFarmKey } from './security/index.js';
 
 // ---- Logging and protocol
 export { silentLogger, streamLogger, type Logger, type LogFields, type LogLevel } from './log.js';

@@ -3,7 +3,16 @@
  * exit codes only; the logic is WorkerServer in src/worker.
  */
 import { parseArgs } from 'node:util';
-import { FarmError, WorkerServer, streamLogger, type LogLevel, type WorkerServerOptions } from '../../src/index.js';
+import {
+  FarmError,
+  NO_KEY_HELP,
+  WorkerServer,
+  keyFileTooOpen,
+  resolveFarmKey,
+  streamLogger,
+  type LogLevel,
+  type WorkerServerOptions,
+} from '../../src/index.js';
 
 export const WORKER_HELP = `Usage: taskfarm worker [options]
 
@@ -22,6 +31,15 @@ Options:
   --interface ADDR      multi-homed machines: use mDNS on this interface address only, and
                         advertise only this address
   --no-advertise        do not advertise on mDNS (clients then need --peers host:port)
+  --key-file FILE       the farm key (default: $TASKFARM_KEY, $TASKFARM_KEY_FILE, or
+                        ~/.config/taskfarm/farm.key; make one with \`taskfarm keygen\`)
+  --insecure            run WITHOUT key and TLS: anyone who can reach the port runs code here
+  --max-connections N   concurrent TCP connections (default 256)
+  --max-message-mb MB   largest gRPC message accepted (default 64)
+  --max-bundle-mb MB    largest code bundle accepted (default 32)
+  --max-in-flight N     tasks in flight on one lease (default 65536)
+  --handshake-ms MS     time between Describe and Recruit of the key handshake (default 10000)
+  --idle-timeout-ms MS  close connections silent for this long (default 30000)
   --thread-memory-mb MB heap limit of each thread; a thread over it dies alone and is replaced
   --grace-ms MS         on SIGTERM/SIGINT, time for in-flight tasks to finish (default 10000)
   --log-level LEVEL     debug | info | warn | error (default info)
@@ -52,6 +70,14 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
       farm: { type: 'string' },
       interface: { type: 'string' },
       'no-advertise': { type: 'boolean' },
+      'key-file': { type: 'string' },
+      insecure: { type: 'boolean' },
+      'max-connections': { type: 'string' },
+      'max-message-mb': { type: 'string' },
+      'max-bundle-mb': { type: 'string' },
+      'max-in-flight': { type: 'string' },
+      'handshake-ms': { type: 'string' },
+      'idle-timeout-ms': { type: 'string' },
       'thread-memory-mb': { type: 'string' },
       'grace-ms': { type: 'string' },
       'log-level': { type: 'string' },
@@ -89,6 +115,36 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
   if (mem !== undefined) opts.threadMemoryMb = mem;
   const grace = int('grace-ms', values['grace-ms']);
   if (grace !== undefined) opts.graceMs = grace;
+  const maxConnections = int('max-connections', values['max-connections']);
+  if (maxConnections !== undefined) opts.maxConnections = maxConnections;
+  const maxMessageMb = int('max-message-mb', values['max-message-mb']);
+  if (maxMessageMb !== undefined) opts.maxMessageBytes = maxMessageMb * 1024 * 1024;
+  const maxBundleMb = int('max-bundle-mb', values['max-bundle-mb']);
+  if (maxBundleMb !== undefined) opts.maxBundleBytes = maxBundleMb * 1024 * 1024;
+  const maxInFlight = int('max-in-flight', values['max-in-flight']);
+  if (maxInFlight !== undefined) opts.maxInFlight = maxInFlight;
+  const handshakeMs = int('handshake-ms', values['handshake-ms']);
+  if (handshakeMs !== undefined) opts.handshakeMs = handshakeMs;
+  const idleMs = int('idle-timeout-ms', values['idle-timeout-ms']);
+  if (idleMs !== undefined) opts.idleTimeoutMs = idleMs;
+  if (values.insecure === true) {
+    if (values['key-file'] !== undefined) throw new FarmError('FARM_ERR_INVALID_OPTION', 'give either --key-file or --insecure, not both');
+    opts.insecure = true;
+    process.stderr.write(
+      'taskfarm worker: WARNING: --insecure: no farm key and no TLS. Anyone who can reach this port can run any code on this ' +
+        'machine as this user, and see all traffic. Use it only on an isolated, trusted network.\n',
+    );
+  } else {
+    const key = resolveFarmKey({ keyFile: values['key-file'] });
+    if (key === undefined) {
+      process.stderr.write(`taskfarm worker: no farm key, refusing to start. ${NO_KEY_HELP}\nTo run without one on an isolated network, pass --insecure.\n`);
+      return 2;
+    }
+    if (key.source.startsWith('file ') && keyFileTooOpen(key.source.slice(5))) {
+      process.stderr.write(`taskfarm worker: warning: the farm key ${key.source} is readable by other users; chmod 600 it\n`);
+    }
+    opts.key = key.key;
+  }
 
   const server = new WorkerServer(opts);
   const { port: bound, id } = await server.start();

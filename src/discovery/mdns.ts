@@ -27,6 +27,8 @@ export interface WorkerAdvert {
   readonly proto: number;
   readonly version: string;
   readonly hostname: string;
+  /** False for a daemon run with --insecure (no key, no TLS). */
+  readonly secure: boolean;
 }
 
 // bonjour-service advertises an A/AAAA record for every address of every interface. A daemon bound
@@ -102,7 +104,17 @@ export class MdnsAdvertiser {
   #publish(type: string, extra: Record<string, string>): void {
     const a = this.#o.advert;
     const name = a.id;
-    const txt = { farm: a.farm, id: a.id, threads: String(a.threads), proto: String(a.proto), ver: a.version, host: a.hostname, boot: this.#boot, ...extra };
+    const txt = {
+      farm: a.farm,
+      id: a.id,
+      threads: String(a.threads),
+      proto: String(a.proto),
+      ver: a.version,
+      host: a.hostname,
+      boot: this.#boot,
+      ...(a.secure ? {} : { insecure: '1' }),
+      ...extra,
+    };
     const fqdn = `${name.split('.').join('-')}._${type}._tcp.local`;
     if (this.#o.interface !== undefined) allowedAddresses.set(fqdn, new Set([this.#o.interface]));
     this.#service = this.#bonjour.publish({ name, type, port: this.#o.port, host: `${a.id}.local`, txt, probe: false });
@@ -156,6 +168,8 @@ export interface MdnsDiscoveryOptions {
   readonly requeryMs?: number;
   /** Protocol version this client speaks: other versions are skipped with a warning. */
   readonly protocolVersion: number;
+  /** Only report workers that require a farm key (true) or that run insecure (false). @default both */
+  readonly secure?: boolean;
   /** Also browse recruited workers (for `taskfarm ls`). @default false */
   readonly includeBusy?: boolean;
   readonly logger?: Logger;
@@ -202,7 +216,7 @@ export function orderAddresses(addresses: readonly string[]): string[] {
  * are reported as `warning` and skipped.
  */
 export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Discovery {
-  readonly #o: Required<Omit<MdnsDiscoveryOptions, 'interface'>> & { interface: string | undefined };
+  readonly #o: Required<Omit<MdnsDiscoveryOptions, 'interface' | 'secure'>> & { interface: string | undefined; secure: boolean | undefined };
   #bonjour: Bonjour | undefined;
   readonly #browsers: Browser[] = [];
   readonly #byFqdn = new Map<string, Seen>();
@@ -219,6 +233,7 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
       logger: silentLogger,
       ...options,
       interface: options.interface,
+      secure: options.secure,
     };
   }
 
@@ -272,7 +287,17 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
       this.emit('warning', `ignoring worker ${id} at ${where}: no dialable address`);
       return;
     }
-    const advert: WorkerAdvert = { id, farm, threads, proto, version: str('ver') ?? '', hostname: str('host') ?? s.host };
+    const secure = str('insecure') !== '1';
+    if (this.#o.secure !== undefined && secure !== this.#o.secure) {
+      this.emit(
+        'warning',
+        secure
+          ? `skipping worker ${id} at ${where}: it requires the farm key and this client has none`
+          : `skipping worker ${id} at ${where}: it runs with --insecure (no key, no TLS) and this client has a farm key`,
+      );
+      return;
+    }
+    const advert: WorkerAdvert = { id, farm, threads, proto, version: str('ver') ?? '', hostname: str('host') ?? s.host, secure };
     this.#byFqdn.set(s.fqdn, {
       fqdn: s.fqdn,
       id,

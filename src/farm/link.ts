@@ -29,6 +29,10 @@ export interface WorkerLink {
   readonly info: WorkerInfo;
   /** Code bundles this client had to send to the worker (0 when it had them all cached). */
   readonly bundlesSent: number;
+  /** The most tasks the worker accepts in flight. */
+  readonly maxInFlight: number;
+  /** The largest encoded input one task may have to reach this worker, in bytes. */
+  readonly maxPayloadBytes: number;
   /** Sends tasks (their seqs must be unique on this link). */
   send(tasks: readonly ExecTask[]): void;
   /** Asks the worker to drop these tasks (no result will come for them). */

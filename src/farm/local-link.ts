@@ -11,6 +11,8 @@ import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 export class LocalLink implements WorkerLink {
   readonly info: WorkerInfo;
   readonly bundlesSent = 0;
+  readonly maxInFlight = Number.MAX_SAFE_INTEGER;
+  readonly maxPayloadBytes = Number.MAX_SAFE_INTEGER;
   readonly #executor: Executor;
 
   private constructor(info: WorkerInfo, executor: Executor) {

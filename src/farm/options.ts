@@ -4,6 +4,7 @@ import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../worker/options.js';
 import { expectBoolean, expectInteger, expectString } from '../util/validate.js';
+import { resolveFarmKey } from '../security/farm-key.js';
 import type { Discovery } from '../discovery/index.js';
 
 /** Options of a {@link TaskFarm}. Every field is optional. */
@@ -24,6 +25,15 @@ export interface TaskFarmOptions {
   readonly farm?: string;
   /** Multi-homed machines: use mDNS on this interface address only. @default every interface */
   readonly interface?: string;
+  /**
+   * The farm key as text (what `taskfarm keygen` writes). Only workers that prove it receive code
+   * or tasks. @default option `keyFile`, `$TASKFARM_KEY`, `$TASKFARM_KEY_FILE`, or ~/.config/taskfarm/farm.key
+   */
+  readonly key?: string;
+  /** A file holding the farm key. */
+  readonly keyFile?: string;
+  /** Use workers run with --insecure (no key, no TLS, plaintext). @default false */
+  readonly insecure?: boolean;
   /** Threads of the in-process pool (`'local'`, and local fallback). @default os.availableParallelism() */
   readonly threads?: number;
   /** When no worker can be recruited within `workerWaitMs`, compute on local threads. @default true */
@@ -61,6 +71,11 @@ export interface ResolvedTaskFarmOptions {
   readonly discovery: 'mdns' | 'local' | Discovery | { readonly peers: readonly string[] };
   readonly farm: string;
   readonly interface: string | undefined;
+  /** The farm key's bytes (undefined: no key found, or insecure). */
+  readonly key: Buffer | undefined;
+  /** Where the key came from, for messages (never the key). */
+  readonly keySource: string | undefined;
+  readonly insecure: boolean;
   readonly threads: number;
   readonly localFallback: boolean;
   readonly workerWaitMs: number;
@@ -79,7 +94,7 @@ export interface ResolvedTaskFarmOptions {
 }
 
 const known = new Set([
-  'peers', 'discovery', 'farm', 'interface', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries',
+  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries',
   'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
   'signal', 'logger',
 ]);
@@ -106,11 +121,21 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   } else {
     throw new InvalidOptionError(`Expected \`discovery\` to be 'mdns', 'local' or a Discovery object, got ${JSON.stringify(input.discovery)}`);
   }
+  const insecure = input.insecure ?? false;
+  expectBoolean('insecure', insecure);
+  if (insecure && (input.key !== undefined || input.keyFile !== undefined)) {
+    throw new InvalidOptionError('Give either a farm key (`key`, `keyFile`) or `insecure: true`, not both');
+  }
+  // Local threads need no key; a malformed key is still an error wherever workers are used.
+  const resolvedKey = discovery === 'local' || insecure ? undefined : resolveFarmKey({ key: input.key, keyFile: input.keyFile });
   const envFarm = process.env['TASKFARM_FARM'];
   const o: ResolvedTaskFarmOptions = {
     discovery,
     farm: input.farm ?? (envFarm !== undefined && envFarm.length > 0 ? envFarm : 'default'),
     interface: input.interface,
+    key: resolvedKey?.key,
+    keySource: resolvedKey?.source,
+    insecure,
     threads: input.threads ?? availableParallelism(),
     localFallback: input.localFallback ?? true,
     workerWaitMs: input.workerWaitMs ?? 3000,

@@ -5,6 +5,10 @@
 import { hostname } from 'node:os';
 import {
   createWorkerClient,
+  fetchServerCertificate,
+  MAX_MESSAGE_BYTES,
+  pemFingerprint,
+  type ChannelSecurity,
   fromServiceError,
   PROTOCOL_VERSION,
   type ClientMessage,
@@ -14,7 +18,8 @@ import {
   type WorkerMessage,
   type grpc,
 } from '../protocol/index.js';
-import { FarmError, ProtocolError, StageSetupError, WorkerLostError } from '../errors.js';
+import { AuthenticationError, FarmError, InvalidStageError, ProtocolError, StageSetupError, WorkerLostError } from '../errors.js';
+import { clientProof, newClientNonce, proofsEqual, workerProof } from '../security/handshake.js';
 import { formatTarget, type WorkerEndpoint } from '../discovery/index.js';
 import type { Logger } from '../log.js';
 import type { ExecResult, ExecTask } from '../worker/executor.js';
@@ -31,6 +36,8 @@ export interface RemoteLinkOptions {
   readonly setupTimeoutMs: number;
   /** Only workers of this farm are recruited (undefined: any). */
   readonly farm: string | undefined;
+  /** The farm key; undefined only in insecure mode (plaintext, workers run with --insecure). */
+  readonly key: Buffer | undefined;
   readonly logger: Logger;
 }
 
@@ -43,11 +50,14 @@ function toExecResult(r: ResultMessage): ExecResult {
   return { seq: r.seq, error: { kind: 'bad-output', name: 'ProtocolError', message: 'result without value or error', stack: '', code: '' }, durationMs: d };
 }
 
-/** Describes the worker at one address, within the connect timeout. */
-export async function describeWorker(target: string, timeoutMs: number): Promise<WorkerDescription> {
-  const client = createWorkerClient(target, 1000);
+/**
+ * Describes the worker at one address, within the timeout, without authenticating it (for
+ * `taskfarm ls`; never use the answer to decide where to send code or tasks).
+ */
+export async function describeWorker(target: string, timeoutMs: number, tls = true): Promise<WorkerDescription> {
+  const client = createWorkerClient(target, 1000, tls ? { kind: 'unverified' } : { kind: 'plaintext' });
   try {
-    return await client.describe(timeoutMs);
+    return await client.describe({ client_nonce: Buffer.alloc(0) }, timeoutMs);
   } finally {
     client.close();
   }
@@ -57,6 +67,9 @@ export async function describeWorker(target: string, timeoutMs: number): Promise
 export class RemoteLink implements WorkerLink {
   readonly info: WorkerInfo;
   bundlesSent = 0;
+  maxInFlight = Number.MAX_SAFE_INTEGER;
+  maxPayloadBytes = Number.MAX_SAFE_INTEGER;
+  #maxMessageBytes = Number.MAX_SAFE_INTEGER;
   readonly #client: WorkerClient;
   readonly #token: string;
   readonly #stream: ComputeStream;
@@ -91,17 +104,44 @@ export class RemoteLink implements WorkerLink {
     let lastError: FarmError | undefined;
     for (const host of hosts) {
       const target = formatTarget(host, endpoint.port);
-      const client = createWorkerClient(target, Math.min(options.heartbeatTimeoutMs, 1000));
+      const name = endpoint.id ?? target;
+      const deadline = Date.now() + options.connectTimeoutMs;
+      let fingerprint = '';
+      let security: ChannelSecurity = { kind: 'plaintext' };
+      if (options.key !== undefined) {
+        // Pin the certificate the worker presents; the handshake below proves it is the farm's.
+        try {
+          const certPem = await fetchServerCertificate(host, endpoint.port, options.connectTimeoutMs);
+          fingerprint = pemFingerprint(certPem);
+          security = { kind: 'pinned', certPem };
+        } catch (err) {
+          lastError = new WorkerLostError(name, `no TLS connection to ${target}: ${(err as Error).message} (is it a taskfarm worker? one run with --insecure cannot be used with a farm key)`, { cause: err });
+          continue;
+        }
+      }
+      const client = createWorkerClient(target, Math.min(options.heartbeatTimeoutMs, 1000), security);
+      const clientNonce = newClientNonce();
       let desc: WorkerDescription;
       try {
-        desc = await client.describe(options.connectTimeoutMs);
+        desc = await client.describe({ client_nonce: clientNonce }, Math.max(10, deadline - Date.now()));
       } catch (err) {
         client.close();
-        lastError = fromServiceError(err, endpoint.id ?? target, 'describe');
+        lastError = fromServiceError(err, name, 'describe');
         continue;
       }
       try {
-        return await RemoteLink.#recruit(client, target, desc, stages, options, handlers, onDescribed);
+        if (options.key !== undefined) {
+          const expected = workerProof(options.key, { workerId: desc.id, clientNonce, workerNonce: desc.worker_nonce, certFingerprint: fingerprint });
+          if (!desc.secure || !proofsEqual(expected, desc.worker_proof)) {
+            throw new AuthenticationError(
+              `worker ${desc.id || '?'} at ${target} could not prove the farm key: it is not part of this farm (another key, ` +
+                `no key, or a spoofed advert); nothing was sent to it`,
+            );
+          }
+        } else if (desc.secure) {
+          throw new AuthenticationError(`worker ${desc.id} at ${target} requires the farm key, and this client has none`);
+        }
+        return await RemoteLink.#recruit(client, target, desc, stages, options, handlers, onDescribed, clientNonce, fingerprint);
       } catch (err) {
         client.close();
         throw err;
@@ -117,7 +157,9 @@ export class RemoteLink implements WorkerLink {
     stages: readonly PreparedStage[],
     options: RemoteLinkOptions,
     handlers: LinkHandlers,
-    onDescribed?: (desc: WorkerDescription) => boolean,
+    onDescribed: ((desc: WorkerDescription) => boolean) | undefined,
+    clientNonce: Buffer,
+    fingerprint: string,
   ): Promise<RemoteLink> {
     if (typeof desc.id !== 'string' || desc.id.length === 0) throw new ProtocolError(`${target} answered Describe without a worker id: not a taskfarm worker`);
     if (desc.protocol_version !== PROTOCOL_VERSION) {
@@ -138,6 +180,13 @@ export class RemoteLink implements WorkerLink {
           client_host: hostname(),
           lease_timeout_ms: options.leaseTimeoutMs,
           heartbeat_ms: options.heartbeatMs,
+          max_message_bytes: MAX_MESSAGE_BYTES,
+          client_nonce: clientNonce,
+          worker_nonce: desc.worker_nonce,
+          client_proof:
+            options.key === undefined
+              ? Buffer.alloc(0)
+              : clientProof(options.key, { workerId: desc.id, clientNonce, workerNonce: desc.worker_nonce, certFingerprint: fingerprint }, options.clientId),
         },
         options.connectTimeoutMs,
       );
@@ -151,6 +200,14 @@ export class RemoteLink implements WorkerLink {
     };
     let bundlesSent = 0;
     try {
+      const tooBig = stages.findIndex((s) => desc.max_bundle_bytes > 0 && s.code.length > desc.max_bundle_bytes);
+      if (tooBig >= 0) {
+        throw new InvalidStageError(
+          `Stage ${tooBig} (${stages[tooBig]!.name}) bundles to ${stages[tooBig]!.code.length} bytes; worker ${desc.id} accepts bundles of at most ` +
+            `${desc.max_bundle_bytes} bytes (daemon option --max-bundle-mb). Import less, or raise the limit on the workers.`,
+          { stageIndex: tooBig },
+        );
+      }
       const hashes = stages.map((s) => s.hash);
       const { missing } = await client.install(token, { hashes, bundles: [] }, options.connectTimeoutMs);
       if (missing.length > 0) {
@@ -166,6 +223,12 @@ export class RemoteLink implements WorkerLink {
     const stream = client.compute(token);
     const link = new RemoteLink(info, client, token, stream, options);
     link.bundlesSent = bundlesSent;
+    if (desc.max_in_flight > 0) link.maxInFlight = desc.max_in_flight;
+    if (desc.max_message_bytes > 0) {
+      link.#maxMessageBytes = desc.max_message_bytes;
+      // Room for the message's own framing next to one payload.
+      link.maxPayloadBytes = Math.max(0, desc.max_message_bytes - 1024);
+    }
     try {
       await link.#start(stages.map((s) => s.hash));
     } catch (err) {
@@ -261,7 +324,20 @@ export class RemoteLink implements WorkerLink {
 
   send(tasks: readonly ExecTask[]): void {
     if (this.#gone || tasks.length === 0) return;
-    this.#write({ tasks: { tasks: tasks as ExecTask[] } });
+    // Split so that no message exceeds what the worker accepts.
+    const budget = Math.max(1024, this.#maxMessageBytes - 1024);
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < tasks.length; i++) {
+      const size = tasks[i]!.payload.length + 16;
+      if (i > start && bytes + size > budget) {
+        this.#write({ tasks: { tasks: tasks.slice(start, i) } });
+        start = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    this.#write({ tasks: { tasks: start === 0 ? (tasks as ExecTask[]) : tasks.slice(start) } });
   }
 
   cancel(seqs: readonly number[]): void {

@@ -6,7 +6,10 @@
 import { randomUUID } from 'node:crypto';
 import PQueue from 'p-queue';
 import {
+  AuthenticationError,
   FarmAbortError,
+  InvalidStageError,
+  UnsendableInputError,
   FarmError,
   NoWorkersError,
   ProtocolError,
@@ -22,6 +25,7 @@ import { decodeValue } from '../protocol/codec.js';
 import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
 import { MdnsDiscovery } from '../discovery/mdns.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
+import { NO_KEY_HELP } from '../security/farm-key.js';
 import type { ExecResult } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
@@ -179,12 +183,23 @@ export class Run {
       this.#startLocal();
       return;
     }
+    if (this.#o.key === undefined && !this.#o.insecure) {
+      // Without the farm key no worker would accept us (nor would we trust one): do not even look.
+      if (this.#o.localFallback) {
+        this.#log.warn(`no farm key: computing on local threads. ${NO_KEY_HELP}`);
+        this.#startLocal();
+      } else {
+        this.#finish(new NoWorkersError(`No farm key, so no worker can be used, and localFallback is off. ${NO_KEY_HELP}`));
+      }
+      return;
+    }
     const discovery =
       d === 'mdns'
         ? new MdnsDiscovery({
             farm: this.#o.farm,
             ...(this.#o.interface === undefined ? {} : { interface: this.#o.interface }),
             protocolVersion: PROTOCOL_VERSION,
+            secure: this.#o.key !== undefined,
             logger: this.#log,
           })
         : 'peers' in d
@@ -277,6 +292,7 @@ export class Run {
           setupTimeoutMs: this.#o.setupTimeoutMs,
           // A farm's name matters where workers are found by advertisement; listed peers are trusted.
           farm: this.#o.discovery === 'mdns' ? this.#o.farm : undefined,
+          key: this.#o.key,
           logger: this.#log,
         },
         handlers,
@@ -286,16 +302,21 @@ export class Run {
       const fe = err instanceof FarmError ? err : new WorkerLostError(e.id ?? target, String(err));
       st.failures++;
       this.#lastErrors.set(target, fe.message);
-      if (fe instanceof StageSetupError && this.#sessions.size === 0 && this.#local === undefined) {
+      if ((fe instanceof StageSetupError || fe instanceof InvalidStageError) && this.#sessions.size === 0 && this.#local === undefined) {
         // The same code runs everywhere: a stage that cannot load is the program's fault. Fail fast.
         this.#finish(fe);
         return;
       }
       // Busy workers are polled; unreachable ones back off up to 5 s; protocol mismatches are slow to change.
       const backoff =
-        fe instanceof WorkerBusyError ? 500 : fe instanceof ProtocolError ? 10_000 : Math.min(5000, 250 * 2 ** Math.min(st.failures, 5));
+        fe instanceof WorkerBusyError
+          ? 500
+          : fe instanceof ProtocolError || fe instanceof AuthenticationError
+            ? 10_000
+            : Math.min(5000, 250 * 2 ** Math.min(st.failures, 5));
       st.nextTry = Date.now() + backoff;
-      if (st.failures === 1 || !(fe instanceof WorkerBusyError)) this.#log.info('could not recruit worker', { target, error: fe.message });
+      if (fe instanceof AuthenticationError) this.#log.warn('not using worker', { target, error: fe.message });
+      else if (st.failures === 1 || !(fe instanceof WorkerBusyError)) this.#log.info('could not recruit worker', { target, error: fe.message });
       return;
     }
     if (this.#finished) {
@@ -382,7 +403,7 @@ export class Run {
     try {
       for (const s of this.#sessions) {
         if (!s.alive || s.draining) continue;
-        const free = s.window - s.inFlight.size;
+        const free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
         if (free <= 0) continue;
         let recs: TaskRecord[];
         try {
@@ -395,6 +416,18 @@ export class Run {
         const tasks = new Array<{ seq: number; payload: Uint8Array }>(recs.length);
         for (let i = 0; i < recs.length; i++) {
           const rec = recs[i]!;
+          if (rec.payload!.length > s.link.maxPayloadBytes) {
+            this.#finish(
+              new UnsendableInputError(
+                rec.index,
+                'input',
+                `${rec.payload!.length} bytes encoded`,
+                `Worker ${s.info.id} accepts messages of at most ${s.link.maxPayloadBytes + 1024} bytes (daemon option --max-message-mb): ` +
+                  'split the input, or raise the limit on the workers.',
+              ),
+            );
+            return;
+          }
           const seq = s.nextSeq;
           s.nextSeq = s.nextSeq >= 0xffffffff ? 1 : s.nextSeq + 1;
           s.inFlight.set(seq, rec);
@@ -430,7 +463,9 @@ export class Run {
         try {
           output = decodeValue(r.value!);
         } catch (err) {
-          this.#finish(new ProtocolError(`Worker ${s.info.id} sent an output for input ${rec.index} that cannot be decoded: ${(err as Error).message}`));
+          // A worker that sends garbage is not trusted with more work; the task goes elsewhere.
+          s.inFlight.set(r.seq, rec);
+          this.#drop(s, new ProtocolError(`sent an output for input ${rec.index} that cannot be decoded (${(err as Error).message})`));
           return;
         }
         this.#repo.complete(rec);
@@ -480,6 +515,13 @@ export class Run {
         this.#finish(new TaskError(ctx, e));
         return false;
     }
+  }
+
+  /** Ends a session on our side (the worker misbehaved) and handles it as lost. */
+  #drop(s: Session, err: FarmError): void {
+    this.#log.warn('dropping a worker', { worker: s.info.id, reason: err.message });
+    void s.link.close();
+    this.#onLost(s, err);
   }
 
   #onLost(s: Session, err: FarmError): void {

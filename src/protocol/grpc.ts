@@ -3,10 +3,14 @@
  * workers through the helpers exported here.
  */
 import * as grpc from '@grpc/grpc-js';
+import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
+import { isIP } from 'node:net';
 import * as protoLoader from '@grpc/proto-loader';
 import { findPackageFile } from '../util/package-root.js';
 import type {
   ClientMessage,
+  DescribeRequest,
   InstallReply,
   InstallRequest,
   LeaseReply,
@@ -60,7 +64,7 @@ export function channelOptions(keepaliveMs: number): grpc.ChannelOptions {
 
 /** The typed client of one worker daemon. */
 export interface WorkerClient {
-  describe(deadlineMs: number): Promise<WorkerDescription>;
+  describe(request: DescribeRequest, deadlineMs: number): Promise<WorkerDescription>;
   recruit(request: RecruitRequest, deadlineMs: number): Promise<LeaseReply>;
   install(token: string, request: InstallRequest, deadlineMs: number): Promise<InstallReply>;
   compute(token: string): grpc.ClientDuplexStream<ClientMessage, WorkerMessage>;
@@ -76,10 +80,76 @@ function leaseMetadata(token: string): grpc.Metadata {
   return md;
 }
 
+/**
+ * How a channel secures itself: `plaintext` (a worker run with --insecure); `pinned` (TLS, and the
+ * worker must present exactly this self-signed certificate — fingerprints are then authenticated by
+ * the farm-key handshake); `unverified` (TLS without checking the certificate: only for Describe,
+ * e.g. `taskfarm ls`, never to send code or tasks).
+ */
+export type ChannelSecurity = { readonly kind: 'plaintext' } | { readonly kind: 'unverified' } | { readonly kind: 'pinned'; readonly certPem: string };
+
+/** The SHA-256 fingerprint (`AB:CD:…`) of a PEM certificate. */
+export function pemFingerprint(pem: string): string {
+  return new X509Certificate(pem).fingerprint256.toUpperCase();
+}
+
+/**
+ * Fetches the certificate a TLS server presents (no verification: the caller pins it and the farm
+ * key handshake authenticates it). Rejects on a connection error or after `timeoutMs`.
+ */
+export function fetchServerCertificate(host: string, port: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host,
+      port,
+      rejectUnauthorized: false,
+      ALPNProtocols: ['h2'],
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no TLS handshake within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      const raw = socket.getPeerCertificate(false).raw;
+      socket.end();
+      socket.destroy();
+      if (raw === undefined || raw.length === 0) return reject(new Error('the server presented no certificate'));
+      const b64 = raw.toString('base64').replace(/(.{64})/g, '$1\n');
+      resolve(`-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    });
+  });
+}
+
+function credentialsFor(security: ChannelSecurity): grpc.ChannelCredentials {
+  switch (security.kind) {
+    case 'plaintext':
+      return grpc.credentials.createInsecure();
+    case 'unverified':
+      return grpc.credentials.createSsl(null, null, null, { rejectUnauthorized: false });
+    case 'pinned': {
+      const expected = pemFingerprint(security.certPem);
+      return grpc.credentials.createSsl(Buffer.from(security.certPem), null, null, {
+        // The certificate names no host: what matters is that it is exactly the pinned one.
+        checkServerIdentity: (_host, cert) =>
+          String(cert.fingerprint256).toUpperCase() === expected ? undefined : new Error('the worker presented a different certificate than the pinned one'),
+      });
+    }
+  }
+}
+
 /** Creates a client for the worker at `target` (`host:port`). Nothing is sent until a call is made. */
-export function createWorkerClient(target: string, keepaliveMs: number): WorkerClient {
+export function createWorkerClient(target: string, keepaliveMs: number, security: ChannelSecurity = { kind: 'plaintext' }): WorkerClient {
   const Ctor = grpc.makeGenericClientConstructor(workerServiceDefinition(), 'Worker');
-  const raw = new Ctor(target, grpc.credentials.createInsecure(), channelOptions(keepaliveMs)) as grpc.Client &
+  // Workers are dialled by address; an IP address is not a valid TLS server name (RFC 6066).
+  const options = security.kind === 'plaintext' ? channelOptions(keepaliveMs) : { ...channelOptions(keepaliveMs), 'grpc.ssl_target_name_override': 'taskfarm-worker' };
+  const raw = new Ctor(target, credentialsFor(security), options) as grpc.Client &
     Record<string, (...args: unknown[]) => unknown>;
   const deadline = (ms: number): grpc.CallOptions => ({ deadline: Date.now() + ms });
   function unary<Req, Res>(method: string, request: Req, md: grpc.Metadata, ms: number): Promise<Res> {
@@ -94,7 +164,7 @@ export function createWorkerClient(target: string, keepaliveMs: number): WorkerC
     });
   }
   return {
-    describe: (ms) => unary('Describe', {}, new grpc.Metadata(), ms),
+    describe: (request, ms) => unary('Describe', request, new grpc.Metadata(), ms),
     recruit: (request, ms) => unary('Recruit', request, new grpc.Metadata(), ms),
     install: (token, request, ms) => unary('Install', request, leaseMetadata(token), ms),
     compute: (token) => (raw['Compute'] as (md: grpc.Metadata) => grpc.ClientDuplexStream<ClientMessage, WorkerMessage>).call(raw, leaseMetadata(token)),

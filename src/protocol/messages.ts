@@ -11,6 +11,16 @@ export interface WorkerDescription {
   state: string;
   version: string;
   farm: string;
+  secure: boolean;
+  worker_nonce: Uint8Array;
+  worker_proof: Uint8Array;
+  max_message_bytes: number;
+  max_bundle_bytes: number;
+  max_in_flight: number;
+}
+
+export interface DescribeRequest {
+  client_nonce: Uint8Array;
 }
 
 export interface RecruitRequest {
@@ -19,6 +29,10 @@ export interface RecruitRequest {
   client_host: string;
   lease_timeout_ms: number;
   heartbeat_ms: number;
+  client_nonce: Uint8Array;
+  worker_nonce: Uint8Array;
+  client_proof: Uint8Array;
+  max_message_bytes: number;
 }
 
 export interface LeaseReply {

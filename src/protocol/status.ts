@@ -1,4 +1,4 @@
-import { FarmAbortError, ProtocolError, WorkerBusyError, WorkerLostError, type FarmError } from '../errors.js';
+import { AuthenticationError, FarmAbortError, ProtocolError, WorkerBusyError, WorkerLostError, type FarmError } from '../errors.js';
 import { grpc, isServiceError } from './grpc.js';
 
 /** The call that failed, for {@link fromServiceError}. */
@@ -18,11 +18,12 @@ export function fromServiceError(err: unknown, workerId: string, operation: Work
     case grpc.status.RESOURCE_EXHAUSTED:
       if (operation === 'recruit') return new WorkerBusyError(`Worker ${workerId} is busy: ${details}`, { cause: err });
       return new ProtocolError(`Worker ${workerId} refused ${operation}: ${details}`, { cause: err });
+    case grpc.status.UNAUTHENTICATED:
+      return new AuthenticationError(`Worker ${workerId} refused ${operation}: ${details}`, { cause: err });
     case grpc.status.FAILED_PRECONDITION:
     case grpc.status.INVALID_ARGUMENT:
     case grpc.status.UNIMPLEMENTED:
     case grpc.status.PERMISSION_DENIED:
-    case grpc.status.UNAUTHENTICATED:
       return new ProtocolError(`Worker ${workerId} refused ${operation}: ${details}`, { cause: err });
     case grpc.status.UNAVAILABLE:
       return new WorkerLostError(workerId, `${operation}: unreachable (${details})`, { cause: err });

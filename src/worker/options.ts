@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { expectInteger, expectString } from '../util/validate.js';
+import { FARM_KEY_BYTES, NO_KEY_HELP, parseFarmKey } from '../security/farm-key.js';
 
 /** Options of a worker daemon ({@link WorkerServer}). */
 export interface WorkerServerOptions {
@@ -31,15 +32,36 @@ export interface WorkerServerOptions {
   readonly advertise?: boolean;
   /** Interface address for mDNS on multi-homed machines (only it is advertised). @default every interface */
   readonly interface?: string;
+  /**
+   * The farm key (32 bytes, or its base64url text). Required unless `insecure`: only clients that
+   * prove it may recruit the worker. See `taskfarm keygen`.
+   */
+  readonly key?: Uint8Array | string;
+  /** Run without key and without TLS: anyone who can reach the port can run code. @default false */
+  readonly insecure?: boolean;
+  /** Most concurrent TCP connections; more are refused. @default 256 */
+  readonly maxConnections?: number;
+  /** Largest gRPC message accepted, in bytes. @default 64 MiB */
+  readonly maxMessageBytes?: number;
+  /** Largest code bundle accepted by Install, in bytes. @default 32 MiB */
+  readonly maxBundleBytes?: number;
+  /** Most tasks in flight on one lease; more fails the stream with RESOURCE_EXHAUSTED. @default 65536 */
+  readonly maxInFlight?: number;
+  /** Time a client has between Describe and Recruit (the handshake), in ms. @default 10000 */
+  readonly handshakeMs?: number;
+  /** A connection with no traffic for this long is closed, in ms. @default 30000 */
+  readonly idleTimeoutMs?: number;
   /** Hostname reported to clients and stages. @default os.hostname() */
   readonly hostname?: string;
   readonly logger?: Logger;
 }
 
 /** {@link WorkerServerOptions} with every default filled in. */
-export type ResolvedWorkerServerOptions = Readonly<Required<Omit<WorkerServerOptions, 'id' | 'interface'>>> & {
+export type ResolvedWorkerServerOptions = Readonly<Required<Omit<WorkerServerOptions, 'id' | 'interface' | 'key'>>> & {
   readonly id: string | undefined;
   readonly interface: string | undefined;
+  /** The farm key's bytes; undefined only when insecure. */
+  readonly key: Buffer | undefined;
 };
 
 /** The default folder for the daemon's cache and state. */
@@ -63,12 +85,33 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
     graceMs: 10_000,
     hostname: osHostname(),
     advertise: false,
+    insecure: false,
+    maxConnections: 256,
+    maxMessageBytes: 64 * 1024 * 1024,
+    maxBundleBytes: 32 * 1024 * 1024,
+    maxInFlight: 65_536,
+    handshakeMs: 10_000,
+    idleTimeoutMs: 30_000,
     logger: silentLogger,
     ...input,
     threads,
     id: input.id,
     interface: input.interface,
+    key: input.key === undefined ? undefined : typeof input.key === 'string' ? parseFarmKey(input.key, 'option `key`') : Buffer.from(input.key),
   };
+  if (o.key !== undefined && o.key.length !== FARM_KEY_BYTES) {
+    throw new InvalidOptionError(`Expected \`key\` to be ${FARM_KEY_BYTES} bytes (see \`taskfarm keygen\`), got ${o.key.length}`);
+  }
+  if (o.key === undefined && !o.insecure) {
+    throw new InvalidOptionError(`A worker needs the farm key, or \`insecure: true\` to run without one. ${NO_KEY_HELP}`);
+  }
+  if (o.key !== undefined && o.insecure) throw new InvalidOptionError('Give either a farm key or `insecure: true`, not both');
+  expectInteger('maxConnections', o.maxConnections, 1);
+  expectInteger('maxMessageBytes', o.maxMessageBytes, 64 * 1024);
+  expectInteger('maxBundleBytes', o.maxBundleBytes, 1024);
+  expectInteger('maxInFlight', o.maxInFlight, 1);
+  expectInteger('handshakeMs', o.handshakeMs, 100);
+  expectInteger('idleTimeoutMs', o.idleTimeoutMs, 1000);
   expectInteger('port', o.port, 0, 65_535);
   expectString('host', o.host);
   expectString('cacheDir', o.cacheDir);

@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { openSync, readSync, closeSync } from 'node:fs';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { componentLogger, type Logger } from '../log.js';
 import {
   grpc,
@@ -15,6 +16,7 @@ import {
   PACKAGE_VERSION,
   LEASE_METADATA_KEY,
   type ClientMessage,
+  type DescribeRequest,
   type InstallReply,
   type InstallRequest,
   type LeaseReply,
@@ -25,6 +27,7 @@ import {
   type RemoteErrorMessage,
 } from '../protocol/index.js';
 import { MdnsAdvertiser } from '../discovery/mdns.js';
+import { WorkerNonces, clientProof, loadOrCreateTlsIdentity, proofsEqual, workerProof, type TlsIdentity } from '../security/index.js';
 import { CodeCache, BundleRejectedError } from './code-cache.js';
 import { Executor, ExecutorStartError, type ExecResult } from './executor.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
@@ -51,6 +54,8 @@ interface Lease {
   readonly clientHost: string;
   readonly timeoutMs: number;
   readonly heartbeatMs: number;
+  /** Result messages stay below this size (the smaller of the client's and our limit). */
+  readonly maxMessageBytes: number;
   lastSeen: number;
   readonly timer: NodeJS.Timeout;
   session: Session | undefined;
@@ -98,16 +103,27 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #port = 0;
   #started = false;
   #closed = false;
+  #tls: TlsIdentity | undefined;
+  #nonces: WorkerNonces;
+  #net: NetServer | undefined;
+  readonly #sockets = new Set<Socket>();
+  #injector: { injectConnection(s: Socket): void; destroy(): void } | undefined;
 
   constructor(options: WorkerServerOptions = {}) {
     super();
     this.options = resolveWorkerServerOptions(options);
     this.#log = componentLogger('worker', this.options.logger);
     this.#cache = new CodeCache(`${this.options.cacheDir}/bundles`, this.options.cacheMaxBytes);
-    this.#server = new grpc.Server({ ...channelOptions(1000), 'grpc.max_concurrent_streams': 64 });
+    this.#nonces = new WorkerNonces(this.options.handshakeMs);
+    this.#server = new grpc.Server({
+      ...channelOptions(1000),
+      'grpc.max_concurrent_streams': 64,
+      'grpc.max_receive_message_length': this.options.maxMessageBytes,
+      'grpc.max_send_message_length': this.options.maxMessageBytes,
+    });
     this.#server.addService(workerServiceDefinition(), {
-      Describe: (call: grpc.ServerUnaryCall<unknown, WorkerDescription>, cb: grpc.sendUnaryData<WorkerDescription>) =>
-        cb(null, this.describe()),
+      Describe: (call: grpc.ServerUnaryCall<DescribeRequest, WorkerDescription>, cb: grpc.sendUnaryData<WorkerDescription>) =>
+        cb(null, this.describe(call.request.client_nonce)),
       Recruit: (call: grpc.ServerUnaryCall<RecruitRequest, LeaseReply>, cb: grpc.sendUnaryData<LeaseReply>) => this.#recruit(call, cb),
       Install: (call: grpc.ServerUnaryCall<InstallRequest, InstallReply>, cb: grpc.sendUnaryData<InstallReply>) => {
         this.#install(call).then(
@@ -118,7 +134,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       Compute: (call: ComputeCall) => this.#compute(call),
       Release: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         const lease = this.#leaseOf(call.metadata);
-        if (lease === undefined) return cb(statusError(grpc.status.PERMISSION_DENIED, 'no valid lease: Recruit first'));
+        if (lease === undefined) return cb(statusError(grpc.status.UNAUTHENTICATED, NO_LEASE));
         this.#endLease(lease, 'released by the client');
         cb(null, {});
       },
@@ -145,13 +161,35 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (this.#started) throw new Error('WorkerServer.start() called twice');
     this.#started = true;
     if (this.options.id === undefined) this.#identity = acquireWorkerIdentity(this.options.cacheDir, this.options.hostname);
-    const host = this.options.host.includes(':') ? `[${this.options.host}]` : this.options.host;
-    this.#port = await new Promise<number>((resolve, reject) =>
-      this.#server.bindAsync(`${host}:${this.options.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err === null ? resolve(port) : reject(err),
-      ),
-    );
-    this.#log.info('worker listening', { id: this.id, port: this.#port, threads: this.options.threads });
+    let credentials: grpc.ServerCredentials;
+    if (this.options.insecure) {
+      credentials = grpc.ServerCredentials.createInsecure();
+      this.#log.warn('INSECURE: no farm key and no TLS; anyone who can reach this port can run code on this machine');
+    } else {
+      this.#tls = await loadOrCreateTlsIdentity(`${this.options.cacheDir}/tls`, `taskfarm-worker ${this.id}`);
+      credentials = grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(this.#tls.key), cert_chain: Buffer.from(this.#tls.cert) }], false);
+    }
+    // Our own listener in front of gRPC: it bounds connections and closes idle or half-open ones.
+    const injector = this.#server.createConnectionInjector(credentials);
+    this.#injector = injector;
+    const net = createServer({ pauseOnConnect: false, noDelay: true }, (socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+      socket.on('error', () => {});
+      socket.setTimeout(this.options.idleTimeoutMs, () => socket.destroy());
+      injector.injectConnection(socket);
+    });
+    net.maxConnections = this.options.maxConnections;
+    this.#net = net;
+    this.#port = await new Promise<number>((resolve, reject) => {
+      net.once('error', reject);
+      net.listen({ port: this.options.port, host: this.options.host }, () => {
+        net.off('error', reject);
+        const addr = net.address();
+        resolve(typeof addr === 'object' && addr !== null ? addr.port : this.options.port);
+      });
+    });
+    this.#log.info('worker listening', { id: this.id, port: this.#port, threads: this.options.threads, tls: !this.options.insecure });
     if (this.options.advertise) {
       this.#advertiser = new MdnsAdvertiser({
         advert: {
@@ -161,6 +199,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
           proto: PROTOCOL_VERSION,
           version: PACKAGE_VERSION,
           hostname: this.options.hostname,
+          secure: !this.options.insecure,
         },
         port: this.#port,
         ...(this.options.interface === undefined ? {} : { interface: this.options.interface }),
@@ -176,9 +215,22 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     return { port: this.#port, id: this.id };
   }
 
-  /** What Describe answers. */
-  describe(): WorkerDescription {
+  /** What Describe answers; with a client nonce, the worker's half of the handshake. */
+  describe(clientNonce?: Uint8Array): WorkerDescription {
+    let worker_nonce: Uint8Array = Buffer.alloc(0);
+    let worker_proof: Uint8Array = Buffer.alloc(0);
+    const key = this.options.key;
+    if (key !== undefined && clientNonce !== undefined && clientNonce.length >= 16 && clientNonce.length <= 64) {
+      worker_nonce = this.#nonces.issue(clientNonce);
+      worker_proof = workerProof(key, { workerId: this.id, clientNonce, workerNonce: worker_nonce, certFingerprint: this.#tls?.fingerprint ?? '' });
+    }
     return {
+      secure: !this.options.insecure,
+      worker_nonce,
+      worker_proof,
+      max_message_bytes: this.options.maxMessageBytes,
+      max_bundle_bytes: this.options.maxBundleBytes,
+      max_in_flight: this.options.maxInFlight,
       id: this.id,
       hostname: this.options.hostname,
       threads: this.options.threads,
@@ -199,6 +251,14 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
             `the client speaks ${req.protocol_version}; install the same taskfarm version on client and workers`,
         ),
       );
+    }
+    const key = this.options.key;
+    if (key !== undefined) {
+      const why = this.#authenticate(key, req);
+      if (why !== undefined) {
+        this.#log.warn('refused a recruit that did not prove the farm key', { peer: call.getPeer(), why });
+        return cb(statusError(grpc.status.UNAUTHENTICATED, `worker ${this.id} refused the recruit: ${why}`));
+      }
     }
     if (this.#state === 'draining' || this.#closed) return cb(statusError(grpc.status.UNAVAILABLE, 'worker is shutting down'));
     if (this.#lease !== undefined) {
@@ -222,6 +282,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       clientHost: req.client_host.slice(0, 200),
       timeoutMs,
       heartbeatMs,
+      maxMessageBytes: Math.min(this.options.maxMessageBytes, req.max_message_bytes > 0 ? req.max_message_bytes : 4 * 1024 * 1024),
       lastSeen: Date.now(),
       session: undefined,
       streamOpened: false,
@@ -236,6 +297,20 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     cb(null, { token, lease_timeout_ms: timeoutMs, worker_id: this.id, threads: this.options.threads });
   }
 
+  /** Why the client's handshake fails, or undefined when it proves the farm key. */
+  #authenticate(key: Buffer, req: RecruitRequest): string | undefined {
+    const clientNonce = req.client_nonce;
+    const workerNonce = req.worker_nonce;
+    if (clientNonce.length < 16 || clientNonce.length > 64 || workerNonce.length === 0 || req.client_proof.length === 0) {
+      return 'no farm-key handshake (the client has no key, or speaks an older protocol)';
+    }
+    const nonceProblem = this.#nonces.redeem(workerNonce, clientNonce);
+    if (nonceProblem !== undefined) return nonceProblem;
+    const expected = clientProof(key, { workerId: this.id, clientNonce, workerNonce, certFingerprint: this.#tls?.fingerprint ?? '' }, req.client_id);
+    if (!proofsEqual(expected, req.client_proof)) return "the client's farm key is not this worker's farm key";
+    return undefined;
+  }
+
   #leaseOf(metadata: grpc.Metadata): Lease | undefined {
     const values = metadata.get(LEASE_METADATA_KEY);
     const token = values.length === 1 && typeof values[0] === 'string' ? values[0] : undefined;
@@ -247,8 +322,17 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
 
   async #install(call: grpc.ServerUnaryCall<InstallRequest, InstallReply>): Promise<InstallReply> {
     const lease = this.#leaseOf(call.metadata);
-    if (lease === undefined) throw statusError(grpc.status.PERMISSION_DENIED, 'no valid lease: Recruit first');
+    if (lease === undefined) throw statusError(grpc.status.UNAUTHENTICATED, NO_LEASE);
     const req = call.request;
+    if (req.hashes.length > 256 || req.bundles.length > 256) throw statusError(grpc.status.INVALID_ARGUMENT, 'at most 256 bundles per Install');
+    for (const b of req.bundles) {
+      if (b.code.length > this.options.maxBundleBytes) {
+        throw statusError(
+          grpc.status.INVALID_ARGUMENT,
+          `bundle ${String(b.hash).slice(0, 16)}… is ${b.code.length} bytes; this worker accepts bundles of at most ${this.options.maxBundleBytes} bytes (--max-bundle-mb)`,
+        );
+      }
+    }
     for (const h of req.hashes) {
       if (!CodeCache.isHash(h)) throw statusError(grpc.status.INVALID_ARGUMENT, `not a sha256 hex digest: ${JSON.stringify(h.slice(0, 80))}`);
     }
@@ -266,7 +350,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #compute(call: ComputeCall): void {
     const lease = this.#leaseOf(call.metadata);
     if (lease === undefined) {
-      call.emit('error', statusError(grpc.status.PERMISSION_DENIED, 'no valid lease: Recruit first'));
+      call.emit('error', statusError(grpc.status.UNAUTHENTICATED, NO_LEASE));
       return;
     }
     if (lease.streamOpened) {
@@ -309,6 +393,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
           return;
         }
         const tasks = msg.tasks.tasks;
+        if (session.inFlight.size + tasks.length > this.options.maxInFlight) {
+          return this.#failStream(lease, `more than ${this.options.maxInFlight} tasks in flight on one lease`, grpc.status.RESOURCE_EXHAUSTED);
+        }
         for (const t of tasks) session.inFlight.add(t.seq);
         session.executor.submit(tasks);
         return;
@@ -381,8 +468,23 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #onResults(results: ExecResult[]): void {
     const session = this.#lease?.session;
     if (session === undefined || session.ended) return;
+    const limit = this.#lease!.maxMessageBytes - 1024;
     for (const r of results) {
       if (!session.inFlight.delete(r.seq)) continue;
+      if (r.error === undefined && r.value!.length > limit) {
+        this.#queueResult(session, {
+          seq: r.seq,
+          error: {
+            kind: 'unserializable',
+            name: 'OutputTooLarge',
+            message: `the output is ${r.value!.length} bytes, more than the largest message between worker and client (${limit + 1024} bytes)`,
+            stack: '',
+            code: '',
+          },
+          duration_ms: r.durationMs,
+        });
+        continue;
+      }
       this.#queueResult(
         session,
         r.error === undefined ? { seq: r.seq, value: r.value!, duration_ms: r.durationMs } : { seq: r.seq, error: r.error, duration_ms: r.durationMs },
@@ -396,11 +498,28 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     session.flushScheduled = true;
     setImmediate(() => {
       session.flushScheduled = false;
-      if (session.pending.length === 0) return;
-      const results = session.pending;
-      session.pending = [];
-      this.#write(session, { results: { results } });
+      this.#flush(session);
     });
+  }
+
+  /** Writes the pending results, in messages that stay below the lease's size limit. */
+  #flush(session: Session): void {
+    const pending = session.pending;
+    if (pending.length === 0) return;
+    session.pending = [];
+    const budget = (this.#lease?.maxMessageBytes ?? 4 * 1024 * 1024) - 1024;
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < pending.length; i++) {
+      const size = (pending[i]!.value?.length ?? 256) + 24;
+      if (i > start && bytes + size > budget) {
+        this.#write(session, { results: { results: pending.slice(start, i) } });
+        start = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    this.#write(session, { results: { results: start === 0 ? pending : pending.slice(start) } });
   }
 
   #write(session: Session, msg: WorkerMessage): void {
@@ -412,12 +531,12 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     }
   }
 
-  #failStream(lease: Lease, why: string): void {
+  #failStream(lease: Lease, why: string, code: grpc.status = grpc.status.FAILED_PRECONDITION): void {
     this.#log.warn('protocol error from the client', { client: lease.clientId, why });
     const session = lease.session;
     if (session !== undefined && !session.ended) {
       session.ended = true;
-      session.call.emit('error', statusError(grpc.status.FAILED_PRECONDITION, why));
+      session.call.emit('error', statusError(code, why));
     }
     this.#endLease(lease, `protocol error: ${why}`);
   }
@@ -467,11 +586,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       }
       // Flush what the threads produced before the stream ends.
       await new Promise<void>((r) => setImmediate(r));
-      if (session.pending.length > 0) {
-        const results = session.pending;
-        session.pending = [];
-        this.#write(session, { results: { results } });
-      }
+      this.#flush(session);
       for (const seq of session.inFlight) this.#write(session, { results: { results: [{ seq, error: cancelled('the worker shut down before this task finished') }] } });
       session.inFlight.clear();
     }
@@ -491,9 +606,13 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     const warm = this.#warm;
     this.#warm = undefined;
     await warm?.executor.close();
+    // Stop accepting; the listener's close completes once every connection is gone (below).
+    const net = this.#net;
+    const listenerClosed = new Promise<void>((resolve) => (net === undefined ? resolve() : net.close(() => resolve())));
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.#server.forceShutdown();
+        for (const s of this.#sockets) s.destroy();
         resolve();
       }, 1000);
       this.#server.tryShutdown(() => {
@@ -501,10 +620,15 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         resolve();
       });
     });
+    this.#injector?.destroy();
+    for (const s of this.#sockets) s.destroy();
+    await listenerClosed;
     this.#identity?.release();
     this.#log.info('worker stopped', { id: this.id });
   }
 }
+
+const NO_LEASE = 'no valid lease token: Recruit first (every call after Recruit carries its lease token)';
 
 function cancelled(message: string): RemoteErrorMessage {
   return { kind: 'cancelled', name: 'Cancelled', message, stack: '', code: '' };
