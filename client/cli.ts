@@ -66,6 +66,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     const e = err as Error & { code?: string };
     process.stderr.write(`taskfarm: ${e.message ?? String(err)}\n`);
-    process.exitCode = e.code === 'FARM_ERR_INVALID_OPTION' || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 2 : 1;
+    // Usage errors (bad flags, bad values) exit 2, like `taskfarm run`'s.
+    process.exitCode = e.code === 'FARM_ERR_INVALID_OPTION' || (e.code ?? '').startsWith('ERR_PARSE_ARGS_') ? 2 : 1;
   },
 );

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { TaskFarm, generateFarmKey } from '../src/index.js';
+import { InvalidOptionError, TaskFarm, generateFarmKey } from '../src/index.js';
 import type { RenderedTile, Tile } from './demo/mandelbrot-tile.js';
 import { encodePng } from './demo/png.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from './local-daemons.js';
@@ -32,7 +32,7 @@ Options:
 function positive(name: string, v: string | undefined, dflt: number, min = 1): number {
   if (v === undefined) return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} expects an integer >= ${min}, got "${v}"`);
+  if (!Number.isInteger(n) || n < min) throw new InvalidOptionError(`--${name} expects an integer >= ${min}, got "${v}"`);
   return n;
 }
 

@@ -46,6 +46,29 @@ interface MdnsSocketEvents {
   on(event: 'error' | 'warning', listener: (err: Error) => void): void;
 }
 
+/** Calls `report` at most once per `everyMs` per distinct message; counts what it held back. */
+function throttled(report: (message: string) => void, everyMs = 10_000): (message: string) => void {
+  const last = new Map<string, { at: number; held: number }>();
+  return (message) => {
+    const now = Date.now();
+    const seen = last.get(message);
+    if (seen !== undefined && now - seen.at < everyMs) {
+      seen.held++;
+      return;
+    }
+    if (last.size > 100) last.clear();
+    last.set(message, { at: now, held: 0 });
+    report(seen !== undefined && seen.held > 0 ? `${message} (and ${seen.held} more like it)` : message);
+  };
+}
+
+function describeSocketProblem(err: Error): string {
+  // multicast-dns reports a peer's undecodable packet through the same channel as socket errors.
+  return err instanceof RangeError || /decode|offset|out of range|buffer/i.test(err.message)
+    ? `ignoring an undecodable mDNS packet from the network (${err.message})`
+    : `mDNS socket problem: ${err.message}`;
+}
+
 function createBonjour(iface: string | undefined, onError: (err: Error) => void): Bonjour {
   // Binding to a unicast address would stop multicast reception on Linux: bind the wildcard and
   // choose the interface for memberships and sending.
@@ -80,7 +103,8 @@ export class MdnsAdvertiser {
   constructor(options: MdnsAdvertiserOptions) {
     this.#o = options;
     this.#log = options.logger ?? silentLogger;
-    this.#bonjour = createBonjour(options.interface, (err) => this.#log.warn('mDNS socket problem', { error: err.message }));
+    const warn = throttled((m) => this.#log.warn(m));
+    this.#bonjour = createBonjour(options.interface, (err) => warn(describeSocketProblem(err)));
   }
 
   #enqueue(step: () => Promise<void>): Promise<void> {
@@ -222,6 +246,7 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
   readonly #byFqdn = new Map<string, Seen>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  #warn: (message: string) => void = (m) => this.emit('warning', m);
 
   constructor(options: MdnsDiscoveryOptions) {
     super();
@@ -239,7 +264,9 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
 
   start(): Promise<readonly WorkerEndpoint[]> {
     if (this.#bonjour !== undefined) return Promise.resolve(this.snapshot());
-    const bonjour = createBonjour(this.#o.interface, (err) => this.emit('warning', `mDNS socket problem: ${err.message}`));
+    const warn = throttled((m) => this.emit('warning', m));
+    this.#warn = warn;
+    const bonjour = createBonjour(this.#o.interface, (err) => warn(describeSocketProblem(err)));
     this.#bonjour = bonjour;
     const types: ['free' | 'recruited', string][] = [['free', SERVICE_TYPE]];
     if (this.#o.includeBusy) types.push(['recruited', BUSY_SERVICE_TYPE]);
@@ -269,22 +296,22 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
     const threads = Number(str('threads'));
     const where = `${s.name ?? '?'} (${s.referer?.address ?? '?'}:${s.port})`;
     if (id === undefined || !/^[\w.-]{1,128}$/.test(id) || farm === undefined || !Number.isInteger(proto) || !Number.isInteger(threads) || threads < 1) {
-      this.emit('warning', `ignoring a malformed taskfarm advert from ${where}: TXT must carry id, farm, threads and proto`);
+      this.#warn(`ignoring a malformed taskfarm advert from ${where}: TXT must carry id, farm, threads and proto`);
       return;
     }
     if (farm !== this.#o.farm) return;
     if (proto !== this.#o.protocolVersion) {
-      this.emit('warning', `skipping worker ${id} at ${where}: it speaks taskfarm protocol ${proto}, this client speaks ${this.#o.protocolVersion}`);
+      this.#warn(`skipping worker ${id} at ${where}: it speaks taskfarm protocol ${proto}, this client speaks ${this.#o.protocolVersion}`);
       return;
     }
     if (!Number.isInteger(s.port) || s.port < 1 || s.port > 65535) {
-      this.emit('warning', `ignoring worker ${id} at ${where}: invalid port`);
+      this.#warn(`ignoring worker ${id} at ${where}: invalid port`);
       return;
     }
     const fromPacket = s.referer?.address;
     const addresses = orderAddresses([...(fromPacket !== undefined ? [fromPacket] : []), ...(s.addresses ?? [])]);
     if (addresses.length === 0) {
-      this.emit('warning', `ignoring worker ${id} at ${where}: no dialable address`);
+      this.#warn(`ignoring worker ${id} at ${where}: no dialable address`);
       return;
     }
     const secure = str('insecure') !== '1';

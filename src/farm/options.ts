@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../worker/options.js';
-import { expectBoolean, expectInteger, expectString } from '../util/validate.js';
+import { expectBoolean, expectInteger, expectString, parseHostPort } from '../util/validate.js';
 import { resolveFarmKey } from '../security/farm-key.js';
 import type { Discovery } from '../discovery/index.js';
 
@@ -111,6 +111,10 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   let discovery: ResolvedTaskFarmOptions['discovery'];
   if (input.peers !== undefined) {
     if (!Array.isArray(input.peers)) throw new InvalidOptionError('Expected `peers` to be an array of "host:port" strings');
+    for (const p of input.peers as unknown[]) {
+      if (typeof p !== 'string') throw new InvalidOptionError(`Expected \`peers\` entries to be "host:port" strings, got ${typeof p}`);
+      parseHostPort('peers', p.trim());
+    }
     discovery = { peers: input.peers };
   } else if (input.discovery === undefined || input.discovery === 'mdns') {
     discovery = 'mdns';

@@ -173,7 +173,7 @@ export class Run {
       this.#progressTimer = setInterval(() => this.#emitProgress(false), PROGRESS_EVERY_MS);
       this.#progressTimer.unref();
       if (this.#checkComplete()) return;
-      void this.#begin();
+      this.#begin().catch((err: unknown) => this.#finish(err));
     });
   }
 
@@ -210,8 +210,8 @@ export class Run {
     discovery.on('down', (e) => this.#onDown(e));
     discovery.on('warning', (m) => this.#log.warn(m));
     this.#armWait();
+    // Not unref'd: while a run waits for workers, this timer is what keeps the process alive.
     this.#retryTimer = setInterval(() => this.#retry(), 250);
-    this.#retryTimer.unref();
     try {
       const snapshot = await discovery.start();
       for (const e of snapshot) this.#onUp(e);
@@ -241,8 +241,9 @@ export class Run {
 
   #onDown(endpoint: WorkerEndpoint): void {
     const st = this.#endpoints.get(endpointKey(endpoint));
-    // Liveness of a recruited worker is the stream's business; a goodbye only stops retries.
-    if (st !== undefined && st.session === undefined) st.retired = true;
+    // Liveness of a recruited worker is the stream's business; a goodbye only stops retries. The
+    // goodbye a worker sends because *we* are recruiting it does not count.
+    if (st !== undefined && st.session === undefined && !st.connecting) st.retired = true;
   }
 
   #retry(): void {
@@ -372,7 +373,6 @@ export class Run {
         ),
       );
     }, this.#o.workerWaitMs);
-    this.#waitTimer.unref();
   }
 
   #startLocal(): void {

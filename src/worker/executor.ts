@@ -254,6 +254,7 @@ export class Executor {
       return;
     }
     this.#spawn().catch((err: unknown) => {
+      if (this.#closed) return; // shutting down: the replacement was terminated while it loaded
       this.#log.error('replacing a worker thread failed', { error: err instanceof Error ? err.message : String(err) });
       if (this.#slots.size === 0) this.#failQueue(`replacing a crashed worker thread failed: ${err instanceof Error ? err.message : String(err)}`);
       else this.#respawnsWithoutProgress++;

@@ -20,12 +20,13 @@ export interface WorkerIdentity {
 
 /**
  * A worker id that is stable across restarts of the same daemon install: ids live in
- * `<stateDir>/ids/<slot>.id`, and a daemon takes the first slot whose lock (`<slot>.pid`) is not held by
- * a live process. So two daemons sharing a state folder get different ids, and each gets its own
- * id back when restarted.
+ * `<stateDir>/ids/<hostname>/<slot>.id`, and a daemon takes the first slot whose lock (`<slot>.pid`) is
+ * not held by a live process. So two daemons sharing a state folder get different ids, and each gets
+ * its own id back when restarted. Slots are per hostname because a pid lock can only be checked on
+ * the machine that wrote it: workstations sharing a home folder (NFS) must not share slots.
  */
 export function acquireWorkerIdentity(stateDir: string, hostname: string): WorkerIdentity {
-  const dir = join(stateDir, 'ids');
+  const dir = join(stateDir, 'ids', hostname.replace(/[^\w.-]/g, '_').slice(0, 64) || 'host');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   for (let slot = 0; slot < 1024; slot++) {
     const lock = join(dir, `${slot}.pid`);
