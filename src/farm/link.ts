@@ -1,5 +1,5 @@
 import type { FarmError } from '../errors.js';
-import type { ExecResult, ExecTask } from '../worker/executor.js';
+import type { ExecBatch, ExecResults } from '../worker/executor.js';
 
 /** Who a worker is, as events and stats report it. */
 export interface WorkerInfo {
@@ -17,7 +17,7 @@ export interface WorkerInfo {
 
 /** What a link tells the control loop. Called on the event loop, never re-entrantly from `send`. */
 export interface LinkHandlers {
-  onResults(results: readonly ExecResult[]): void;
+  onResults(results: ExecResults): void;
   /** The worker is gone (died, silent, stream broken, drained). Called at most once. */
   onLost(error: FarmError): void;
   /** The worker is shutting down: send it nothing more. */
@@ -31,10 +31,10 @@ export interface WorkerLink {
   readonly bundlesSent: number;
   /** The most tasks the worker accepts in flight. */
   readonly maxInFlight: number;
-  /** The largest encoded input one task may have to reach this worker, in bytes. */
+  /** The largest packed batch of inputs this worker accepts in one message, in bytes. */
   readonly maxPayloadBytes: number;
-  /** Sends tasks (their seqs must be unique on this link). */
-  send(tasks: readonly ExecTask[]): void;
+  /** Sends a packed batch of tasks (seqs unique on this link; at most maxPayloadBytes of inputs). */
+  send(batch: ExecBatch): void;
   /** Asks the worker to drop these tasks (no result will come for them). */
   cancel(seqs: readonly number[]): void;
   /** Ends the lease and closes the connection. Never rejects. */

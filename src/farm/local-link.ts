@@ -3,7 +3,7 @@ import { Executor, ExecutorStartError } from '../worker/executor.js';
 import { CodeCache } from '../worker/code-cache.js';
 import { StageSetupError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ExecTask } from '../worker/executor.js';
+import type { ExecBatch } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 
@@ -48,8 +48,8 @@ export class LocalLink implements WorkerLink {
     return new LocalLink(info, executor);
   }
 
-  send(tasks: readonly ExecTask[]): void {
-    this.#executor.submit(tasks);
+  send(batch: ExecBatch): void {
+    this.#executor.submit(batch);
   }
 
   cancel(seqs: readonly number[]): void {

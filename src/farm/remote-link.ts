@@ -12,7 +12,6 @@ import {
   fromServiceError,
   PROTOCOL_VERSION,
   type ClientMessage,
-  type ResultMessage,
   type WorkerClient,
   type WorkerDescription,
   type WorkerMessage,
@@ -22,7 +21,7 @@ import { AuthenticationError, FarmError, InvalidStageError, ProtocolError, Stage
 import { clientProof, newClientNonce, proofsEqual, workerProof } from '../security/handshake.js';
 import { formatTarget, type WorkerEndpoint } from '../discovery/index.js';
 import type { Logger } from '../log.js';
-import type { ExecResult, ExecTask } from '../worker/executor.js';
+import type { ExecBatch } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 
@@ -43,13 +42,6 @@ export interface RemoteLinkOptions {
 
 type ComputeStream = grpc.ClientDuplexStream<ClientMessage, WorkerMessage>;
 
-function toExecResult(r: ResultMessage): ExecResult {
-  const d = r.duration_ms ?? 0;
-  if (r.outcome === 'error' && r.error !== undefined) return { seq: r.seq, error: r.error, durationMs: d };
-  if (r.value !== undefined) return { seq: r.seq, value: r.value, durationMs: d };
-  return { seq: r.seq, error: { kind: 'bad-output', name: 'ProtocolError', message: 'result without value or error', stack: '', code: '' }, durationMs: d };
-}
-
 /**
  * Describes the worker at one address, within the timeout, without authenticating it (for
  * `taskfarm ls`; never use the answer to decide where to send code or tasks).
@@ -69,7 +61,6 @@ export class RemoteLink implements WorkerLink {
   bundlesSent = 0;
   maxInFlight = Number.MAX_SAFE_INTEGER;
   maxPayloadBytes = Number.MAX_SAFE_INTEGER;
-  #maxMessageBytes = Number.MAX_SAFE_INTEGER;
   readonly #client: WorkerClient;
   readonly #token: string;
   readonly #stream: ComputeStream;
@@ -224,11 +215,8 @@ export class RemoteLink implements WorkerLink {
     const link = new RemoteLink(info, client, token, stream, options);
     link.bundlesSent = bundlesSent;
     if (desc.max_in_flight > 0) link.maxInFlight = desc.max_in_flight;
-    if (desc.max_message_bytes > 0) {
-      link.#maxMessageBytes = desc.max_message_bytes;
-      // Room for the message's own framing next to one payload.
-      link.maxPayloadBytes = Math.max(0, desc.max_message_bytes - 1024);
-    }
+    // Room for the message's own framing (seqs, field tags) next to the packed inputs.
+    if (desc.max_message_bytes > 0) link.maxPayloadBytes = Math.max(0, desc.max_message_bytes - 64 * 1024);
     try {
       await link.#start(stages.map((s) => s.hash));
     } catch (err) {
@@ -260,7 +248,11 @@ export class RemoteLink implements WorkerLink {
         this.#lastHeard = Date.now();
         switch (msg.body) {
           case 'results':
-            this.#handlers?.onResults(msg.results.results.map(toExecResult));
+            this.#handlers?.onResults({
+              seqs: Uint32Array.from(msg.results.seqs),
+              outcomes: msg.results.outcomes,
+              durations: Float32Array.from(msg.results.durations_ms),
+            });
             return;
           case 'heartbeat':
             return;
@@ -322,22 +314,9 @@ export class RemoteLink implements WorkerLink {
     this.#handlers?.onLost(err);
   }
 
-  send(tasks: readonly ExecTask[]): void {
-    if (this.#gone || tasks.length === 0) return;
-    // Split so that no message exceeds what the worker accepts.
-    const budget = Math.max(1024, this.#maxMessageBytes - 1024);
-    let start = 0;
-    let bytes = 0;
-    for (let i = 0; i < tasks.length; i++) {
-      const size = tasks[i]!.payload.length + 16;
-      if (i > start && bytes + size > budget) {
-        this.#write({ tasks: { tasks: tasks.slice(start, i) } });
-        start = i;
-        bytes = 0;
-      }
-      bytes += size;
-    }
-    this.#write({ tasks: { tasks: start === 0 ? (tasks as ExecTask[]) : tasks.slice(start) } });
+  send(batch: ExecBatch): void {
+    if (this.#gone || batch.seqs.length === 0) return;
+    this.#write({ tasks: { seqs: Array.from(batch.seqs), inputs: batch.inputs } });
   }
 
   cancel(seqs: readonly number[]): void {

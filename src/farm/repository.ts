@@ -3,16 +3,14 @@
  * iterable or an async iterable), requeued tasks go to the front, and each task is handed to one
  * control loop at a time.
  */
-import { encodeInput, findUnsendable } from '../protocol/codec.js';
+import { findUnsendable } from '../protocol/codec.js';
 import { UnsendableInputError } from '../errors.js';
 
 /** One input's task. */
 export interface TaskRecord {
   readonly index: number;
-  /** The input, until it is encoded. */
+  /** The input, kept until the task is done (it may have to be sent again). */
   input: unknown;
-  /** The encoded input, kept while the task is pending or in flight (for resending). */
-  payload: Buffer | undefined;
   /** Times its execution crashed a thread. */
   crashes: number;
   /** Times its stage threw. */
@@ -96,26 +94,28 @@ export class TaskRepository {
   }
 
   #record(input: unknown): TaskRecord {
-    return { index: this.#pulled++, input, payload: undefined, crashes: 0, errors: 0, losses: 0, done: false };
+    return { index: this.#pulled++, input, crashes: 0, errors: 0, losses: 0, done: false };
   }
 
   /**
-   * Up to `max` tasks to send, encoded. Requeued tasks come first. Throws
-   * {@link UnsendableInputError} for an input that cannot be sent.
+   * Up to `max` tasks to send. Requeued tasks come first. Throws {@link UnsendableInputError} for an
+   * input of an iterable source that cannot be sent (array sources are checked up front).
    */
   take(max: number): TaskRecord[] {
     const out: TaskRecord[] = [];
-    while (out.length < max && this.#front.length > 0) out.push(this.#front.shift()!);
+    if (this.#front.length > 0) {
+      const k = Math.min(max, this.#front.length);
+      for (let i = 0; i < k; i++) out.push(this.#front[i]!);
+      this.#front = k === this.#front.length ? [] : this.#front.slice(k);
+    }
     while (out.length < max) {
       const rec = this.#next();
       if (rec === undefined) break;
-      out.push(rec);
-    }
-    for (const rec of out) {
-      if (rec.payload === undefined) {
-        rec.payload = encodeInput(rec.input, rec.index);
-        rec.input = undefined;
+      if (this.#array === undefined) {
+        const bad = findUnsendable(rec.input);
+        if (bad !== undefined) throw new UnsendableInputError(rec.index, bad[0], bad[1]);
       }
+      out.push(rec);
     }
     return out;
   }
@@ -181,14 +181,13 @@ export class TaskRepository {
   requeue(recs: readonly TaskRecord[]): void {
     if (recs.length === 0) return;
     this.#requeued += recs.length;
-    this.#front.unshift(...recs);
+    this.#front = recs.concat(this.#front);
   }
 
   /** Marks a task done. Returns false when it already was (a duplicate result). */
   complete(rec: TaskRecord): boolean {
     if (rec.done) return false;
     rec.done = true;
-    rec.payload = undefined;
     rec.input = undefined;
     this.#done++;
     return true;

@@ -21,12 +21,13 @@ import {
   type RemoteErrorInfo,
 } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
-import { decodeValue } from '../protocol/codec.js';
+import { findUnsendable } from '../protocol/codec.js';
+import { asRemoteError, decodeOutcomes, encodeInputs } from '../protocol/batch.js';
 import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
 import { MdnsDiscovery } from '../discovery/mdns.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { NO_KEY_HELP } from '../security/farm-key.js';
-import type { ExecResult } from '../worker/executor.js';
+import type { ExecResults } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 import { LocalLink } from './local-link.js';
@@ -95,7 +96,10 @@ interface Session {
   readonly key: string | undefined;
   readonly inFlight: Map<number, TaskRecord>;
   nextSeq: number;
+  /** Tasks in flight at most. */
   window: number;
+  /** Tasks per message. */
+  batchSize: number;
   avgTaskMs: number;
   completed: number;
   alive: boolean;
@@ -113,9 +117,10 @@ interface EndpointState {
   retired: boolean;
 }
 
-const MAX_WINDOW = 4096;
-/** How much queued work (ms per thread) a worker's window aims to hold beyond what runs. */
-const QUEUE_TARGET_MS = 20;
+/** Most tasks in one batch. */
+const MAX_BATCH = 4096;
+/** Work per batch a worker thread runs, in ms: big enough to amortise a message, small enough to balance. */
+const BATCH_TARGET_MS = 4;
 const PROGRESS_EVERY_MS = 100;
 
 /** See the module comment. */
@@ -337,7 +342,8 @@ export class Run {
       key,
       inFlight: new Map(),
       nextSeq: 1,
-      window: threads * 2,
+      window: threads * 2 + 1,
+      batchSize: 1,
       avgTaskMs: -1,
       completed: 0,
       alive: true,
@@ -401,39 +407,23 @@ export class Run {
     if (this.#finished || this.#pumping) return;
     this.#pumping = true;
     try {
-      for (const s of this.#sessions) {
+      sessions: for (const s of this.#sessions) {
         if (!s.alive || s.draining) continue;
-        const free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
-        if (free <= 0) continue;
-        let recs: TaskRecord[];
-        try {
-          recs = this.#repo.take(free);
-        } catch (err) {
-          this.#finish(err);
-          return;
-        }
-        if (recs.length === 0) break;
-        const tasks = new Array<{ seq: number; payload: Uint8Array }>(recs.length);
-        for (let i = 0; i < recs.length; i++) {
-          const rec = recs[i]!;
-          if (rec.payload!.length > s.link.maxPayloadBytes) {
-            this.#finish(
-              new UnsendableInputError(
-                rec.index,
-                'input',
-                `${rec.payload!.length} bytes encoded`,
-                `Worker ${s.info.id} accepts messages of at most ${s.link.maxPayloadBytes + 1024} bytes (daemon option --max-message-mb): ` +
-                  'split the input, or raise the limit on the workers.',
-              ),
-            );
+        for (;;) {
+          const free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
+          if (free <= 0) break;
+          // Do not dribble fragments while a full batch is still out: wait for more room.
+          if (free < s.batchSize && s.inFlight.size >= s.batchSize) break;
+          let recs: TaskRecord[];
+          try {
+            recs = this.#repo.take(Math.min(free, s.batchSize));
+          } catch (err) {
+            this.#finish(err);
             return;
           }
-          const seq = s.nextSeq;
-          s.nextSeq = s.nextSeq >= 0xffffffff ? 1 : s.nextSeq + 1;
-          s.inFlight.set(seq, rec);
-          tasks[i] = { seq, payload: rec.payload! };
+          if (recs.length === 0) break sessions;
+          if (!this.#send(s, recs)) return;
         }
-        s.link.send(tasks);
       }
     } finally {
       this.#pumping = false;
@@ -447,41 +437,88 @@ export class Run {
     this.#checkComplete();
   }
 
-  #onResults(s: Session, results: readonly ExecResult[]): void {
+  /** Packs and sends tasks to one worker, halving batches that exceed its message size. False when the run ended. */
+  #send(s: Session, recs: TaskRecord[]): boolean {
+    let inputs: Uint8Array;
+    try {
+      inputs = encodeInputs(recs.map((r) => r.input));
+    } catch (err) {
+      const bad = recs.map((r) => [r, findUnsendable(r.input)] as const).find(([, why]) => why !== undefined);
+      this.#finish(
+        bad !== undefined
+          ? new UnsendableInputError(bad[0].index, bad[1]![0], bad[1]![1])
+          : new UnsendableInputError(recs[0]!.index, 'input', `not serializable (${(err as Error).message})`),
+      );
+      return false;
+    }
+    if (inputs.byteLength > s.link.maxPayloadBytes) {
+      if (recs.length === 1) {
+        this.#finish(
+          new UnsendableInputError(
+            recs[0]!.index,
+            'input',
+            `${inputs.byteLength} bytes encoded`,
+            `Worker ${s.info.id} accepts at most ${s.link.maxPayloadBytes} bytes of inputs in one message (daemon option ` +
+              '--max-message-mb): split the input, or raise the limit on the workers.',
+          ),
+        );
+        return false;
+      }
+      const half = recs.length >> 1;
+      return this.#send(s, recs.slice(0, half)) && this.#send(s, recs.slice(half));
+    }
+    const seqs = new Uint32Array(recs.length);
+    for (let i = 0; i < recs.length; i++) {
+      const seq = s.nextSeq;
+      s.nextSeq = s.nextSeq >= 0xffffffff ? 1 : s.nextSeq + 1;
+      s.inFlight.set(seq, recs[i]!);
+      seqs[i] = seq;
+    }
+    s.link.send({ seqs, inputs });
+    return true;
+  }
+
+  #onResults(s: Session, r: ExecResults): void {
     if (this.#finished || !s.alive) return;
+    let decoded: { flags: Uint8Array; values: unknown[] };
+    try {
+      if (r.durations.length !== r.seqs.length) throw new TypeError('durations do not match seqs');
+      decoded = decodeOutcomes(r.outcomes, r.seqs.length);
+    } catch (err) {
+      // A worker that sends garbage is not trusted with more work; its tasks go elsewhere.
+      this.#drop(s, new ProtocolError(`sent outcomes that cannot be decoded (${(err as Error).message})`));
+      return;
+    }
+    const { flags, values } = decoded;
     let sum = 0;
     let n = 0;
-    for (const r of results) {
-      const rec = s.inFlight.get(r.seq);
+    for (let i = 0; i < r.seqs.length; i++) {
+      const seq = r.seqs[i]!;
+      const rec = s.inFlight.get(seq);
       if (rec === undefined) continue; // a seq we did not send, or already settled: dropped
-      s.inFlight.delete(r.seq);
-      sum += r.durationMs;
+      s.inFlight.delete(seq);
+      sum += r.durations[i]!;
       n++;
       if (rec.done) continue;
-      if (r.error === undefined) {
-        let output: unknown;
-        try {
-          output = decodeValue(r.value!);
-        } catch (err) {
-          // A worker that sends garbage is not trusted with more work; the task goes elsewhere.
-          s.inFlight.set(r.seq, rec);
-          this.#drop(s, new ProtocolError(`sent an output for input ${rec.index} that cannot be decoded (${(err as Error).message})`));
-          return;
-        }
+      if (flags[i] === 0) {
         this.#repo.complete(rec);
         s.completed++;
-        this.#sink(rec.index, output);
+        this.#sink(rec.index, values[i]);
         continue;
       }
-      if (!this.#onTaskError(s, rec, r.error)) return;
+      if (!this.#onTaskError(s, rec, asRemoteError(values[i]))) return;
     }
-    if (n > 0) {
-      const avg = sum / n;
-      s.avgTaskMs = s.avgTaskMs < 0 ? avg : s.avgTaskMs * 0.7 + avg * 0.3;
-      const threads = Math.max(1, s.info.threads);
-      s.window = Math.min(MAX_WINDOW, Math.max(threads * 2, Math.ceil(threads * (1 + QUEUE_TARGET_MS / Math.max(s.avgTaskMs, 0.001)))));
-    }
+    if (n > 0) this.#resize(s, sum / n);
     this.#pump();
+  }
+
+  /** Sizes a worker's batches and window from its recent task time. */
+  #resize(s: Session, avg: number): void {
+    s.avgTaskMs = s.avgTaskMs < 0 ? avg : s.avgTaskMs * 0.7 + avg * 0.3;
+    const threads = Math.max(1, s.info.threads);
+    s.batchSize = Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_TARGET_MS / Math.max(s.avgTaskMs, 0.0001))));
+    // Enough batches that every thread has one running and one queued, and the round trip is hidden.
+    s.window = s.batchSize * (threads * 2 + 1);
   }
 
   /** Handles one failed task; returns false when the run ended. */

@@ -3,3 +3,4 @@ export { createWorkerClient, fetchServerCertificate, pemFingerprint, type Channe
 export { fromServiceError, type WorkerOperation } from './status.js';
 export { encodeValue, decodeValue, encodeInput, findUnsendable } from './codec.js';
 export * from './messages.js';
+export { encodeInputs, decodeInputs, encodeOutcomes, decodeOutcomes, encodeFailures, asRemoteError, ownBytes, type Outcome } from './batch.js';

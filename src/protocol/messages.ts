@@ -56,9 +56,17 @@ export interface InstallReply {
   missing: string[];
 }
 
-export interface TaskMessage {
-  seq: number;
-  payload: Uint8Array;
+/** Packed tasks (see batch.ts). */
+export interface TaskBatchMessage {
+  seqs: number[];
+  inputs: Uint8Array;
+}
+
+/** Packed outcomes (see batch.ts). */
+export interface ResultBatchMessage {
+  seqs: number[];
+  outcomes: Uint8Array;
+  durations_ms: number[];
 }
 
 export interface RemoteErrorMessage {
@@ -69,23 +77,16 @@ export interface RemoteErrorMessage {
   code: string;
 }
 
-export interface ResultMessage {
-  seq: number;
-  value?: Uint8Array;
-  error?: RemoteErrorMessage;
-  duration_ms?: number;
-  outcome?: 'value' | 'error';
-}
 
 export type ClientMessage =
   | { body?: 'start'; start: { chain: string[] } }
-  | { body?: 'tasks'; tasks: { tasks: TaskMessage[] } }
+  | { body?: 'tasks'; tasks: TaskBatchMessage }
   | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
   | { body?: 'cancel'; cancel: { seqs: number[] } };
 
 export type WorkerMessage =
   | { body?: 'ready'; ready: { threads: number } }
-  | { body?: 'results'; results: { results: ResultMessage[] } }
+  | { body?: 'results'; results: ResultBatchMessage }
   | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
   | { body?: 'draining'; draining: { grace_ms: number } }
   | { body?: 'start_failed'; start_failed: { error: RemoteErrorMessage } };

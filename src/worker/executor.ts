@@ -1,26 +1,27 @@
 /**
- * A pool of worker threads that all run one stage chain. Tasks are queued, dispatched to threads in
- * adaptive batches (a few ms of work each), and their results reported in batches. A thread that
- * dies (process.exit, out of memory) is replaced; the task it was running is reported as crashed
- * and the tasks queued behind it are run by the other threads.
+ * A pool of worker threads that all run one stage chain. Work arrives in packed batches (many
+ * tasks' inputs in one buffer); each batch goes whole to the least-loaded thread, which runs its
+ * tasks in order and sends their outcomes back packed. A thread that dies (process.exit, out of
+ * memory) is replaced; the task it was running is reported as crashed and the tasks queued behind
+ * it are run by the other threads.
  */
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { silentLogger, type Logger } from '../log.js';
+import { decodeInputs, encodeFailures, encodeInputs, ownBytes } from '../protocol/batch.js';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
-import { STATE_RUNNING, STATE_SEQ, type ChainEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
+import { STATE_RUNNING, STATE_SEQ, type BatchMessage, type ChainEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
 
-/** A task as the executor sees it. */
-export interface ExecTask {
-  readonly seq: number;
-  readonly payload: Uint8Array;
+/** Tasks to run: their seqs and their inputs, packed in the same order (protocol/batch.ts). */
+export interface ExecBatch {
+  readonly seqs: Uint32Array;
+  readonly inputs: Uint8Array;
 }
 
-/** The outcome of one task. Exactly one of `value` and `error` is set. */
-export interface ExecResult {
-  readonly seq: number;
-  readonly value?: Uint8Array;
-  readonly error?: RemoteErrorMessage;
-  readonly durationMs: number;
+/** Outcomes of some tasks: seqs, packed outcomes in the same order, and run times in ms. */
+export interface ExecResults {
+  readonly seqs: Uint32Array;
+  readonly outcomes: Uint8Array;
+  readonly durations: Float32Array;
 }
 
 /** Options of an {@link Executor}. */
@@ -35,17 +36,23 @@ export interface ExecutorOptions {
   readonly hostname: string;
   /** Limits of each thread (a thread over its heap limit dies alone and is replaced). */
   readonly resourceLimits?: ResourceLimits;
-  /** Called with every batch of results, in the order the threads produced them. */
-  readonly onResults: (results: ExecResult[]) => void;
+  /** Called with every batch of outcomes, in the order the threads produced them. */
+  readonly onResults: (results: ExecResults) => void;
   readonly logger?: Logger;
+}
+
+interface Outstanding {
+  readonly batch: ExecBatch;
+  /** How many of its tasks the thread has answered. */
+  done: number;
 }
 
 interface Slot {
   readonly worker: Worker;
   readonly state: Int32Array;
-  /** Tasks sent to the thread and not yet answered, in the order it runs them. */
-  readonly outstanding: ExecTask[];
-  batches: number;
+  /** Batches sent to the thread and not fully answered, in the order it runs them. */
+  readonly outstanding: Outstanding[];
+  tasks: number;
   ready: boolean;
   /** Set when we terminate the thread ourselves: its exit is not a crash. */
   retiring: boolean;
@@ -53,10 +60,7 @@ interface Slot {
 }
 
 const threadUrl = new URL('./thread.js', import.meta.url);
-
-/** Target amount of work per batch sent to a thread, in ms. */
-const BATCH_TARGET_MS = 2;
-const MAX_BATCH = 256;
+const MAX_BATCHES_PER_THREAD = 2;
 const MAX_RESPAWNS_WITHOUT_PROGRESS = 5;
 
 /** The setup of a chain failed on a thread. */
@@ -69,18 +73,24 @@ export class ExecutorStartError extends Error {
   }
 }
 
+/** The subset of a batch at the given positions, repacked (rare paths: crashes, cancellations). */
+function subBatch(batch: ExecBatch, keep: readonly number[]): ExecBatch {
+  const inputs = decodeInputs(batch.inputs, batch.seqs.length);
+  return { seqs: Uint32Array.from(keep, (i) => batch.seqs[i]!), inputs: encodeInputs(keep.map((i) => inputs[i])) };
+}
+
 /** A pool of threads running one chain. See the module comment. */
 export class Executor {
   readonly #options: ExecutorOptions;
   readonly #log: Logger;
   readonly #slots = new Set<Slot>();
-  #queue: ExecTask[] = [];
-  #queueHead = 0;
-  #avgTaskMs = 1;
+  #queue: ExecBatch[] = [];
+  #queuedTasks = 0;
   #closed = false;
   #respawnsWithoutProgress = 0;
   #idleWaiters: (() => void)[] = [];
   #crashed = 0;
+  #maxResultBytes = 4 * 1024 * 1024;
 
   constructor(options: ExecutorOptions) {
     this.#options = options;
@@ -94,14 +104,19 @@ export class Executor {
 
   /** Tasks queued or running. */
   get load(): number {
-    let n = this.#queue.length - this.#queueHead;
-    for (const s of this.#slots) n += s.outstanding.length;
+    let n = this.#queuedTasks;
+    for (const s of this.#slots) n += s.tasks;
     return n;
   }
 
   /** How many threads crashed and were replaced so far. */
   get crashedThreads(): number {
     return this.#crashed;
+  }
+
+  /** Result messages from now on stay below this size (the current client's and our limit). */
+  set maxResultBytes(bytes: number) {
+    this.#maxResultBytes = bytes;
   }
 
   /** Starts every thread; resolves when all have loaded the chain and run setup(). */
@@ -129,18 +144,8 @@ export class Executor {
       const worker = new Worker(threadUrl, {
         workerData: init,
         ...(this.#options.resourceLimits === undefined ? {} : { resourceLimits: this.#options.resourceLimits }),
-        stdout: false,
-        stderr: false,
       });
-      const slot: Slot = {
-        worker,
-        state: new Int32Array(sab),
-        outstanding: [],
-        batches: 0,
-        ready: false,
-        retiring: false,
-        lastError: undefined,
-      };
+      const slot: Slot = { worker, state: new Int32Array(sab), outstanding: [], tasks: 0, ready: false, retiring: false, lastError: undefined };
       this.#slots.add(slot);
       let settled = false;
       worker.on('message', (msg: ThreadMessage) => {
@@ -187,31 +192,25 @@ export class Executor {
   }
 
   #onResults(slot: Slot, msg: Extract<ThreadMessage, { type: 'results' }>): void {
-    const results: ExecResult[] = new Array<ExecResult>(msg.seqs.length);
-    let total = 0;
-    for (let i = 0; i < msg.seqs.length; i++) {
-      const seq = msg.seqs[i]!;
-      // The thread answers in order, so the head of `outstanding` is this task.
-      const head = slot.outstanding[0];
-      if (head !== undefined && head.seq === seq) slot.outstanding.shift();
-      else {
-        const at = slot.outstanding.findIndex((t) => t.seq === seq);
-        if (at >= 0) slot.outstanding.splice(at, 1);
-      }
-      const d = msg.durations[i]!;
-      total += d;
-      const err = msg.errors[i];
-      results[i] =
-        err === null || err === undefined ? { seq, value: msg.values[i]!, durationMs: d } : { seq, error: err, durationMs: d };
+    const n = msg.seqs.length;
+    const head = slot.outstanding[0];
+    if (head !== undefined) {
+      head.done += n;
+      if (msg.batchDone) slot.outstanding.shift();
     }
-    if (msg.seqs.length > 0) {
-      this.#avgTaskMs = this.#avgTaskMs * 0.7 + (total / msg.seqs.length) * 0.3;
-      this.#respawnsWithoutProgress = 0;
-    }
-    if (msg.batchDone) slot.batches--;
-    if (results.length > 0) this.#options.onResults(results);
+    slot.tasks -= n;
+    if (n > 0) this.#respawnsWithoutProgress = 0;
+    if (n > 0) this.#options.onResults({ seqs: msg.seqs, outcomes: msg.outcomes, durations: msg.durations });
     this.#pump();
     this.#checkIdle();
+  }
+
+  /** Tasks of the slot's batches that it has not answered, as (batch, positions) pairs. */
+  #unanswered(slot: Slot): { batch: ExecBatch; positions: number[] }[] {
+    return slot.outstanding.map((o) => ({
+      batch: o.batch,
+      positions: Array.from({ length: o.batch.seqs.length - o.done }, (_, k) => o.done + k),
+    }));
   }
 
   #onCrash(slot: Slot, code: number): void {
@@ -219,31 +218,35 @@ export class Executor {
     const running = Atomics.load(slot.state, STATE_RUNNING) === 1;
     const crashedSeq = Atomics.load(slot.state, STATE_SEQ) >>> 0;
     const err = slot.lastError;
-    const lost = slot.outstanding.splice(0);
-    const requeue: ExecTask[] = [];
-    const crashed: ExecResult[] = [];
-    for (const task of lost) {
-      if (running && (task.seq >>> 0) === crashedSeq) {
-        crashed.push({
-          seq: task.seq,
-          error: {
-            kind: 'crashed',
-            name: err?.name ?? 'ThreadExit',
-            message:
-              err !== undefined
-                ? `the worker thread died running this task: ${err.message}`
-                : `the worker thread exited with code ${code} while running this task`,
-            stack: err?.stack ?? '',
-            code: (err as { code?: string } | undefined)?.code ?? '',
-          },
-          durationMs: 0,
-        });
-      } else requeue.push(task);
+    let requeued = 0;
+    const again: ExecBatch[] = [];
+    let crashed: number | undefined;
+    for (const { batch, positions } of this.#unanswered(slot)) {
+      const keep = positions.filter((p) => !(running && batch.seqs[p] === crashedSeq));
+      if (keep.length < positions.length) crashed = crashedSeq;
+      if (keep.length === 0) continue;
+      again.push(keep.length === batch.seqs.length ? batch : subBatch(batch, keep));
+      requeued += keep.length;
     }
-    this.#log.warn('worker thread died; replacing it', { exitCode: code, crashedTask: running ? crashedSeq : undefined, requeued: requeue.length });
-    if (requeue.length > 0) this.#requeueFront(requeue);
-    if (crashed.length > 0) this.#options.onResults(crashed);
+    slot.outstanding.length = 0;
+    slot.tasks = 0;
+    this.#log.warn('worker thread died; replacing it', { exitCode: code, crashedTask: crashed, requeued });
+    if (again.length > 0) this.#requeueFront(again);
+    if (crashed !== undefined) {
+      const error: RemoteErrorMessage = {
+        kind: 'crashed',
+        name: err?.name ?? 'ThreadExit',
+        message:
+          err !== undefined
+            ? `the worker thread died running this task: ${err.message}`
+            : `the worker thread exited with code ${code} while running this task`,
+        stack: err?.stack ?? '',
+        code: (err as { code?: string } | undefined)?.code ?? '',
+      };
+      this.#options.onResults({ seqs: Uint32Array.of(crashed), outcomes: encodeFailures(1, error), durations: Float32Array.of(0) });
+    }
     this.#respawn();
+    this.#pump();
   }
 
   #respawn(afterCrash = true): void {
@@ -262,60 +265,54 @@ export class Executor {
   }
 
   #failQueue(message: string): void {
-    const tasks = this.#takeQueue();
-    if (tasks.length === 0) return;
-    this.#options.onResults(
-      tasks.map((t) => ({ seq: t.seq, error: { kind: 'crashed', name: 'ThreadExit', message, stack: '', code: '' }, durationMs: 0 })),
-    );
+    const batches = this.#takeQueue();
+    for (const b of batches) {
+      this.#options.onResults({
+        seqs: b.seqs,
+        outcomes: encodeFailures(b.seqs.length, { kind: 'crashed', name: 'ThreadExit', message, stack: '', code: '' }),
+        durations: new Float32Array(b.seqs.length),
+      });
+    }
     this.#checkIdle();
   }
 
-  #requeueFront(tasks: ExecTask[]): void {
-    const rest = this.#queue.slice(this.#queueHead);
-    this.#queue = tasks.concat(rest);
-    this.#queueHead = 0;
+  #requeueFront(batches: ExecBatch[]): void {
+    this.#queue = batches.concat(this.#queue);
+    for (const b of batches) this.#queuedTasks += b.seqs.length;
   }
 
-  #takeQueue(): ExecTask[] {
-    const rest = this.#queue.slice(this.#queueHead);
+  #takeQueue(): ExecBatch[] {
+    const q = this.#queue;
     this.#queue = [];
-    this.#queueHead = 0;
-    return rest;
+    this.#queuedTasks = 0;
+    return q;
   }
 
-  /** Queues tasks; they run in submission order as threads free up. */
-  submit(tasks: readonly ExecTask[]): void {
+  /** Queues a batch; batches run in submission order as threads free up. */
+  submit(batch: ExecBatch): void {
     if (this.#closed) throw new Error('executor is closed');
-    for (const t of tasks) this.#queue.push(t);
+    if (batch.seqs.length === 0) return;
+    this.#queue.push({ seqs: batch.seqs, inputs: ownBytes(batch.inputs) });
+    this.#queuedTasks += batch.seqs.length;
     this.#pump();
   }
 
   #pump(): void {
-    let queued = this.#queue.length - this.#queueHead;
-    if (queued === 0) return;
-    let readySlots = 0;
-    for (const s of this.#slots) if (s.ready && !s.retiring) readySlots++;
-    if (readySlots === 0) return;
-    const target = Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_TARGET_MS / Math.max(this.#avgTaskMs, 0.001))));
-    for (const slot of this.#slots) {
-      if (queued === 0) break;
-      if (!slot.ready || slot.retiring || slot.batches >= 2) continue;
-      const size = Math.min(queued, target, Math.max(1, Math.ceil(queued / readySlots)));
-      const seqs = new Array<number>(size);
-      const payloads = new Array<Uint8Array>(size);
-      for (let i = 0; i < size; i++) {
-        const t = this.#queue[this.#queueHead++]!;
-        seqs[i] = t.seq;
-        payloads[i] = t.payload;
-        slot.outstanding.push(t);
+    while (this.#queue.length > 0) {
+      let best: Slot | undefined;
+      for (const s of this.#slots) {
+        if (!s.ready || s.retiring || s.outstanding.length >= MAX_BATCHES_PER_THREAD) continue;
+        if (best === undefined || s.tasks < best.tasks) best = s;
       }
-      queued -= size;
-      slot.batches++;
-      slot.worker.postMessage({ type: 'batch', seqs, payloads });
-    }
-    if (this.#queueHead > 4096 && this.#queueHead * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#queueHead);
-      this.#queueHead = 0;
+      if (best === undefined) return;
+      const batch = this.#queue.shift()!;
+      this.#queuedTasks -= batch.seqs.length;
+      best.outstanding.push({ batch, done: 0 });
+      best.tasks += batch.seqs.length;
+      // The thread gets its own copy of the inputs (transferring would take them from us, and a
+      // crash needs them to requeue what the thread had not run).
+      const msg: BatchMessage = { type: 'batch', seqs: batch.seqs, inputs: batch.inputs, maxResultBytes: this.#maxResultBytes };
+      best.worker.postMessage(msg);
     }
   }
 
@@ -325,15 +322,29 @@ export class Executor {
    */
   cancel(seqs: ReadonlySet<number>): void {
     if (seqs.size === 0) return;
-    this.#queue = this.#queue.slice(this.#queueHead).filter((t) => !seqs.has(t.seq));
-    this.#queueHead = 0;
-    for (const slot of [...this.#slots]) {
-      if (!slot.outstanding.some((t) => seqs.has(t.seq))) continue;
-      const keep = slot.outstanding.filter((t) => !seqs.has(t.seq));
-      slot.outstanding.length = 0;
-      this.#retire(slot);
-      if (keep.length > 0) this.#requeueFront(keep);
+    const queue = this.#takeQueue();
+    const kept: ExecBatch[] = [];
+    for (const b of queue) {
+      const keep: number[] = [];
+      for (let i = 0; i < b.seqs.length; i++) if (!seqs.has(b.seqs[i]!)) keep.push(i);
+      if (keep.length === b.seqs.length) kept.push(b);
+      else if (keep.length > 0) kept.push(subBatch(b, keep));
     }
+    this.#requeueFront(kept);
+    for (const slot of [...this.#slots]) {
+      const unanswered = this.#unanswered(slot);
+      if (!unanswered.some(({ batch, positions }) => positions.some((p) => seqs.has(batch.seqs[p]!)))) continue;
+      const again: ExecBatch[] = [];
+      for (const { batch, positions } of unanswered) {
+        const keep = positions.filter((p) => !seqs.has(batch.seqs[p]!));
+        if (keep.length > 0) again.push(keep.length === batch.seqs.length ? batch : subBatch(batch, keep));
+      }
+      slot.outstanding.length = 0;
+      slot.tasks = 0;
+      this.#retire(slot);
+      this.#requeueFront(again);
+    }
+    this.#pump();
     this.#checkIdle();
   }
 
@@ -341,8 +352,9 @@ export class Executor {
   cancelAll(): void {
     this.#takeQueue();
     for (const slot of [...this.#slots]) {
-      if (slot.outstanding.length === 0) continue;
+      if (slot.tasks === 0) continue;
       slot.outstanding.length = 0;
+      slot.tasks = 0;
       this.#retire(slot);
     }
     this.#checkIdle();

@@ -21,7 +21,6 @@ import {
   type InstallRequest,
   type LeaseReply,
   type RecruitRequest,
-  type ResultMessage,
   type WorkerDescription,
   type WorkerMessage,
   type RemoteErrorMessage,
@@ -29,7 +28,8 @@ import {
 import { MdnsAdvertiser } from '../discovery/mdns.js';
 import { WorkerNonces, clientProof, loadOrCreateTlsIdentity, proofsEqual, workerProof, type TlsIdentity } from '../security/index.js';
 import { CodeCache, BundleRejectedError } from './code-cache.js';
-import { Executor, ExecutorStartError, type ExecResult } from './executor.js';
+import { Executor, ExecutorStartError, type ExecResults } from './executor.js';
+import { encodeFailures } from '../protocol/batch.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
 import { INLINE_BUNDLE_MARKER, type ChainEntry } from './thread-protocol.js';
@@ -67,8 +67,6 @@ type ComputeCall = grpc.ServerDuplexStream<ClientMessage, WorkerMessage>;
 interface Session {
   readonly call: ComputeCall;
   executor: Executor | undefined;
-  pending: ResultMessage[];
-  flushScheduled: boolean;
   heartbeat: NodeJS.Timeout | undefined;
   ended: boolean;
   /** seqs accepted on this stream and not yet answered. */
@@ -361,8 +359,6 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     const session: Session = {
       call,
       executor: undefined,
-      pending: [],
-      flushScheduled: false,
       heartbeat: undefined,
       ended: false,
       inFlight: new Set(),
@@ -387,17 +383,18 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         return;
       case 'tasks': {
         if (session.executor === undefined) return this.#failStream(lease, 'tasks sent before Start');
+        const { seqs, inputs } = msg.tasks;
+        if (seqs.length === 0) return;
         if (this.#state === 'draining') {
           // Too late: tell the client these never ran, so it requeues them without counting an attempt.
-          for (const t of msg.tasks.tasks) this.#queueResult(session, { seq: t.seq, error: cancelled('the worker is shutting down') });
+          this.#writeFailures(session, seqs, cancelled('the worker is shutting down'));
           return;
         }
-        const tasks = msg.tasks.tasks;
-        if (session.inFlight.size + tasks.length > this.options.maxInFlight) {
+        if (session.inFlight.size + seqs.length > this.options.maxInFlight) {
           return this.#failStream(lease, `more than ${this.options.maxInFlight} tasks in flight on one lease`, grpc.status.RESOURCE_EXHAUSTED);
         }
-        for (const t of tasks) session.inFlight.add(t.seq);
-        session.executor.submit(tasks);
+        for (const s of seqs) session.inFlight.add(s);
+        session.executor.submit({ seqs: Uint32Array.from(seqs), inputs });
         return;
       }
       case 'cancel': {
@@ -459,67 +456,24 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       this.#warm = { key, executor };
     }
     session.executor = executor;
+    executor.maxResultBytes = lease.maxMessageBytes - 1024;
     this.#log.debug('chain loaded', { stages: entries.length });
     if (this.#lease !== lease || session.ended) return;
     this.#write(session, { ready: { threads: executor.threads } });
     this.emit('computing', lease.clientId);
   }
 
-  #onResults(results: ExecResult[]): void {
+  #onResults(results: ExecResults): void {
     const session = this.#lease?.session;
     if (session === undefined || session.ended) return;
-    const limit = this.#lease!.maxMessageBytes - 1024;
-    for (const r of results) {
-      if (!session.inFlight.delete(r.seq)) continue;
-      if (r.error === undefined && r.value!.length > limit) {
-        this.#queueResult(session, {
-          seq: r.seq,
-          error: {
-            kind: 'unserializable',
-            name: 'OutputTooLarge',
-            message: `the output is ${r.value!.length} bytes, more than the largest message between worker and client (${limit + 1024} bytes)`,
-            stack: '',
-            code: '',
-          },
-          duration_ms: r.durationMs,
-        });
-        continue;
-      }
-      this.#queueResult(
-        session,
-        r.error === undefined ? { seq: r.seq, value: r.value!, duration_ms: r.durationMs } : { seq: r.seq, error: r.error, duration_ms: r.durationMs },
-      );
-    }
+    for (const seq of results.seqs) session.inFlight.delete(seq);
+    // Outcomes of cancelled tasks may ride along: the client ignores seqs it no longer waits for.
+    this.#write(session, { results: { seqs: Array.from(results.seqs), outcomes: results.outcomes, durations_ms: Array.from(results.durations) } });
   }
 
-  #queueResult(session: Session, result: ResultMessage): void {
-    session.pending.push(result);
-    if (session.flushScheduled) return;
-    session.flushScheduled = true;
-    setImmediate(() => {
-      session.flushScheduled = false;
-      this.#flush(session);
-    });
-  }
-
-  /** Writes the pending results, in messages that stay below the lease's size limit. */
-  #flush(session: Session): void {
-    const pending = session.pending;
-    if (pending.length === 0) return;
-    session.pending = [];
-    const budget = (this.#lease?.maxMessageBytes ?? 4 * 1024 * 1024) - 1024;
-    let start = 0;
-    let bytes = 0;
-    for (let i = 0; i < pending.length; i++) {
-      const size = (pending[i]!.value?.length ?? 256) + 24;
-      if (i > start && bytes + size > budget) {
-        this.#write(session, { results: { results: pending.slice(start, i) } });
-        start = i;
-        bytes = 0;
-      }
-      bytes += size;
-    }
-    this.#write(session, { results: { results: start === 0 ? pending : pending.slice(start) } });
+  #writeFailures(session: Session, seqs: readonly number[], error: RemoteErrorMessage): void {
+    if (seqs.length === 0) return;
+    this.#write(session, { results: { seqs: [...seqs], outcomes: encodeFailures(seqs.length, error), durations_ms: new Array<number>(seqs.length).fill(0) } });
   }
 
   #write(session: Session, msg: WorkerMessage): void {
@@ -584,10 +538,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         await Promise.race([executor.onIdle(), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
       }
-      // Flush what the threads produced before the stream ends.
+      // Let the threads' last outcomes arrive before the stream ends.
       await new Promise<void>((r) => setImmediate(r));
-      this.#flush(session);
-      for (const seq of session.inFlight) this.#write(session, { results: { results: [{ seq, error: cancelled('the worker shut down before this task finished') }] } });
+      this.#writeFailures(session, [...session.inFlight], cancelled('the worker shut down before this task finished'));
       session.inFlight.clear();
     }
     if (lease !== undefined) this.#endLease(lease, 'the worker is shutting down');

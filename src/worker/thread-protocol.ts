@@ -33,8 +33,11 @@ export const STATE_SEQ = 1;
 /** Main → thread: run these tasks in order. */
 export interface BatchMessage {
   readonly type: 'batch';
-  readonly seqs: number[];
-  readonly payloads: Uint8Array[];
+  readonly seqs: Uint32Array;
+  /** The inputs, packed (see protocol/batch.ts). */
+  readonly inputs: Uint8Array;
+  /** Result messages must stay below this many bytes. */
+  readonly maxResultBytes: number;
 }
 
 /** Thread → main. */
@@ -43,11 +46,10 @@ export type ThreadMessage =
   | { readonly type: 'failed'; readonly error: RemoteErrorMessage }
   | {
       readonly type: 'results';
-      readonly seqs: number[];
-      /** Output bytes, or null where `errors` has the error. */
-      readonly values: (Uint8Array | null)[];
-      readonly errors: (RemoteErrorMessage | null)[];
-      readonly durations: number[];
+      readonly seqs: Uint32Array;
+      /** The outcomes, packed (see protocol/batch.ts). */
+      readonly outcomes: Uint8Array;
+      readonly durations: Float32Array;
       /** True when this message ends a batch. */
       readonly batchDone: boolean;
     };

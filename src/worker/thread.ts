@@ -3,7 +3,8 @@
  * tasks it is sent, one at a time, in order. Results flow back in batches.
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { deserialize, serialize } from 'node:v8';
+import { serialize } from 'node:v8';
+import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
@@ -97,21 +98,90 @@ async function load(): Promise<void> {
 const queue: BatchMessage[] = [];
 let running = false;
 
+// Outcomes of the batch that runs, not yet sent.
 let outSeqs: number[] = [];
-let outValues: (Uint8Array | null)[] = [];
-let outErrors: (RemoteErrorMessage | null)[] = [];
+let outFlags: number[] = [];
+let outValues: unknown[] = [];
 let outDurations: number[] = [];
 let lastFlush = 0;
 
-function flush(batchDone: boolean): void {
-  if (outSeqs.length === 0 && !batchDone) return;
-  const msg: ThreadMessage = { type: 'results', seqs: outSeqs, values: outValues, errors: outErrors, durations: outDurations, batchDone };
-  outSeqs = [];
-  outValues = [];
-  outErrors = [];
-  outDurations = [];
-  port!.postMessage(msg);
+const TOO_LARGE = (bytes: number, max: number): RemoteErrorMessage => ({
+  kind: 'unserializable',
+  name: 'OutputTooLarge',
+  message: `the output is ${bytes} bytes, more than the largest message between worker and client (${max} bytes)`,
+  stack: '',
+  code: '',
+});
+
+function post(seqs: number[], flags: number[], values: unknown[], durations: number[], bytes: Uint8Array, batchDone: boolean): void {
+  const msg: ThreadMessage = {
+    type: 'results',
+    seqs: Uint32Array.from(seqs),
+    outcomes: bytes,
+    durations: Float32Array.from(durations),
+    batchDone,
+  };
+  port!.postMessage(msg, [msg.seqs.buffer as ArrayBuffer, msg.durations.buffer as ArrayBuffer, bytes.buffer as ArrayBuffer]);
+}
+
+/**
+ * Sends the outcomes gathered so far. The fast path serializes them all at once; when that fails
+ * (an output that cannot be cloned) or is too large for one message, each output is serialized on
+ * its own, the bad ones become errors, and the rest go out in messages below the limit.
+ */
+function flush(batchDone: boolean, maxBytes: number): void {
   lastFlush = performance.now();
+  if (outSeqs.length === 0 && !batchDone) return;
+  const seqs = outSeqs;
+  const flags = outFlags;
+  const values = outValues;
+  const durations = outDurations;
+  outSeqs = [];
+  outFlags = [];
+  outValues = [];
+  outDurations = [];
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = encodeOutcomes(Uint8Array.from(flags), values);
+  } catch {
+    bytes = undefined;
+  }
+  if (bytes !== undefined && bytes.byteLength <= maxBytes) {
+    post(seqs, flags, values, durations, bytes, batchDone);
+    return;
+  }
+  // Slow path: one output at a time.
+  let chunk = { seqs: [] as number[], flags: [] as number[], values: [] as unknown[], durations: [] as number[], size: 0 };
+  const send = (done: boolean): void => {
+    post(chunk.seqs, chunk.flags, chunk.values, chunk.durations, encodeOutcomes(Uint8Array.from(chunk.flags), chunk.values), done);
+    chunk = { seqs: [], flags: [], values: [], durations: [], size: 0 };
+  };
+  for (let i = 0; i < seqs.length; i++) {
+    let flag = flags[i]!;
+    let value = values[i];
+    let size = 256;
+    if (flag === 0) {
+      try {
+        size = serialize(value).byteLength + 16;
+        if (size > maxBytes) {
+          flag = 1;
+          value = TOO_LARGE(size, maxBytes);
+          size = 256;
+        }
+      } catch (err) {
+        flag = 1;
+        value = errorInfo(err, 'unserializable', 'the output of the last stage must be structured-clonable data');
+        size = 1024;
+      }
+    }
+    if (chunk.seqs.length > 0 && chunk.size + size > maxBytes) send(false);
+    chunk.seqs.push(seqs[i]!);
+    chunk.flags.push(flag);
+    chunk.values.push(value);
+    chunk.durations.push(durations[i]!);
+    chunk.size += size;
+  }
+  send(batchDone);
 }
 
 function failureOf(err: unknown, stage: number): RemoteErrorMessage {
@@ -121,53 +191,53 @@ function failureOf(err: unknown, stage: number): RemoteErrorMessage {
   return errorInfo(err, 'thrown');
 }
 
-async function runOne(seq: number, payload: Uint8Array): Promise<void> {
-  const started = performance.now();
-  Atomics.store(state, STATE_SEQ, seq | 0);
-  Atomics.store(state, STATE_RUNNING, 1);
-  let value: Uint8Array | null = null;
-  let error: RemoteErrorMessage | null = null;
-  let v: unknown;
+function record(seq: number, ok: boolean, value: unknown, started: number): void {
+  Atomics.store(state, STATE_RUNNING, 0);
+  outSeqs.push(seq);
+  outFlags.push(ok ? 0 : 1);
+  outValues.push(value);
+  outDurations.push(performance.now() - started);
+}
+
+/** Runs one batch; synchronous stages run without a single await. */
+async function runBatch(batch: BatchMessage): Promise<void> {
+  const n = batch.seqs.length;
+  const max = batch.maxResultBytes;
+  let inputs: unknown[];
   try {
-    v = deserialize(payload);
+    inputs = decodeInputs(batch.inputs, n);
   } catch (err) {
-    error = errorInfo(err, 'bad-input');
+    const e = errorInfo(err, 'bad-input');
+    for (let i = 0; i < n; i++) record(batch.seqs[i]!, false, e, performance.now());
+    flush(true, max);
+    return;
   }
-  if (error === null) {
+  const last = stages.length;
+  for (let i = 0; i < n; i++) {
+    const seq = batch.seqs[i]!;
+    const started = performance.now();
+    Atomics.store(state, STATE_SEQ, seq | 0);
+    Atomics.store(state, STATE_RUNNING, 1);
+    let v = inputs[i];
+    inputs[i] = undefined;
     let stage = 0;
     try {
-      for (; stage < stages.length; stage++) {
+      for (; stage < last; stage++) {
         v = stages[stage]!(v, contexts[stage]);
         if (isThenable(v)) v = await v;
       }
+      record(seq, true, v, started);
     } catch (err) {
-      error = failureOf(err, stage);
+      record(seq, false, failureOf(err, stage), started);
     }
+    if (performance.now() - lastFlush >= init.flushMs) flush(false, max);
   }
-  if (error === null) {
-    try {
-      value = serialize(v);
-    } catch (err) {
-      error = errorInfo(err, 'unserializable', 'the output of the last stage must be structured-clonable data');
-    }
-  }
-  Atomics.store(state, STATE_RUNNING, 0);
-  outSeqs.push(seq);
-  outValues.push(value);
-  outErrors.push(error);
-  outDurations.push(performance.now() - started);
+  flush(true, max);
 }
 
 async function drain(): Promise<void> {
   running = true;
-  while (queue.length > 0) {
-    const batch = queue.shift()!;
-    for (let i = 0; i < batch.seqs.length; i++) {
-      await runOne(batch.seqs[i]!, batch.payloads[i]!);
-      if (performance.now() - lastFlush >= init.flushMs) flush(false);
-    }
-    flush(true);
-  }
+  while (queue.length > 0) await runBatch(queue.shift()!);
   running = false;
 }
 

@@ -100,10 +100,10 @@ describe('the taskfarm worker daemon', () => {
     expect(seen.size).toBe(n);
     for (let i = 0; i < n; i++) expect(seen.get(i), `input ${i}`).toEqual([i * 2]);
     // A finished what it had in flight (at least the task it was running), and then nothing more:
-    // with one thread its window holds 2 tasks.
+    // for tasks this long the client keeps at most 2 per thread + 1 in flight, so with one thread, 3.
     const finishedAfterTerm = completedOnA() - completedAtTerm;
     expect(finishedAfterTerm).toBeGreaterThanOrEqual(1);
-    expect(finishedAfterTerm).toBeLessThanOrEqual(2);
+    expect(finishedAfterTerm).toBeLessThanOrEqual(3);
     // A's end was graceful: when its stream ended, none of its tasks had to be requeued.
     expect(lost.map((e) => e.worker.id)).toEqual([a!.id]);
     expect(lost[0]!.requeued).toBe(0);

@@ -45,16 +45,26 @@ describe('TaskRepository', () => {
     expect(repo.isComplete).toBe(true);
   });
 
-  it('puts requeued tasks in front, keeps their encoded payload, and counts them', () => {
+  it('puts requeued tasks in front, keeps their input, and counts them', () => {
     const repo = new TaskRepository(['a', 'b', 'c']);
     const [a, b] = repo.take(2);
     repo.requeue([b!]);
     const next = repo.take(2);
     expect(next.map((r) => r.index)).toEqual([1, 2]);
-    expect(next[0]!.payload).toBe(b!.payload);
+    expect(next[0]!.input).toBe('b');
     expect(repo.requeued).toBe(1);
     expect(repo.complete(a!)).toBe(true);
     expect(repo.complete(a!)).toBe(false); // a second result for the same input is a duplicate
+  });
+
+  it('names the index of an input of a generator that cannot be sent, when it is pulled', () => {
+    function* gen(): Generator<unknown> {
+      yield 1;
+      yield { f: () => 1 };
+    }
+    const lazy = new TaskRepository(gen());
+    expect(lazy.take(1).map((r) => r.index)).toEqual([0]);
+    expect(() => lazy.take(1)).toThrow(UnsendableInputError);
   });
 
   it('names the index of an input that cannot be sent', () => {
