@@ -4,7 +4,7 @@
  */
 
 // ---- Running programs
-export { TaskFarm, type IndexedOutput, type TaskFarmOptions, type FarmProgress, type FarmStats, type WorkerStats, type WorkerLostEvent, type WorkerInfo, type InputSource, type RunEvents } from './farm/index.js';
+export { TaskFarm, type IndexedOutput, type ResultsOptions, type TaskFarmOptions, type FarmProgress, type FarmStats, type WorkerStats, type WorkerLostEvent, type WorkerInfo, type InputSource, type RunEvents } from './farm/index.js';
 
 // ---- Skeletons and the normal form
 export { seq, farm, pipeline, normalForm, stagesOf, describeSkeleton } from './skeleton/index.js';

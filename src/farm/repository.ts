@@ -98,10 +98,12 @@ export class TaskRepository {
   }
 
   /**
-   * Up to `max` tasks to send. Requeued tasks come first. Throws {@link UnsendableInputError} for an
-   * input of an iterable source that cannot be sent (array sources are checked up front).
+   * Up to `max` tasks to send. Requeued tasks come first. With `pullNew` false (backpressure) no new
+   * input is taken from the source, only requeued tasks and inputs already pulled. Throws
+   * {@link UnsendableInputError} for an input of an iterable source that cannot be sent (array
+   * sources are checked up front).
    */
-  take(max: number): TaskRecord[] {
+  take(max: number, pullNew = true): TaskRecord[] {
     const out: TaskRecord[] = [];
     if (this.#front.length > 0) {
       const k = Math.min(max, this.#front.length);
@@ -109,7 +111,7 @@ export class TaskRepository {
       this.#front = k === this.#front.length ? [] : this.#front.slice(k);
     }
     while (out.length < max) {
-      const rec = this.#next();
+      const rec = this.#next(pullNew);
       if (rec === undefined) break;
       if (this.#array === undefined) {
         const bad = findUnsendable(rec.input);
@@ -120,7 +122,9 @@ export class TaskRepository {
     return out;
   }
 
-  #next(): TaskRecord | undefined {
+  /** The next input's record; with `pullNew` false only records that already exist (async lookahead). */
+  #next(pullNew: boolean): TaskRecord | undefined {
+    if (!pullNew && this.#async === undefined) return undefined;
     if (this.#array !== undefined) {
       if (this.#arrayNext >= this.#array.length) {
         this.#sourceDone = true;

@@ -133,6 +133,9 @@ export class Run {
   readonly #sink: (index: number, output: unknown) => void;
   readonly #clientId = randomUUID();
   readonly #sessions = new Set<Session>();
+  /** Workers with room in their window that the repository could not fill. */
+  readonly #hungry = new Set<Session>();
+  readonly #canPullNew: () => boolean;
   readonly #history: Session[] = [];
   readonly #endpoints = new Map<string, EndpointState>();
   readonly #recruitQueue = new PQueue({ concurrency: 16 });
@@ -155,7 +158,9 @@ export class Run {
     repo: TaskRepository,
     observer: RunObserver,
     sink: (index: number, output: unknown) => void,
+    canPullNew: () => boolean = () => true,
   ) {
+    this.#canPullNew = canPullNew;
     this.#o = options;
     this.#log = componentLogger('farm', options.logger);
     this.#stages = stages;
@@ -351,6 +356,7 @@ export class Run {
       lost: undefined,
     };
     this.#sessions.add(session);
+    this.#hungry.add(session);
     this.#history.push(session);
     clearTimeout(this.#waitTimer);
     this.#waitTimer = undefined;
@@ -403,31 +409,32 @@ export class Run {
 
   // ---------------------------------------------------------------- dispatch
 
-  #pump(): void {
+  /**
+   * Gives work to workers with room: first `first` (whose results just arrived), then the workers
+   * that went hungry earlier, until the repository runs dry. O(1) per call plus the tasks sent: no
+   * per-task loop over all workers, so dispatch cost does not grow with the farm.
+   */
+  #pump(first?: Session): void {
     if (this.#finished || this.#pumping) return;
     this.#pumping = true;
     try {
-      sessions: for (const s of this.#sessions) {
-        if (!s.alive || s.draining) continue;
-        for (;;) {
-          const free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
-          if (free <= 0) break;
-          // Do not dribble fragments while a full batch is still out: wait for more room.
-          if (free < s.batchSize && s.inFlight.size >= s.batchSize) break;
-          let recs: TaskRecord[];
-          try {
-            recs = this.#repo.take(Math.min(free, s.batchSize));
-          } catch (err) {
-            this.#finish(err);
-            return;
+      let dry = first !== undefined && !this.#fill(first);
+      if (!dry) {
+        for (const s of this.#hungry) {
+          if (this.#finished) return;
+          if (!this.#fill(s)) {
+            dry = true;
+            break;
           }
-          if (recs.length === 0) break sessions;
-          if (!this.#send(s, recs)) return;
         }
       }
+    } catch (err) {
+      this.#finish(err);
+      return;
     } finally {
       this.#pumping = false;
     }
+    if (this.#finished) return;
     if (this.#repo.sourceError !== undefined) {
       const err = this.#repo.sourceError;
       this.#finish(err instanceof FarmError ? err : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${String(err)}`, { cause: err }));
@@ -435,6 +442,33 @@ export class Run {
     }
     // Taking may have discovered the end of an iterable source.
     this.#checkComplete();
+  }
+
+  /** Fills one worker's window. False when the repository ran dry first (the worker is then hungry). */
+  #fill(s: Session): boolean {
+    if (!s.alive || s.draining) {
+      this.#hungry.delete(s);
+      return true;
+    }
+    for (;;) {
+      const free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
+      // Full, or a full batch still out and not room for another: wait for results.
+      if (free <= 0 || (free < s.batchSize && s.inFlight.size >= s.batchSize)) {
+        this.#hungry.delete(s);
+        return true;
+      }
+      const recs = this.#repo.take(Math.min(free, s.batchSize), this.#canPullNew());
+      if (recs.length === 0) {
+        this.#hungry.add(s);
+        return false;
+      }
+      if (!this.#send(s, recs)) return true;
+    }
+  }
+
+  /** Dispatch may continue after backpressure (the consumer of results() caught up). */
+  resume(): void {
+    this.#pump();
   }
 
   /** Packs and sends tasks to one worker, halving batches that exceed its message size. False when the run ended. */
@@ -509,7 +543,7 @@ export class Run {
       if (!this.#onTaskError(s, rec, asRemoteError(values[i]))) return;
     }
     if (n > 0) this.#resize(s, sum / n);
-    this.#pump();
+    this.#pump(s);
   }
 
   /** Sizes a worker's batches and window from its recent task time. */
@@ -566,6 +600,7 @@ export class Run {
     s.alive = false;
     s.lost = err instanceof WorkerLostError ? err.reason : err.message;
     this.#sessions.delete(s);
+    this.#hungry.delete(s);
     const requeue: TaskRecord[] = [];
     for (const rec of s.inFlight.values()) {
       if (rec.done) continue;

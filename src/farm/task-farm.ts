@@ -1,10 +1,19 @@
 import { EventEmitter } from 'node:events';
 import { FarmAbortError } from '../errors.js';
+import { expectInteger } from '../util/validate.js';
 import { normalForm, stagesOf, type NormalForm, type Program } from '../skeleton/index.js';
 import { checkStages, prepareStages } from './bundler.js';
 import { resolveTaskFarmOptions, type ResolvedTaskFarmOptions, type TaskFarmOptions } from './options.js';
 import { TaskRepository, type InputSource } from './repository.js';
 import { Run, type FarmStats, type RunEvents } from './run.js';
+
+/** Options of {@link TaskFarm.results}. */
+export interface ResultsOptions {
+  /** Yield outputs in input order (through a bounded reorder buffer). @default false */
+  readonly ordered?: boolean;
+  /** Outputs waiting for the consumer before no new input is pulled. @default 10000 */
+  readonly highWater?: number;
+}
 
 /** One output, as {@link TaskFarm.results} yields it. */
 export interface IndexedOutput<O> {
@@ -53,7 +62,7 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     this.#inputs = inputs;
   }
 
-  async #execute(sink: (index: number, output: unknown) => void, signal?: AbortSignal): Promise<void> {
+  async #execute(sink: (index: number, output: unknown) => void, signal?: AbortSignal, canPullNew?: () => boolean): Promise<void> {
     const stages = stagesOf(this.program);
     const o = this.#options;
     const repo = new TaskRepository(this.#inputs as InputSource<unknown>);
@@ -62,7 +71,7 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     checkStages(stages, o.cwd);
     const prepared = await prepareStages(stages, o.cwd);
     const combined = signal === undefined ? o.signal : o.signal === undefined ? signal : AbortSignal.any([o.signal, signal]);
-    const run = new Run({ ...o, signal: combined }, prepared, repo, this, sink);
+    const run = new Run({ ...o, signal: combined }, prepared, repo, this, sink, canPullNew);
     this.#run = run;
     await run.execute();
   }
@@ -80,19 +89,43 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
   }
 
   /**
-   * Computes every input and yields `{ index, output }` as outputs arrive (not in input order).
-   * Breaking out of the loop cancels the run and releases the workers.
+   * Computes every input and yields `{ index, output }` as outputs arrive, or in input order with
+   * `{ ordered: true }`. Memory stays bounded: when `highWater` outputs wait for the consumer (or,
+   * ordered, wait behind an earlier input that is still computing), no new input is pulled until
+   * the consumer catches up. Breaking out of the loop cancels the run and releases the workers.
    */
-  async *results(): AsyncGenerator<IndexedOutput<O>, void, undefined> {
+  async *results(options: ResultsOptions = {}): AsyncGenerator<IndexedOutput<O>, void, undefined> {
+    const ordered = options.ordered ?? false;
+    const highWater = options.highWater ?? 10_000;
+    expectInteger('highWater', highWater, 1);
     const queue: IndexedOutput<O>[] = [];
+    let head = 0;
+    const early = new Map<number, O>(); // ordered: outputs that arrived before their turn
+    let next = 0;
     let wake: (() => void) | undefined;
     let ended = false;
     let failure: unknown;
+    let paused = false;
+    const waiting = (): number => queue.length - head + early.size;
     const controller = new AbortController();
-    const done = this.#execute((index, output) => {
-      queue.push({ index, output: output as O });
-      wake?.();
-    }, controller.signal).then(
+    const done = this.#execute(
+      (index, output) => {
+        if (ordered) {
+          early.set(index, output as O);
+          while (early.has(next)) {
+            queue.push({ index: next, output: early.get(next)! });
+            early.delete(next);
+            next++;
+          }
+        } else queue.push({ index, output: output as O });
+        wake?.();
+      },
+      controller.signal,
+      () => {
+        paused = waiting() >= highWater;
+        return !paused;
+      },
+    ).then(
       () => {
         ended = true;
         wake?.();
@@ -105,7 +138,19 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     );
     try {
       for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
+        while (head < queue.length) {
+          const item = queue[head]!;
+          queue[head++] = undefined as unknown as IndexedOutput<O>;
+          if (head > 1024 && head * 2 > queue.length) {
+            queue.splice(0, head);
+            head = 0;
+          }
+          if (paused && waiting() < highWater / 2) {
+            paused = false;
+            this.#run?.resume();
+          }
+          yield item;
+        }
         if (ended) break;
         await new Promise<void>((r) => (wake = r));
         wake = undefined;
