@@ -1,0 +1,426 @@
+/**
+ * `npm run bench`: taskfarm against ceilings measured in the same run, on loopback.
+ *
+ *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE]
+ *
+ * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
+ * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
+ * Medians of several runs with min–max: the machine is noisy, ratios within one run count.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { deserialize, serialize } from 'node:v8';
+import * as grpc from '@grpc/grpc-js';
+import { TaskFarm, generateFarmKey, type TaskFarmOptions } from '../src/index.js';
+import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
+import { ECHO_SERVICE } from './echo-service.js';
+import { poolCeiling } from './pool-ceiling.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+interface Figure {
+  name: string;
+  unit: string;
+  median: number;
+  min: number;
+  max: number;
+  runs: number;
+  /** Ratios to ceilings, by ceiling name. */
+  ratios?: Record<string, number>;
+  target?: string;
+  met?: boolean;
+  note?: string;
+}
+
+const { values } = parseArgs({
+  options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
+  strict: true,
+});
+const smoke = values.smoke === true;
+const runs = values.runs !== undefined ? Number(values.runs) : smoke ? 1 : 3;
+const only = values.only?.split(',');
+const out = values.out ?? join(here, '..', '..', 'bench', 'results', smoke ? 'smoke.json' : 'latest.json');
+// A farm key for this run only: the daemons inherit it, and so do the clients in this process.
+const key = generateFarmKey();
+process.env['TASKFARM_KEY'] = key;
+const env = { ...process.env };
+const figures: Figure[] = [];
+const children: ChildProcess[] = [];
+const daemons: LocalDaemon[] = [];
+const dirs: string[] = [];
+
+const log = (m: string): void => void process.stderr.write(`[bench] ${m}\n`);
+
+function stats(xs: number[]): { median: number; min: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return { median: s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2, min: s[0]!, max: s[s.length - 1]! };
+}
+
+async function repeat(n: number, f: () => Promise<number>): Promise<number[]> {
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) xs.push(await f());
+  return xs;
+}
+
+function record(name: string, unit: string, xs: number[], extra: Partial<Figure> = {}): Figure {
+  const f: Figure = { name, unit, ...stats(xs), runs: xs.length, ...extra };
+  figures.push(f);
+  log(`${name}: ${fmt(f.median)} ${unit} (min ${fmt(f.min)}, max ${fmt(f.max)})`);
+  return f;
+}
+
+function fmt(x: number): string {
+  return Math.abs(x) >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(Math.abs(x) >= 10 ? 1 : 3);
+}
+
+function want(section: string): boolean {
+  return only === undefined || only.includes(section);
+}
+
+function startChild(script: string, args: string[]): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(process.execPath, [join(here, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`${script} did not start`)), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /^READY (.*)$/m.exec(buf);
+      if (m !== null) {
+        clearTimeout(timer);
+        resolve({ child, line: m[1]! });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before it was ready`)));
+  });
+}
+
+async function daemonsOf(n: number, threads: number): Promise<LocalDaemon[]> {
+  const ds = await Promise.all(
+    Array.from({ length: n }, () => {
+      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-'));
+      dirs.push(dir);
+      return startDaemon(['--threads', String(threads), '--cache-dir', dir, '--log-level', 'error'], 30_000, env);
+    }),
+  );
+  daemons.push(...ds);
+  return ds;
+}
+
+async function stopAll(ds: LocalDaemon[]): Promise<void> {
+  await Promise.all(ds.map((d) => stopDaemon(d)));
+}
+
+const double = (x: number): number => x * 2;
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+// ---------------------------------------------------------------- ceilings
+
+async function grpcCeiling(tasks: number, window = 16): Promise<number> {
+  const { child, line } = await startChild('echo-server.js', []);
+  const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
+  const client = new Client(`127.0.0.1:${line}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+    Stream(): grpc.ClientDuplexStream<Buffer, Buffer>;
+  };
+  const once = async (): Promise<number> => {
+    const call = client.Stream();
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      let sent = 0;
+      let done = 0;
+      call.on('data', (b: Buffer) => {
+        const x = deserialize(b) as number;
+        void (x * 2);
+        done++;
+        if (done === tasks) return resolve();
+        if (sent < tasks) call.write(serialize(sent++));
+      });
+      call.on('error', reject);
+      for (; sent < Math.min(window, tasks); ) call.write(serialize(sent++));
+    });
+    const ms = performance.now() - t0;
+    call.end();
+    return (tasks / ms) * 1000;
+  };
+  await once(); // warm-up
+  const xs = await repeat(runs, once);
+  client.close();
+  child.kill('SIGTERM');
+  return stats(xs).median;
+}
+
+// ---------------------------------------------------------------- taskfarm
+
+async function tinyTasks(peers: string[], tasks: number): Promise<number> {
+  const t0 = performance.now();
+  const outputs = await new TaskFarm<number, number>(double, range(tasks), { peers, localFallback: false }).compute();
+  const ms = performance.now() - t0;
+  if (outputs[tasks - 1] !== (tasks - 1) * 2) throw new Error('wrong outputs');
+  return (tasks / ms) * 1000;
+}
+
+async function roundTrips(peers: string[], n: number): Promise<number[]> {
+  // One task at a time on a warm lease: the next input is produced only when the previous output
+  // arrived, so each round trip is send → compute → result, end to end through the client.
+  const rtts: number[] = [];
+  let release: (() => void) | undefined;
+  let sentAt = 0;
+  async function* inputs(): AsyncGenerator<number> {
+    for (let i = 0; i < n; i++) {
+      if (i > 0) await new Promise<void>((r) => (release = r));
+      sentAt = performance.now();
+      yield i;
+    }
+  }
+  const farm = new TaskFarm<number, number>(double, inputs(), { peers, localFallback: false });
+  for await (const _ of farm.results()) {
+    rtts.push(performance.now() - sentAt);
+    release?.();
+  }
+  return rtts.slice(Math.min(10, rtts.length >> 2)); // drop the warm-up (recruit, install, setup)
+}
+
+const spin = (ms: number): number => {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // CPU work
+  }
+  return ms;
+};
+
+async function cpuBound(address: string, tasks: number, ms: number): Promise<number> {
+  const t0 = performance.now();
+  await new TaskFarm<number, number>(spin, new Array<number>(tasks).fill(ms), { peers: [address], localFallback: false }).compute();
+  return performance.now() - t0;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const sizes = smoke
+    ? { tiny: 2_000, ceiling: 2_000, rtt: 30, cpu: 10, cpuMs: 5, million: 10_000, scale: [2, 4, 8], scaleTasks: 4_000, recovery: 400 }
+    : { tiny: 200_000, ceiling: 200_000, rtt: 1_000, cpu: 200, cpuMs: 20, million: 1_000_000, scale: [10, 100, 1000], scaleTasks: 200_000, recovery: 3_000 };
+  log(`${smoke ? 'smoke' : 'full'} run, ${runs} run(s) per figure`);
+
+  const ceilings: Record<string, number> = {};
+  if (want('ceilings') || want('tiny')) {
+    ceilings['grpc'] = await grpcCeiling(sizes.ceiling);
+    record('ceiling: raw grpc-js bidi echo (1 msg/task, window 16, v8 payload, 2 processes)', 'msgs/s', [ceilings['grpc']]);
+    const pool = await repeat(runs, () => poolCeiling(sizes.ceiling));
+    ceilings['pool'] = stats(pool).median;
+    record('ceiling: in-process pool of 2 worker_threads (1 postMessage/task, 64 in flight)', 'tasks/s', pool);
+  }
+
+  if (want('tiny')) {
+    const ds = await daemonsOf(2, 1);
+    const peers = ds.map((d) => d.address);
+    await tinyTasks(peers, Math.min(sizes.tiny, 20_000)); // warm the code caches
+    const xs = await repeat(runs, () => tinyTasks(peers, sizes.tiny));
+    const m = stats(xs).median;
+    record(`taskfarm: ${sizes.tiny.toLocaleString('en-US')} tiny tasks, client + 2 daemons × 1 thread`, 'tasks/s', xs, {
+      ratios: { 'vs pool': m / ceilings['pool']!, 'vs grpc': m / ceilings['grpc']! },
+      target: '≥ 150,000/s, ≥ 1.0× pool, ≥ 2× grpc',
+      met: m >= 150_000 && m >= ceilings['pool']! && m >= 2 * ceilings['grpc']!,
+    });
+    const local = await repeat(runs, async () => {
+      const t0 = performance.now();
+      await new TaskFarm<number, number>(double, range(sizes.tiny), { discovery: 'local', threads: 2 }).compute();
+      return (sizes.tiny / (performance.now() - t0)) * 1000;
+    });
+    record(`taskfarm 'local': same tasks on 2 threads in the client`, 'tasks/s', local, { ratios: { 'vs pool': stats(local).median / ceilings['pool']! } });
+    await stopAll(ds);
+  }
+
+  if (want('rtt')) {
+    const ds = await daemonsOf(1, 1);
+    const rtts = await roundTrips([ds[0]!.address], sizes.rtt);
+    const s = [...rtts].sort((a, b) => a - b);
+    const p = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+    figures.push({ name: `single-task round trip on a warm lease, p50 (${rtts.length} sequential)`, unit: 'ms', median: p(0.5), min: s[0]!, max: s[s.length - 1]!, runs: 1, target: '≤ 0.3 ms', met: p(0.5) <= 0.3 });
+    figures.push({ name: 'single-task round trip on a warm lease, p99', unit: 'ms', median: p(0.99), min: s[0]!, max: s[s.length - 1]!, runs: 1 });
+    log(`round trip p50 ${p(0.5).toFixed(3)} ms, p99 ${p(0.99).toFixed(3)} ms`);
+    await stopAll(ds);
+  }
+
+  if (want('cpu')) {
+    const [one] = await daemonsOf(1, 1);
+    const [two] = await daemonsOf(1, 2);
+    await cpuBound(one!.address, 2, 1);
+    await cpuBound(two!.address, 2, 1);
+    const t1 = await repeat(runs, () => cpuBound(one!.address, sizes.cpu, sizes.cpuMs));
+    const t2 = await repeat(runs, () => cpuBound(two!.address, sizes.cpu, sizes.cpuMs));
+    const speedup = t1.map((a, i) => a / t2[i]!);
+    record(`CPU-bound speedup: ${sizes.cpu} tasks × ${sizes.cpuMs} ms, 1 daemon, 2 threads vs 1`, '×', speedup, {
+      target: '≥ 1.97 (ideal 2.0)',
+      met: stats(speedup).median >= 1.97,
+      note: `1 thread ${fmt(stats(t1).median)} ms, 2 threads ${fmt(stats(t2).median)} ms; ideal 1 thread ${sizes.cpu * sizes.cpuMs} ms`,
+    });
+    await stopAll([one!, two!]);
+  }
+
+  if (want('recovery')) await recovery(sizes.recovery);
+
+  if (want('memory')) {
+    const ds = await daemonsOf(2, 1);
+    const xs: { ms: number; peakRssMb: number; maxRssMb: number; checked: number }[] = [];
+    for (let i = 0; i < runs; i++) {
+      const child = spawn(process.execPath, [join(here, 'memory-client.js'), String(sizes.million), ds.map((d) => d.address).join(',')], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env,
+      });
+      children.push(child);
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      await new Promise<void>((r) => child.once('exit', () => r()));
+      const r = JSON.parse(text) as { ms: number; peakRssMb: number; maxRssMb: number; checked: number };
+      if (r.checked !== sizes.million) throw new Error(`memory run checked ${r.checked} outputs`);
+      xs.push(r);
+    }
+    record(`${sizes.million.toLocaleString('en-US')} tiny tasks from a generator, results() in order: time`, 's', xs.map((r) => r.ms / 1000), {
+      target: '≤ 30 s',
+      met: stats(xs.map((r) => r.ms / 1000)).median <= 30,
+    });
+    record(`${sizes.million.toLocaleString('en-US')} tiny tasks from a generator: client peak RSS`, 'MB', xs.map((r) => Math.max(r.peakRssMb, r.maxRssMb)), {
+      target: '≤ 200 MB',
+      met: stats(xs.map((r) => Math.max(r.peakRssMb, r.maxRssMb))).median <= 200,
+    });
+    await stopAll(ds);
+  }
+
+  if (want('scale')) await scale(sizes.scale, sizes.scaleTasks);
+
+  printTable();
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), smoke, runs, ceilings, figures }, null, 2) + '\n');
+  log(`wrote ${out}`);
+}
+
+async function recovery(tasks: number): Promise<void> {
+  const killTimes: number[] = [];
+  const stopTimes: number[] = [];
+  const twice: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    for (const how of ['SIGKILL', 'SIGSTOP'] as const) {
+      const ds = await daemonsOf(2, 1);
+      const logDir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-exec-'));
+      dirs.push(logDir);
+      // Each execution appends its index to a file of its process: executions − inputs = executed twice.
+      const stage = join(logDir, 'stage.mjs');
+      writeFileSync(
+        stage,
+        `import { appendFileSync } from 'node:fs';\nexport default (i) => { const end = performance.now() + 1; while (performance.now() < end); appendFileSync(${JSON.stringify(logDir)} + '/exec-' + process.pid, i + '\\n'); return i; };\n`,
+      );
+      const farm = new TaskFarm<number, number>(stage, range(tasks), { peers: ds.map((d) => d.address), localFallback: false, heartbeatMs: 250, heartbeatTimeoutMs: 1000 });
+      let faultAt = 0;
+      let victim: LocalDaemon | undefined;
+      farm.on('progress', (p) => {
+        if (faultAt === 0 && p.done >= tasks / 3) {
+          victim = ds[0]!;
+          faultAt = performance.now();
+          process.kill(victim.pid, how);
+        }
+      });
+      let lostAt = 0;
+      farm.on('lost', () => (lostAt ||= performance.now()));
+      await farm.compute();
+      if (how === 'SIGSTOP' && victim !== undefined) process.kill(victim.pid, 'SIGCONT');
+      (how === 'SIGKILL' ? killTimes : stopTimes).push(lostAt - faultAt);
+      if (how === 'SIGKILL') {
+        const lines = readdirSync(logDir)
+          .filter((f) => f.startsWith('exec-'))
+          .reduce((n, f) => n + readFileSync(join(logDir, f), 'utf8').split('\n').filter((l) => l.length > 0).length, 0);
+        twice.push(lines - tasks);
+      }
+      await stopAll(ds);
+    }
+  }
+  record('recovery: SIGKILL of a daemon → its tasks requeued', 'ms', killTimes);
+  record('recovery: SIGSTOP of a daemon → detected (heartbeat timeout 1000 ms)', 'ms', stopTimes);
+  record('recovery: tasks executed twice after a SIGKILL (of the ~1 ms tasks in flight there)', 'tasks', twice);
+}
+
+async function scale(sizes: number[], tasks: number): Promise<void> {
+  // Marginal client CPU per task: the CPU of a run of `tasks` minus that of a run of tasks/10, over
+  // the difference, so recruiting (which grows with the farm) is not counted as dispatch.
+  const perTask: Record<number, number> = {};
+  for (const k of sizes) {
+    const { child, line } = await startChild('fake-workers.js', [String(k)]);
+    const peers = line.split(',').map((p) => `127.0.0.1:${p}`);
+    const opts: TaskFarmOptions = { peers, localFallback: false, insecure: true, workerWaitMs: 30_000 };
+    const cpuOf = async (n: number): Promise<number> => {
+      const c0 = process.cpuUsage();
+      await new TaskFarm<number, number>(double, range(n), opts).compute();
+      const c = process.cpuUsage(c0);
+      return (c.user + c.system) / 1000;
+    };
+    await cpuOf(Math.max(k, 1000)); // warm-up
+    const costs: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      const big = await cpuOf(tasks);
+      const small = await cpuOf(tasks / 10);
+      costs.push(((big - small) / (tasks * 0.9)) * 1000);
+    }
+    perTask[k] = stats(costs).median;
+    record(`scale: client CPU per task dispatched, ${k} workers (in-process fake workers, ${tasks.toLocaleString('en-US')} tasks)`, 'µs', costs);
+    child.kill('SIGTERM');
+    await new Promise<void>((r) => child.once('exit', () => r()));
+  }
+  const lo = sizes[0]!;
+  const hi = sizes[sizes.length - 1]!;
+  const ratio = perTask[hi]! / perTask[lo]!;
+  figures.push({
+    name: `scale: per-task dispatch cost at ${hi} workers ÷ at ${lo}`,
+    unit: '×',
+    median: ratio,
+    min: ratio,
+    max: ratio,
+    runs: 1,
+    target: '≤ 1.5',
+    met: ratio <= 1.5,
+  });
+}
+
+function printTable(): void {
+  const rows = figures.map((f) => [
+    f.name,
+    `${fmt(f.median)} ${f.unit}`,
+    f.runs > 1 ? `${fmt(f.min)}–${fmt(f.max)}` : '',
+    f.ratios === undefined ? '' : Object.entries(f.ratios).map(([k, v]) => `${v.toFixed(2)}× ${k}`).join(', '),
+    f.target === undefined ? '' : `${f.target}: ${f.met === true ? 'met' : 'NOT met'}`,
+  ]);
+  const head = ['figure', 'median', 'min–max', 'ratio to ceilings', 'target'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+  process.stdout.write([line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)].join('\n') + '\n');
+  for (const f of figures) if (f.note !== undefined) process.stdout.write(`  ${f.name}: ${f.note}\n`);
+}
+
+async function cleanup(): Promise<void> {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await Promise.allSettled(
+    daemons.map((d) => {
+      try {
+        process.kill(d.pid, 'SIGCONT');
+      } catch {
+        // gone
+      }
+      return stopDaemon(d, 2000);
+    }),
+  );
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+
+main().then(
+  () => cleanup(),
+  async (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    await cleanup();
+    process.exitCode = 1;
+  },
+);
+
