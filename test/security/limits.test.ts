@@ -1,0 +1,231 @@
+/**
+ * The daemon's limits (issue 4, test 7): exceeding each gives the documented error, and nothing
+ * else breaks — the same daemon serves a normal run right after. (--handshake-ms is covered in
+ * auth.test.ts, --idle-timeout-ms in fuzz-daemon.test.ts.) Real daemons on 127.0.0.1.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { serialize } from 'node:v8';
+import { afterEach, describe, expect, it } from 'vitest';
+import { InvalidStageError, TaskFarm, UnsendableInputError } from '../../dist/src/index.js';
+import { grpc } from '../../dist/src/protocol/grpc.js';
+import { fixture, until } from '../helpers/daemons.js';
+import { ComputeSession, DOUBLE_BUNDLE, installBundle, sha256 } from '../helpers/raw-compute.js';
+import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
+import { SecurityDaemons, alive, settle, type SecurityDaemon } from '../helpers/security-daemons.js';
+
+/** A stage module that appends one byte to `x.log` when it starts, then spins `x.ms` ms. */
+const COUNTING_BUNDLE = Buffer.from(
+  "import { appendFileSync } from 'node:fs';\n" +
+    'export default (x) => { appendFileSync(x.log, "."); const end = Date.now() + x.ms; while (Date.now() < end) {} return x.ms; };\n',
+);
+
+describe('daemon limits', () => {
+  const daemons = new SecurityDaemons();
+  const raws: RawWorker[] = [];
+  const sessions: ComputeSession[] = [];
+  const sockets: Socket[] = [];
+
+  async function raw(d: SecurityDaemon): Promise<RawWorker> {
+    const c = await connectRaw(d.address);
+    raws.push(c);
+    return c;
+  }
+
+  afterEach(async () => {
+    for (const s of sessions.splice(0)) s.close();
+    for (const c of raws.splice(0)) c.close();
+    for (const s of sockets.splice(0)) s.destroy();
+    await daemons.stopAll();
+  });
+
+  /** A normal run on `d` completes, and the daemon process is alive. */
+  async function stillServes(d: SecurityDaemon): Promise<void> {
+    const farm = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3, 4], { peers: [d.address], localFallback: false, workerWaitMs: 5000 });
+    expect(await farm.compute()).toEqual([2, 4, 6, 8]);
+    expect(farm.stats().workers.map((w) => w.id)).toEqual([d.id]);
+    expect(alive(d.pid)).toBe(true);
+  }
+
+  it('--max-message-mb 1: a 2 MB input fails the run with UnsendableInputError naming its index; a 0.9 MB one goes through; an oversized raw message is refused; a normal run follows', async () => {
+    const d = await daemons.start({ inherit: true }, ['--max-message-mb', '1']);
+    const lengthOf = (x: unknown): number => (typeof x === 'string' ? x.length : -1);
+
+    const big = 'x'.repeat(2 * 1024 * 1024);
+    const err = await settle(new TaskFarm<unknown, number>(lengthOf, [1, 'small', big, 'small'], { peers: [d.address], localFallback: false }).compute());
+    expect(err).toBeInstanceOf(UnsendableInputError);
+    expect((err as UnsendableInputError).code).toBe('FARM_ERR_UNSENDABLE_INPUT');
+    expect((err as UnsendableInputError).index).toBe(2);
+
+    // Just under the limit: input and output both fit.
+    const nearly = 'y'.repeat(900 * 1024);
+    expect(await new TaskFarm<unknown, number>(lengthOf, ['a', nearly], { peers: [d.address], localFallback: false }).compute()).toEqual([1, nearly.length]);
+
+    // The daemon itself refuses a message over 1 MiB (gRPC RESOURCE_EXHAUSTED), and stays up.
+    const c = await raw(d);
+    expect((await c.describe(2000)).max_message_bytes).toBe(1024 * 1024);
+    const lease = await c.recruit();
+    const code = randomBytes(1536 * 1024);
+    const tooBig = (await settle(c.install(lease.token, { hashes: [sha256(code)], bundles: [{ hash: sha256(code), code }] }, 5000))) as grpc.ServiceError;
+    expect(tooBig.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    await c.release(lease.token, 2000);
+    expect(d.bundles()).toHaveLength(1); // only the stage of the runs above
+    await stillServes(d);
+  });
+
+  it('--max-bundle-mb 1: a stage that bundles to more fails the run with InvalidStageError before anything is sent; a raw Install of it is refused (INVALID_ARGUMENT)', async () => {
+    const d = await daemons.start({ inherit: true }, ['--max-bundle-mb', '1']);
+    const dir = daemons.tempDir();
+    const stage = join(dir, 'big-stage.mjs');
+    writeFileSync(stage, `export const BIG = ${JSON.stringify(randomBytes(900 * 1024).toString('base64'))};\nexport default (x) => x + BIG.length;\n`);
+
+    const t0 = performance.now();
+    // A short lease (300 ms), so that the lease the failed run leaves behind expires quickly.
+    const err = await settle(new TaskFarm<number, number>(stage, [1, 2], { peers: [d.address], localFallback: false, leaseTimeoutMs: 300 }).compute());
+    expect(err).toBeInstanceOf(InvalidStageError);
+    expect((err as InvalidStageError).code).toBe('FARM_ERR_INVALID_STAGE');
+    expect((err as InvalidStageError).stageIndex).toBe(0);
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(d.bundles()).toEqual([]);
+
+    const c = await raw(d);
+    expect((await c.describe(2000)).max_bundle_bytes).toBe(1024 * 1024);
+    // (The failed run's lease is only freed by its expiry: see the BUG test below.)
+    await until('the daemon to be free', async () => (await c.describe(1000)).state === 'free', 3000, 25);
+    const lease = await c.recruit();
+    const code = Buffer.concat([Buffer.from('export default (x) => x; // '), Buffer.alloc(1024 * 1024 + 10, 0x61)]);
+    const refused = (await settle(c.install(lease.token, { hashes: [sha256(code)], bundles: [{ hash: sha256(code), code }] }, 5000))) as grpc.ServiceError;
+    expect(refused.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(d.bundles()).toEqual([]);
+    await c.release(lease.token, 2000);
+    await stillServes(d);
+  });
+
+  // BUG (product): when the client refuses to send a stage (InvalidStageError, bundle over the
+  // worker's --max-bundle-mb) after Recruit, the worker stays recruited until the lease expires
+  // (leaseTimeoutMs, here 10 s) instead of being released at once. src/farm/remote-link.ts #recruit
+  // calls `release()` without awaiting it (`client.release(token, 1000).catch(() => {})`, lines 198-200, called at line 220)
+  // and rethrows; RemoteLink.open's catch then calls `client.close()` (line 146) before the Release
+  // call is sent, so it never reaches the daemon. The same path is taken when Install fails.
+  // Expected: the daemon is free again within about a second. Marked `fails` until fixed.
+  it.fails('after a run fails with InvalidStageError, the worker is released at once (BUG: it stays recruited until the lease expires)', async () => {
+    const d = await daemons.start({ inherit: true }, ['--max-bundle-mb', '1']);
+    const dir = daemons.tempDir();
+    const stage = join(dir, 'big-stage.mjs');
+    writeFileSync(stage, `export const BIG = ${JSON.stringify(randomBytes(900 * 1024).toString('base64'))};\nexport default (x) => x + BIG.length;\n`);
+    const err = await settle(new TaskFarm<number, number>(stage, [1], { peers: [d.address], localFallback: false, leaseTimeoutMs: 10_000 }).compute());
+    expect(err).toBeInstanceOf(InvalidStageError);
+    const c = await raw(d);
+    const t0 = performance.now();
+    const freed = await settle(until('the daemon to be free', async () => (await c.describe(1000)).state === 'free', 1000, 50));
+    console.log(`after InvalidStageError the worker was ${freed === true ? `free after ${(performance.now() - t0).toFixed(0)} ms` : 'still recruited after 1000 ms'}`);
+    expect(freed).toBe(true);
+  });
+
+  it('--max-in-flight 4: a TaskFarm run stays within it and completes; a raw client sending 10 tasks at once gets RESOURCE_EXHAUSTED on its stream; the daemon keeps serving', async () => {
+    const d = await daemons.start({ inherit: true }, ['--max-in-flight', '4', '--threads', '2']);
+    const n = 200;
+    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: n }, (_, v) => ({ v, ms: 1 })), { peers: [d.address], localFallback: false });
+    let maxInFlight = 0;
+    farm.on('progress', (p) => (maxInFlight = Math.max(maxInFlight, p.inFlight)));
+    expect(await farm.compute()).toEqual(Array.from({ length: n }, (_, v) => v * 2));
+    expect(farm.stats().workers.map((w) => w.lost)).toEqual([undefined]);
+    expect(maxInFlight).toBeLessThanOrEqual(4);
+
+    const c = await raw(d);
+    expect((await c.describe(2000)).max_in_flight).toBe(4);
+    const lease = await c.recruit();
+    const hash = await installBundle(c, lease.token, DOUBLE_BUNDLE);
+    const s = new ComputeSession(c, lease.token);
+    sessions.push(s);
+    expect((await s.start([hash])).body).toBe('ready');
+    // Within the limit: fine.
+    s.write({ tasks: { tasks: [1, 2, 3, 4].map((seq) => ({ seq, payload: serialize(seq) })) } });
+    await s.until('4 results', () => s.results.length === 4);
+    // Ten at once: the stream fails with RESOURCE_EXHAUSTED.
+    s.write({ tasks: { tasks: Array.from({ length: 10 }, (_, i) => ({ seq: 100 + i, payload: serialize(i) })) } });
+    await s.until('the stream to fail', () => s.error !== undefined);
+    expect(s.error!.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // The lease ended with the stream; the daemon is free and serves a normal run.
+    await until('the daemon to be free', async () => (await c.describe(1000)).state === 'free', 5000);
+    await stillServes(d);
+  });
+
+  // BUG (product): --max-in-flight counts distinct seqs (a Set in src/worker/server.ts #onClientMessage),
+  // not tasks, so a lease holder that repeats one seq queues any number of tasks: 10 batches of 3
+  // tasks all with seq 1 pass the check (1 + 3 <= 4 each time) and all 30 run, although the daemon
+  // documents "most tasks in flight on one lease; more fails the stream with RESOURCE_EXHAUSTED".
+  // Expected: RESOURCE_EXHAUSTED (or a refusal of duplicate seqs). Marked `fails` until fixed.
+  it.fails('--max-in-flight 4 cannot be bypassed by repeating a seq (BUG: it can)', async () => {
+    const d = await daemons.start({ inherit: true }, ['--max-in-flight', '4']);
+    const log = join(daemons.tempDir(), 'executions.log');
+    writeFileSync(log, '');
+    const c = await raw(d);
+    const lease = await c.recruit();
+    const hash = await installBundle(c, lease.token, COUNTING_BUNDLE);
+    const s = new ComputeSession(c, lease.token);
+    sessions.push(s);
+    expect((await s.start([hash])).body).toBe('ready');
+    // The first task holds the only thread for 300 ms; every other one is queued behind it.
+    s.write({ tasks: { tasks: [{ seq: 1, payload: serialize({ log, ms: 300 }) }, ...[0, 0].map((ms) => ({ seq: 1, payload: serialize({ log, ms }) }))] } });
+    for (let b = 0; b < 9; b++) s.write({ tasks: { tasks: [0, 0, 0].map((ms) => ({ seq: 1, payload: serialize({ log, ms }) })) } });
+    // Either the stream fails (expected), or all 30 tasks run (the bug).
+    const executions = (): number => readFileSync(log, 'utf8').length;
+    await until('the stream to fail or all 30 tasks to run', () => s.error !== undefined || executions() >= 30, 5000, 20);
+    console.log(`repeated seq: stream error ${s.error?.code ?? 'none'}; ${executions()} tasks ran on one lease (limit 4)`);
+    expect(s.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  // BUG (product): --idle-timeout-ms closes connections that are busy, not only idle ones. The
+  // daemon sets the inactivity timer on the raw TCP socket before handing it to grpc-js
+  // (src/worker/server.ts start(), line 179: `socket.setTimeout(idleTimeoutMs, () => socket.destroy())`
+  // then `injector.injectConnection(socket)`); TLS and HTTP/2 then read and write through the
+  // socket's handle, so the raw socket never sees activity and the timer fires idleTimeoutMs after
+  // the connection was accepted, whatever the traffic (the same with --insecure). Effect: every
+  // client connection is cut every idleTimeoutMs (default 30 s): the worker is "lost" (Connection
+  // dropped), its in-flight tasks are requeued and it is recruited again; a task that runs longer
+  // than the idle timeout can never complete remotely (after maxWorkerLosses the run fails).
+  // Expected: a connection carrying heartbeats and results every few ms is never idle. Marked
+  // `fails` until fixed.
+  it.fails('--idle-timeout-ms 1000: a connection busy with a run is not idle (BUG: it is dropped 1 s after it was opened)', async () => {
+    const d = await daemons.start({ inherit: true }, ['--idle-timeout-ms', '1000']);
+    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: 16 }, (_, v) => ({ v, ms: 100 })), { peers: [d.address], localFallback: false });
+    const lost: string[] = [];
+    farm.on('lost', (e) => lost.push(e.reason));
+    const t0 = performance.now();
+    expect(await farm.compute()).toEqual(Array.from({ length: 16 }, (_, v) => v * 2));
+    console.log(`a 1.6 s run on a daemon with --idle-timeout-ms 1000 took ${(performance.now() - t0).toFixed(0)} ms and lost its worker ${lost.length}x: ${lost[0] ?? ''}`);
+    expect(lost).toEqual([]);
+  });
+
+  it('--max-connections 4: connections beyond it are closed by the server at once; once the others close, a run completes', async () => {
+    const d = await daemons.start({ inherit: true }, ['--max-connections', '4']);
+    const closedAt = new Map<number, number>();
+    const t0 = performance.now();
+    for (let i = 0; i < 10; i++) {
+      const s = connect({ host: '127.0.0.1', port: d.port });
+      sockets.push(s);
+      s.on('error', () => {});
+      s.on('close', () => closedAt.set(i, performance.now() - t0));
+      await new Promise<void>((resolve, reject) => {
+        s.once('connect', () => resolve());
+        s.once('error', reject);
+      });
+    }
+    await until('6 connections to be closed by the server', () => closedAt.size >= 6, 3000, 10);
+    expect([...closedAt.keys()].sort((a, b) => a - b)).toEqual([4, 5, 6, 7, 8, 9]);
+    expect(Math.max(...closedAt.values())).toBeLessThan(1500);
+    // The first four are still open (the idle timeout is 30 s).
+    expect(sockets.slice(0, 4).every((s) => !s.destroyed && s.readyState === 'open')).toBe(true);
+    // While full, a client cannot connect at all.
+    const c = await settle(connectRaw(d.address));
+    expect(c).toBeInstanceOf(Error);
+
+    for (const s of sockets.slice(0, 4)) s.destroy();
+    await until('our sockets to close', () => closedAt.size === 10, 3000, 10);
+    await stillServes(d);
+    console.log(`max-connections 4: 6 of 10 connections closed by the server within ${Math.max(...[...closedAt.entries()].filter(([i]) => i >= 4).map(([, t]) => t)).toFixed(0)} ms of the first connect`);
+  });
+});
