@@ -186,9 +186,8 @@ export class RemoteLink implements WorkerLink {
     }
     const token = lease.token;
     const info: WorkerInfo = Object.freeze({ id: desc.id, host: desc.hostname, address: target, threads: Math.max(1, lease.threads), local: false });
-    const release = (): void => {
-      client.release(token, 1000).catch(() => {});
-    };
+    // On failure the lease is given back before the channel closes, so the worker is free at once.
+    const release = (): Promise<void> => client.release(token, 1000).catch(() => {});
     let bundlesSent = 0;
     try {
       const tooBig = stages.findIndex((s) => desc.max_bundle_bytes > 0 && s.code.length > desc.max_bundle_bytes);
@@ -208,7 +207,7 @@ export class RemoteLink implements WorkerLink {
         if (after.missing.length > 0) throw new ProtocolError(`worker ${desc.id} still lacks bundles ${after.missing.join(', ')} after Install`);
       }
     } catch (err) {
-      release();
+      await release();
       throw err instanceof FarmError ? err : fromServiceError(err, desc.id, 'install');
     }
     const stream = client.compute(token);
@@ -223,7 +222,7 @@ export class RemoteLink implements WorkerLink {
       link.#gone = true;
       clearInterval(link.#timer);
       stream.cancel();
-      release();
+      await release();
       throw err;
     }
     link.#handlers = handlers;

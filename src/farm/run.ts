@@ -100,6 +100,8 @@ interface Session {
   window: number;
   /** Tasks per message. */
   batchSize: number;
+  /** Tasks sent to it so far (including ones sent again). */
+  assigned: number;
   avgTaskMs: number;
   completed: number;
   alive: boolean;
@@ -115,7 +117,12 @@ interface EndpointState {
   failures: number;
   /** Removed by discovery or unusable: do not retry. */
   retired: boolean;
+  /** Its first recruit attempt has not finished yet (it holds a share of a known-size workload). */
+  firstAttempt: boolean;
 }
+
+/** Error kinds a worker reports (RemoteErrorKind); anything else is a broken worker. */
+const KNOWN_KINDS = new Set(['thrown', 'crashed', 'timeout', 'setup', 'unserializable', 'cancelled', 'bad-input']);
 
 /** Most tasks in one batch. */
 const MAX_BATCH = 4096;
@@ -135,6 +142,8 @@ export class Run {
   readonly #sessions = new Set<Session>();
   /** Workers with room in their window that the repository could not fill. */
   readonly #hungry = new Set<Session>();
+  /** Endpoints whose first recruit attempt is under way. */
+  #firstAttempts = 0;
   readonly #canPullNew: () => boolean;
   readonly #history: Session[] = [];
   readonly #endpoints = new Map<string, EndpointState>();
@@ -237,7 +246,8 @@ export class Run {
     const key = endpointKey(endpoint);
     let st = this.#endpoints.get(key);
     if (st === undefined) {
-      st = { endpoint, connecting: false, session: undefined, nextTry: 0, failures: 0, retired: false };
+      st = { endpoint, connecting: false, session: undefined, nextTry: 0, failures: 0, retired: false, firstAttempt: true };
+      this.#firstAttempts++;
       this.#endpoints.set(key, st);
     } else {
       // A re-announce may be a restart at a new address: take the new address, try again now.
@@ -274,6 +284,13 @@ export class Run {
         await this.#recruit(key, st);
       } finally {
         st.connecting = false;
+        if (st.firstAttempt) {
+          st.firstAttempt = false;
+          this.#firstAttempts--;
+          // Shares held for workers still being recruited are released: everyone may take more.
+          if (this.#firstAttempts === 0) for (const s of this.#sessions) this.#hungry.add(s);
+          this.#pump();
+        }
       }
     });
   }
@@ -349,6 +366,7 @@ export class Run {
       nextSeq: 1,
       window: threads * 2 + 1,
       batchSize: 1,
+      assigned: 0,
       avgTaskMs: -1,
       completed: 0,
       alive: true,
@@ -451,7 +469,21 @@ export class Run {
       return true;
     }
     for (;;) {
-      const free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
+      let free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
+      const total = this.#repo.total;
+      if (total !== undefined) {
+        // A known-size workload is shared: no worker holds more than its share of what is left, so a
+        // short run of tiny tasks is not swallowed whole by the worker that was ready first...
+        const contenders = this.#sessions.size + this.#firstAttempts;
+        const share = Math.ceil((total - this.#repo.done) / contenders);
+        free = Math.min(free, Math.max(Math.max(1, s.info.threads) * 2 + 1, share) - s.inFlight.size);
+        // ...and while workers found together are still being recruited, each keeps its share for them.
+        if (this.#firstAttempts > 0) free = Math.min(free, Math.ceil(total / contenders) - s.assigned);
+        if (free <= 0) {
+          this.#hungry.add(s);
+          return true;
+        }
+      }
       // Full, or a full batch still out and not room for another: wait for results.
       if (free <= 0 || (free < s.batchSize && s.inFlight.size >= s.batchSize)) {
         this.#hungry.delete(s);
@@ -508,6 +540,7 @@ export class Run {
       s.inFlight.set(seq, recs[i]!);
       seqs[i] = seq;
     }
+    s.assigned += recs.length;
     s.link.send({ seqs, inputs });
     return true;
   }
@@ -534,13 +567,22 @@ export class Run {
       sum += r.durations[i]!;
       n++;
       if (rec.done) continue;
-      if (flags[i] === 0) {
+      const flag = flags[i];
+      const value = values[i];
+      if (flag === 0) {
         this.#repo.complete(rec);
         s.completed++;
-        this.#sink(rec.index, values[i]);
+        this.#sink(rec.index, value);
         continue;
       }
-      if (!this.#onTaskError(s, rec, asRemoteError(values[i]))) return;
+      if (flag !== 1 || typeof value !== 'object' || value === null || !KNOWN_KINDS.has(asRemoteError(value).kind)) {
+        // Not an outcome this protocol produces: the worker is broken or hostile. Its tasks (this one
+        // included) go elsewhere; one bad worker must not fail the run.
+        s.inFlight.set(seq, rec);
+        this.#drop(s, new ProtocolError(`sent a malformed outcome for input ${rec.index}`));
+        return;
+      }
+      if (!this.#onTaskError(s, rec, asRemoteError(value))) return;
     }
     if (n > 0) this.#resize(s, sum / n);
     this.#pump(s);
@@ -582,7 +624,7 @@ export class Run {
       case 'setup':
         this.#finish(new StageSetupError(s.info.id, e));
         return false;
-      default:
+      default: // 'unserializable', 'bad-input': the task itself is at fault, wherever it runs
         this.#finish(new TaskError(ctx, e));
         return false;
     }
@@ -625,7 +667,8 @@ export class Run {
       const st = this.#endpoints.get(s.key);
       if (st !== undefined && st.session === s) {
         st.session = undefined;
-        st.nextTry = Date.now() + 250;
+        // A worker dropped for breaking the protocol is not retried at once.
+        st.nextTry = Date.now() + (err instanceof ProtocolError ? 10_000 : 250);
       }
     }
     if (this.#sessions.size === 0) this.#armWait();

@@ -87,8 +87,25 @@ export class WorkerNonces {
     return Buffer.concat([random, expiry, this.#tag(random, expiry, clientNonce)]);
   }
 
-  /** Why the nonce cannot be redeemed, or undefined when it can (it is then marked used). */
+  /**
+   * Why the nonce cannot be redeemed, or undefined when it can (it is then marked used). Check the
+   * proof first with {@link check}, and call this only for a proven client: then only key holders
+   * can fill the table of used nonces.
+   */
   redeem(nonce: Uint8Array, clientNonce: Uint8Array): string | undefined {
+    const problem = this.check(nonce, clientNonce);
+    if (problem !== undefined) return problem;
+    const buf = Buffer.from(nonce);
+    const id = buf.subarray(0, NONCE_BYTES).toString('hex');
+    const now = Date.now();
+    if (this.#used.size >= this.#maxUsed) this.#sweep(now);
+    if (this.#used.size >= this.#maxUsed) return 'too many handshakes in progress; try again shortly';
+    this.#used.set(id, Number(buf.readBigUInt64BE(NONCE_BYTES)));
+    return undefined;
+  }
+
+  /** Why the nonce is not redeemable (malformed, not ours, expired, used), without marking it. */
+  check(nonce: Uint8Array, clientNonce: Uint8Array): string | undefined {
     if (nonce.length !== NONCE_BYTES + 8 + 16) return 'malformed handshake nonce';
     const buf = Buffer.from(nonce);
     const random = buf.subarray(0, NONCE_BYTES);
@@ -97,11 +114,7 @@ export class WorkerNonces {
     const expires = Number(expiry.readBigUInt64BE(0));
     const now = Date.now();
     if (expires < now) return 'the handshake expired (Describe and Recruit must follow each other within the handshake time)';
-    const id = random.toString('hex');
-    if (this.#used.has(id)) return 'the handshake was already used (replay refused)';
-    if (this.#used.size >= this.#maxUsed) this.#sweep(now);
-    if (this.#used.size >= this.#maxUsed) return 'too many handshakes in progress; try again shortly';
-    this.#used.set(id, expires);
+    if (this.#used.has(random.toString('hex'))) return 'the handshake was already used (replay refused)';
     return undefined;
   }
 

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { openSync, readSync, closeSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { componentLogger, type Logger } from '../log.js';
 import {
   grpc,
@@ -116,6 +117,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     this.#server = new grpc.Server({
       ...channelOptions(1000),
       'grpc.max_concurrent_streams': 64,
+      'grpc.max_connection_idle_ms': this.options.idleTimeoutMs,
       'grpc.max_receive_message_length': this.options.maxMessageBytes,
       'grpc.max_send_message_length': this.options.maxMessageBytes,
     });
@@ -159,24 +161,47 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (this.#started) throw new Error('WorkerServer.start() called twice');
     this.#started = true;
     if (this.options.id === undefined) this.#identity = acquireWorkerIdentity(this.options.cacheDir, this.options.hostname);
-    let credentials: grpc.ServerCredentials;
     if (this.options.insecure) {
-      credentials = grpc.ServerCredentials.createInsecure();
       this.#log.warn('INSECURE: no farm key and no TLS; anyone who can reach this port can run code on this machine');
     } else {
       this.#tls = await loadOrCreateTlsIdentity(`${this.options.cacheDir}/tls`, `taskfarm-worker ${this.id}`);
-      credentials = grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(this.#tls.key), cert_chain: Buffer.from(this.#tls.cert) }], false);
     }
-    // Our own listener in front of gRPC: it bounds connections and closes idle or half-open ones.
-    const injector = this.#server.createConnectionInjector(credentials);
+    // Our own listener in front of gRPC. It bounds the connections, terminates TLS itself (so that a
+    // handshake that does not complete within handshakeMs — a half-open or trickling connection — is
+    // closed), and hands gRPC the decrypted connection. Once a connection speaks HTTP/2, gRPC's
+    // keepalive catches dead peers and `grpc.max_connection_idle_ms` closes connections without calls.
+    const injector = this.#server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     this.#injector = injector;
-    const net = createServer({ pauseOnConnect: false, noDelay: true }, (socket) => {
+    const track = (socket: Socket): void => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
       socket.on('error', () => {});
-      socket.setTimeout(this.options.idleTimeoutMs, () => socket.destroy());
-      injector.injectConnection(socket);
-    });
+    };
+    let net: NetServer;
+    if (this.#tls !== undefined) {
+      net = createTlsServer(
+        {
+          key: this.#tls.key,
+          cert: this.#tls.cert,
+          ALPNProtocols: ['h2'],
+          // A connection silent (or trickling) before its TLS handshake completes is idle too.
+          handshakeTimeout: Math.min(this.options.handshakeMs, this.options.idleTimeoutMs),
+          minVersion: 'TLSv1.2',
+        },
+        (tlsSocket) => {
+          track(tlsSocket);
+          injector.injectConnection(tlsSocket);
+        },
+      );
+      net.on('connection', (raw: Socket) => track(raw));
+      net.on('tlsClientError', (_err, socket) => socket.destroy());
+    } else {
+      // Plaintext (--insecure): the connection is gRPC's at once; its idle limit closes silent ones.
+      net = createServer({ noDelay: true }, (socket) => {
+        track(socket);
+        injector.injectConnection(socket);
+      });
+    }
     net.maxConnections = this.options.maxConnections;
     this.#net = net;
     this.#port = await new Promise<number>((resolve, reject) => {
@@ -254,7 +279,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (key !== undefined) {
       const why = this.#authenticate(key, req);
       if (why !== undefined) {
-        this.#log.warn('refused a recruit that did not prove the farm key', { peer: call.getPeer(), why });
+        this.#warnRefused(`refused a recruit that did not prove the farm key: ${why}`);
         return cb(statusError(grpc.status.UNAUTHENTICATED, `worker ${this.id} refused the recruit: ${why}`));
       }
     }
@@ -295,6 +320,21 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     cb(null, { token, lease_timeout_ms: timeoutMs, worker_id: this.id, threads: this.options.threads });
   }
 
+  #refusedAt = 0;
+  #refusedHeld = 0;
+
+  /** Logs refused recruits at most once a second (a stranger hammering the port must not flood the log). */
+  #warnRefused(message: string): void {
+    const now = Date.now();
+    if (now - this.#refusedAt < 1000) {
+      this.#refusedHeld++;
+      return;
+    }
+    this.#log.warn(this.#refusedHeld > 0 ? `${message} (and ${this.#refusedHeld} more refused since the last report)` : message);
+    this.#refusedAt = now;
+    this.#refusedHeld = 0;
+  }
+
   /** Why the client's handshake fails, or undefined when it proves the farm key. */
   #authenticate(key: Buffer, req: RecruitRequest): string | undefined {
     const clientNonce = req.client_nonce;
@@ -302,11 +342,12 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (clientNonce.length < 16 || clientNonce.length > 64 || workerNonce.length === 0 || req.client_proof.length === 0) {
       return 'no farm-key handshake (the client has no key, or speaks an older protocol)';
     }
-    const nonceProblem = this.#nonces.redeem(workerNonce, clientNonce);
+    const nonceProblem = this.#nonces.check(workerNonce, clientNonce);
     if (nonceProblem !== undefined) return nonceProblem;
     const expected = clientProof(key, { workerId: this.id, clientNonce, workerNonce, certFingerprint: this.#tls?.fingerprint ?? '' }, req.client_id);
     if (!proofsEqual(expected, req.client_proof)) return "the client's farm key is not this worker's farm key";
-    return undefined;
+    // Only a proven client uses up a nonce, so strangers cannot fill the table of used ones.
+    return this.#nonces.redeem(workerNonce, clientNonce);
   }
 
   #leaseOf(metadata: grpc.Metadata): Lease | undefined {
@@ -393,7 +434,11 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         if (session.inFlight.size + seqs.length > this.options.maxInFlight) {
           return this.#failStream(lease, `more than ${this.options.maxInFlight} tasks in flight on one lease`, grpc.status.RESOURCE_EXHAUSTED);
         }
+        const before = session.inFlight.size;
         for (const s of seqs) session.inFlight.add(s);
+        if (session.inFlight.size !== before + seqs.length) {
+          return this.#failStream(lease, 'a sequence id was sent twice while in flight');
+        }
         session.executor.submit({ seqs: Uint32Array.from(seqs), inputs });
         return;
       }

@@ -5,18 +5,30 @@
  * `close()` shuts it down.
  */
 import { randomBytes } from 'node:crypto';
-import { deserialize, serialize } from 'node:v8';
+import { decodeInputs, encodeOutcomes } from '../../dist/src/protocol/batch.js';
 import { grpc, workerServiceDefinition } from '../../dist/src/protocol/grpc.js';
-import type { ClientMessage, DescribeRequest, InstallRequest, RecruitRequest, WorkerDescription, WorkerMessage } from '../../dist/src/protocol/messages.js';
+import type {
+  ClientMessage,
+  DescribeRequest,
+  InstallRequest,
+  RecruitRequest,
+  RemoteErrorMessage,
+  WorkerDescription,
+  WorkerMessage,
+} from '../../dist/src/protocol/messages.js';
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from '../../dist/src/index.js';
 import { clientProof, proofsEqual, workerProof } from '../../dist/src/security/handshake.js';
 import { loadOrCreateTlsIdentity } from '../../dist/src/security/tls.js';
 import { sha256 } from './raw-compute.js';
 
-/** One task as the fake receives it. */
+/**
+ * One task as the fake receives it: its seq and its input, decoded from the batch's packed
+ * `inputs` (undefined for every task of a batch whose inputs do not decode, which a TaskFarm
+ * never sends).
+ */
 export interface FakeTask {
   readonly seq: number;
-  readonly payload: Uint8Array;
+  readonly input: unknown;
 }
 
 /** A frame sent as is, instead of an encoded WorkerMessage. */
@@ -48,10 +60,41 @@ export interface FakeBehaviour {
   describe?(desc: WorkerDescription, request: DescribeRequest): WorkerDescription | Promise<WorkerDescription>;
 }
 
-/** The correct output for a spin.ts input `{ v, ms }` (or a number), v8-encoded. */
-export function correctOutput(payload: Uint8Array): Buffer {
-  const input = deserialize(payload) as { v: number } | number;
-  return serialize(typeof input === 'number' ? input * 2 : input.v * 2);
+/** The correct output for a spin.ts input `{ v, ms }` (or a number). */
+export function correctOutput(input: unknown): number {
+  const i = input as { v: number } | number;
+  return typeof i === 'number' ? i * 2 : i.v * 2;
+}
+
+/**
+ * One outcome the fake sends, packed into a ResultBatch by {@link resultBatch}: an output
+ * (flag 0), an error (flag 1), or any flag with any value (`flag`/`raw`, to break the format).
+ */
+export type FakeOutcome =
+  | { readonly seq: number; readonly value: unknown }
+  | { readonly seq: number; readonly error: RemoteErrorMessage }
+  | { readonly seq: number; readonly flag: number; readonly raw: unknown };
+
+/** A well-formed ResultBatch message carrying `outcomes` in order (each with a 1 ms duration). */
+export function resultBatch(outcomes: readonly FakeOutcome[]): WorkerMessage {
+  const flags = new Uint8Array(outcomes.length);
+  const values: unknown[] = [];
+  outcomes.forEach((o, i) => {
+    if ('value' in o) values.push(o.value);
+    else if ('error' in o) {
+      flags[i] = 1;
+      values.push(o.error);
+    } else {
+      flags[i] = o.flag;
+      values.push(o.raw);
+    }
+  });
+  return rawResultBatch(outcomes.map((o) => o.seq), encodeOutcomes(flags, values));
+}
+
+/** A ResultBatch message with the given `outcomes` bytes as they are (durations: one per seq unless given). */
+export function rawResultBatch(seqs: readonly number[], outcomes: Uint8Array, durationsMs: readonly number[] = seqs.map(() => 1)): WorkerMessage {
+  return { results: { seqs: [...seqs], outcomes, durations_ms: [...durationsMs] } };
 }
 
 /** What happened to the fake. */
@@ -217,9 +260,16 @@ export class FakeWorker {
         call.on('data', (msg: ClientMessage) => {
           if (msg.body === 'start') stream.send({ ready: { threads } });
           else if (msg.body === 'tasks') {
-            stats.tasksReceived += msg.tasks.tasks.length;
-            for (const t of msg.tasks.tasks) seqs.push(t.seq);
-            if (!stalled) opts.behaviour.onTasks(msg.tasks.tasks, stream);
+            const batch = msg.tasks.seqs;
+            stats.tasksReceived += batch.length;
+            seqs.push(...batch);
+            let inputs: unknown[];
+            try {
+              inputs = decodeInputs(msg.tasks.inputs, batch.length);
+            } catch {
+              inputs = batch.map(() => undefined);
+            }
+            if (!stalled) opts.behaviour.onTasks(batch.map((seq, i) => ({ seq, input: inputs[i] })), stream);
           }
         });
         call.on('end', () => {

@@ -1,11 +1,32 @@
 /**
  * Driving a daemon's Compute stream by hand, for tests that send what a TaskFarm never would:
- * install a bundle, open the stream, Start a chain, send task batches, and wait for replies.
+ * install a bundle, open the stream, Start a chain, send task batches (packed: one TaskBatch of
+ * seqs and one v8-serialized array of inputs), and wait for replies (packed ResultBatches, unpacked
+ * here into one {@link TaskResult} per seq).
  */
 import { createHash } from 'node:crypto';
+import { asRemoteError, decodeOutcomes, encodeInputs } from '../../dist/src/protocol/batch.js';
 import type { grpc } from '../../dist/src/protocol/grpc.js';
-import type { ClientMessage, ResultMessage, WorkerMessage } from '../../dist/src/protocol/messages.js';
+import type { ClientMessage, RemoteErrorMessage, ResultBatchMessage, WorkerMessage } from '../../dist/src/protocol/messages.js';
 import type { RawWorker } from './raw-worker.js';
+
+/** One task's outcome, unpacked from a ResultBatch: `value` (flag 0) or `error` (flag 1). */
+export interface TaskResult {
+  readonly seq: number;
+  readonly value?: unknown;
+  readonly error?: RemoteErrorMessage;
+  readonly duration_ms: number;
+}
+
+/** A TaskBatch message: `seqs` with `inputs` packed in one v8-serialized array. */
+export function taskBatch(seqs: readonly number[], inputs: readonly unknown[]): ClientMessage {
+  return { tasks: { seqs: [...seqs], inputs: encodeInputs(inputs) } };
+}
+
+/** A TaskBatch message with `inputs` bytes as they are (not necessarily a valid packed array). */
+export function rawTaskBatch(seqs: readonly number[], inputs: Uint8Array): ClientMessage {
+  return { tasks: { seqs: [...seqs], inputs } };
+}
 
 /** A stage bundle that doubles its input. */
 export const DOUBLE_BUNDLE = Buffer.from('export default (x) => x * 2;\n');
@@ -26,7 +47,12 @@ export async function installBundle(raw: RawWorker, token: string, code: Buffer)
 export class ComputeSession {
   readonly stream: grpc.ClientDuplexStream<ClientMessage, WorkerMessage>;
   readonly messages: WorkerMessage[] = [];
-  readonly results: ResultMessage[] = [];
+  /** Every ResultBatch as received. */
+  readonly batches: ResultBatchMessage[] = [];
+  /** Every task outcome, unpacked from the batches in order of arrival. */
+  readonly results: TaskResult[] = [];
+  /** Why a ResultBatch from the daemon could not be unpacked (should stay empty). */
+  readonly undecodable: string[] = [];
   /** The stream's error, once it failed. */
   error: grpc.ServiceError | undefined;
   ended = false;
@@ -36,7 +62,7 @@ export class ComputeSession {
     this.stream = raw.compute(token);
     this.stream.on('data', (m: WorkerMessage) => {
       this.messages.push(m);
-      if (m.body === 'results') this.results.push(...m.results.results);
+      if (m.body === 'results') this.#unpack(m.results);
       this.#wake();
     });
     this.stream.on('error', (err: grpc.ServiceError) => {
@@ -51,6 +77,23 @@ export class ComputeSession {
       this.ended = true;
       this.#wake();
     });
+  }
+
+  #unpack(b: ResultBatchMessage): void {
+    this.batches.push(b);
+    try {
+      if (b.durations_ms.length !== b.seqs.length) throw new TypeError(`${b.durations_ms.length} durations for ${b.seqs.length} seqs`);
+      const { flags, values } = decodeOutcomes(b.outcomes, b.seqs.length);
+      const unpacked = b.seqs.map((seq, i): TaskResult => {
+        const duration_ms = b.durations_ms[i]!;
+        if (flags[i] === 0) return { seq, value: values[i], duration_ms };
+        if (flags[i] === 1) return { seq, error: asRemoteError(values[i]), duration_ms };
+        throw new TypeError(`flag ${flags[i]} for seq ${seq}`);
+      });
+      this.results.push(...unpacked);
+    } catch (err) {
+      this.undecodable.push((err as Error).message);
+    }
   }
 
   #wake(): void {

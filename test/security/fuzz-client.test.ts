@@ -9,9 +9,18 @@
 import { serialize } from 'node:v8';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TaskFarm, UnsendableInputError, type WorkerLostEvent } from '../../dist/src/index.js';
-import type { ResultMessage } from '../../dist/src/protocol/messages.js';
+import { encodeOutcomes } from '../../dist/src/protocol/batch.js';
 import { fixture } from '../helpers/daemons.js';
-import { FakeWorker, RawFrame, correctOutput, type FakeBehaviour, type FakeTask } from '../helpers/fake-worker.js';
+import {
+  FakeWorker,
+  RawFrame,
+  correctOutput,
+  rawResultBatch,
+  resultBatch,
+  type FakeBehaviour,
+  type FakeOutcome,
+  type FakeTask,
+} from '../helpers/fake-worker.js';
 import { Rng } from '../helpers/fuzz.js';
 import { connectRaw, testKey } from '../helpers/raw-worker.js';
 import { SecurityDaemons, alive, type SecurityDaemon } from '../helpers/security-daemons.js';
@@ -82,23 +91,25 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
     for (let i = 0; i < n; i++) expect(o.seen.get(i), `input ${i}`).toEqual([i * 2]);
   }
 
-  const answer = (tasks: readonly FakeTask[]): ResultMessage[] => tasks.map((t) => ({ seq: t.seq, value: correctOutput(t.payload) }));
+  const answer = (tasks: readonly FakeTask[]): FakeOutcome[] => tasks.map((t) => ({ seq: t.seq, value: correctOutput(t.input) }));
+  const wrong = (tasks: readonly FakeTask[]): FakeOutcome[] => tasks.map((t) => ({ seq: t.seq, value: -1 }));
 
   it('results for seqs it was never sent (wrong values, errors) are ignored; then it stalls mid-stream and is lost; every output correct and single', async () => {
     let first = true;
     const f = await fake({
       onTasks(tasks, s) {
         const top = Math.max(...s.seqs);
-        const bogus: ResultMessage[] = Array.from({ length: 6 }, (_, k) =>
+        const bogus: FakeOutcome[] = Array.from({ length: 6 }, (_, k) =>
           k % 3 === 2
             ? { seq: top + 1000 + rng.int(0, 1e6), error: { kind: 'thrown', name: 'Error', message: 'bogus', stack: '', code: '' } }
-            : { seq: top + 1000 + rng.int(0, 1e6), value: serialize(-1) },
+            : { seq: top + 1000 + rng.int(0, 1e6), value: -1 },
         );
         if (first) {
           first = false;
-          s.send({ results: { results: [...bogus, ...answer(tasks)] } });
+          // Packed: the bogus seqs and the real answers in one ResultBatch.
+          s.send(resultBatch([...bogus, ...answer(tasks)]));
         } else {
-          s.send({ results: { results: bogus } });
+          s.send(resultBatch(bogus));
           s.stall();
         }
       },
@@ -111,24 +122,31 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
   });
 
   it('outputs that do not decode: the worker is dropped, the tasks are recomputed elsewhere', async () => {
+    // Packed: a ResultBatch whose `outcomes` are not v8 at all, are v8 but not [flags, values], hold
+    // the wrong number of entries, or whose durations do not match its seqs.
+    const kinds = new Map<string, number>();
     const f = await fake({
       onTasks(tasks, s) {
-        s.send({
-          results: {
-            results: tasks.map((t) => {
-              const junk = rng.bytes(rng.int(0, 32));
-              if (junk.length > 0 && junk[0] === 0xff) junk[0] = 0;
-              return { seq: t.seq, value: junk };
-            }),
-          },
-        });
+        const seqs = tasks.map((t) => t.seq);
+        const outputs = tasks.map((t) => correctOutput(t.input));
+        const kind = rng.pick(['junk', 'not-a-pair', 'swapped', 'short', 'long', 'durations'] as const);
+        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+        if (kind === 'junk') {
+          const junk = rng.bytes(rng.int(0, 32));
+          if (junk.length > 0 && junk[0] === 0xff) junk[0] = 0; // no v8 header: never decodes
+          s.send(rawResultBatch(seqs, junk));
+        } else if (kind === 'not-a-pair') s.send(rawResultBatch(seqs, serialize(outputs))); // the outputs alone
+        else if (kind === 'swapped') s.send(rawResultBatch(seqs, serialize([outputs, new Uint8Array(outputs.length)])));
+        else if (kind === 'short') s.send(rawResultBatch(seqs, encodeOutcomes(new Uint8Array(outputs.length - 1), outputs.slice(1))));
+        else if (kind === 'long') s.send(rawResultBatch(seqs, encodeOutcomes(new Uint8Array(outputs.length + 1), [...outputs, 0])));
+        else s.send(rawResultBatch(seqs, encodeOutcomes(new Uint8Array(outputs.length), outputs), [...seqs.map(() => 1), 1]));
       },
     });
     const o = await run(f);
     expectCorrectAndSingle(o);
     expect(o.completedByFake).toBe(0);
     expect(o.lost.some((e) => e.worker.id === f.id && /cannot be decoded/.test(e.reason))).toBe(true);
-    console.log(`[fuzz-client] undecodable outputs: ${o.ms.toFixed(0)} ms, fake recruited ${f.stats.recruits}x, dropped ${o.lost.length}x`);
+    console.log(`[fuzz-client] undecodable outputs: ${o.ms.toFixed(0)} ms, fake recruited ${f.stats.recruits}x, dropped ${o.lost.length}x (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')})`);
   });
 
   it('malformed and garbage messages on the stream (unknown field, truncated frame, random bytes): the stream fails, the worker is lost', async () => {
@@ -138,12 +156,12 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
         // Valid protobuf, but nothing the client knows: ignored.
         s.send(new RawFrame(Buffer.from([0x78, 0x01])));
         const kind = k++ % 3;
-        const good = Buffer.from([0x12]); // field 2 (results), length-delimited …
+        const good = Buffer.from([0x12]); // field 2 (results: a ResultBatch), length-delimited …
         if (kind === 0) s.send(new RawFrame(rng.bytes(rng.int(1, 200))));
         else if (kind === 1) s.send(new RawFrame(Buffer.concat([good, Buffer.from([0xff, 0xff, 0x03]), rng.bytes(10)]))); // … with a length far past the end
-        else s.send(new RawFrame(Buffer.from([0x12, 0x05, 0x0a, 0x03, 0x08, 0x80]))); // truncated varint inside
+        else s.send(new RawFrame(Buffer.from([0x12, 0x04, 0x0a, 0x02, 0x08, 0x80]))); // packed seqs whose last varint is truncated
         // Whatever the client made of it, these answers must not count if the stream broke first.
-        s.send({ results: { results: tasks.map((t) => ({ seq: t.seq, value: serialize(-1) })) } });
+        s.send(resultBatch(wrong(tasks)));
       },
     });
     const o = await run(f);
@@ -159,9 +177,11 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
     const f = await fake({
       onTasks(tasks, s) {
         const right = answer(tasks);
-        s.send({ results: { results: right } });
-        s.send({ results: { results: tasks.map((t) => ({ seq: t.seq, value: serialize(-1) })) } });
-        s.send({ results: { results: [...right, ...right] } });
+        // Within one ResultBatch: every seq twice, the right value first, then a wrong one.
+        s.send(resultBatch([...right, ...wrong(tasks)]));
+        // Across batches: wrong values for the same seqs, then the right ones twice again.
+        s.send(resultBatch(wrong(tasks)));
+        s.send(resultBatch([...right, ...right]));
       },
     });
     const o = await run(f);
@@ -178,7 +198,7 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
       onTasks(tasks, s) {
         if (first) {
           first = false;
-          s.send({ results: { results: answer(tasks) } });
+          s.send(resultBatch(answer(tasks)));
           return;
         }
         s.stall();
@@ -213,20 +233,33 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
     }
   });
 
-  // BUG (product): a Result with neither `value` nor `error` is turned into a task error of kind
-  // 'bad-output' (src/farm/remote-link.ts toExecResult, line 50), which src/farm/run.ts
-  // #onTaskError (default branch, line 514) treats as the task's own failure: the whole run fails
-  // with TaskError. A malformed result is a protocol violation by the worker (docs/SECURITY.md: the
-  // client survives a worker that answers garbage); expected: drop the worker like an undecodable
-  // output, recompute the task elsewhere, and complete the run. Marked `fails` until fixed.
-  it.fails('a result with neither value nor error: the worker is dropped and the run completes (BUG: the run fails with TaskError)', async () => {
+  // A Result with neither `value` nor `error` cannot be expressed in the packed format; its closest
+  // equivalents are outcomes that break the [flags, values] contract: flag 1 (error) with a value
+  // that is not an error object, or a flag other than 0 and 1. Both are protocol violations by the
+  // worker (docs/SECURITY.md: the client survives a worker that answers garbage): expected, the
+  // worker is dropped like one sending undecodable outcomes, its tasks are recomputed elsewhere and
+  // the run completes.
+  // (Regression: both once failed the whole run with TaskError.)
+  it('an outcome flagged as an error whose value is not an error object: the worker is dropped and the run completes', async () => {
     const f = await fake({
       onTasks(tasks, s) {
-        s.send({ results: { results: tasks.map((t) => ({ seq: t.seq })) } });
+        s.send(resultBatch(tasks.map((t) => ({ seq: t.seq, flag: 1, raw: rng.pick([correctOutput(t.input), 'oops', null, undefined, [1, 2], 42n]) }))));
       },
     });
     const o = await run(f);
-    if (o.error !== undefined) console.log(`[fuzz-client] empty result: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
+    if (o.error !== undefined) console.log(`[fuzz-client] flag 1 with a non-error value: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
+    expectCorrectAndSingle(o);
+    expect(o.lost.some((e) => e.worker.id === f.id)).toBe(true);
+  });
+
+  it('an outcome whose flag is neither 0 nor 1: the worker is dropped and the run completes', async () => {
+    const f = await fake({
+      onTasks(tasks, s) {
+        s.send(resultBatch(tasks.map((t) => ({ seq: t.seq, flag: rng.int(2, 255), raw: correctOutput(t.input) }))));
+      },
+    });
+    const o = await run(f);
+    if (o.error !== undefined) console.log(`[fuzz-client] flag other than 0/1: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
     expectCorrectAndSingle(o);
     expect(o.lost.some((e) => e.worker.id === f.id)).toBe(true);
   });
@@ -240,7 +273,7 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
   it('FINDING: one worker advertising a tiny message limit fails the run for everyone', async () => {
     const f = await fake({
       onTasks(tasks, s) {
-        s.send({ results: { results: answer(tasks) } });
+        s.send(resultBatch(answer(tasks)));
       },
       describe: (desc) => ({ ...desc, max_message_bytes: 1025 }),
     });

@@ -4,7 +4,7 @@
  *     bytes after a TLS handshake (with and without the HTTP/2 preface), half-open connections that
  *     send nothing (closed by the idle timeout), slow connections trickling bytes;
  *   G takes protocol-level abuse: malformed and truncated protobuf bodies on every method (a gRPC
- *     client whose serializers send raw bytes), garbage v8 task payloads on a valid lease, bundles
+ *     client whose serializers send raw bytes), garbage packed task inputs on a valid lease, bundles
  *     whose hash does not match, Installs of things that are not modules followed by Start,
  *     Compute without a lease, a flood of Describe calls.
  * Afterwards both still complete a real TaskFarm run and their processes are alive. The counts of
@@ -26,7 +26,7 @@ import {
 import type { RecruitRequest } from '../../dist/src/protocol/messages.js';
 import { fixture } from '../helpers/daemons.js';
 import { Counts, Rng, bounded } from '../helpers/fuzz.js';
-import { ComputeSession, DOUBLE_BUNDLE, installBundle, sha256 } from '../helpers/raw-compute.js';
+import { ComputeSession, DOUBLE_BUNDLE, installBundle, rawTaskBatch, sha256, taskBatch } from '../helpers/raw-compute.js';
 import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
 import { SecurityDaemons, alive, settle, type SecurityDaemon } from '../helpers/security-daemons.js';
 
@@ -324,7 +324,7 @@ describe('fuzzing a daemon (bounded)', () => {
             : k === 1
               ? rng.mutate(def['Compute']!.requestSerialize({ start: { chain: [sha256(rng.bytes(4))] } }), 2)
               : k === 2
-                ? def['Compute']!.requestSerialize({ tasks: { tasks: [{ seq: rng.int(0, 2 ** 32 - 1), payload: rng.bytes(16) }] } })
+                ? def['Compute']!.requestSerialize({ tasks: { seqs: [rng.int(0, 2 ** 32 - 1)], inputs: rng.bytes(16) } })
                 : Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x7f]),
         );
       }
@@ -340,7 +340,7 @@ describe('fuzzing a daemon (bounded)', () => {
     expect(alive(g.pid)).toBe(true);
   });
 
-  it('garbage v8 payloads in tasks on a valid lease: each comes back as that task’s error (or a value), once; nothing dies', async () => {
+  it('garbage v8 inputs in task batches on a valid lease: each task comes back as its error (or a value), once; nothing dies', async () => {
     const c = await raw(g);
     const lease = await c.recruit({ lease_timeout_ms: 30_000 });
     closers.push(() => c.release(lease.token, 1000).catch(() => {}));
@@ -348,27 +348,40 @@ describe('fuzzing a daemon (bounded)', () => {
     const s = new ComputeSession(c, lease.token);
     closers.push(() => s.close());
     expect((await s.start([hash])).body).toBe('ready');
-    const valid = serialize({ v: 1, s: 'hello', a: [1, 2, 3], m: new Map([[1, 2]]) });
-    const sent = new Map<number, 'no-header' | 'header+junk' | 'mutated'>();
+    const valid = { v: 1, s: 'hello', a: [1, 2, 3], m: new Map([[1, 2]]) };
+    type Kind = 'no-header' | 'header+junk' | 'not-an-array' | 'wrong-count' | 'mutated';
+    // Packed inputs that can never decode to an array of seqs.length values: every task of the
+    // batch must come back as a bad-input error.
+    const neverDecodes = new Set<Kind>(['no-header', 'not-an-array', 'wrong-count']);
+    const sent = new Map<number, Kind>();
     const deadline = sectionDeadline(4000);
     let seq = 1;
+    let batches = 0;
     while (seq <= 300 && performance.now() < deadline) {
-      const batch = [];
-      for (let k = 0; k < 50 && seq <= 300; k++, seq++) {
-        const kind = rng.pick(['no-header', 'header+junk', 'mutated'] as const);
-        let payload: Buffer;
+      // Up to 50 tasks, in batches of 1..10 tasks each with its own garbage inputs.
+      for (let k = 0; k < 50 && seq <= 300; ) {
+        const n = Math.min(rng.int(1, 10), 50 - k, 301 - seq);
+        const seqs = Array.from({ length: n }, (_, i) => seq + i);
+        const kind = rng.pick(['no-header', 'header+junk', 'not-an-array', 'wrong-count', 'mutated'] as const);
+        let inputs: Buffer;
         if (kind === 'no-header') {
-          payload = rng.bytes(rng.int(0, 64));
-          if (payload.length > 0 && payload[0] === 0xff) payload[0] = 0;
-        } else if (kind === 'header+junk') payload = Buffer.concat([Buffer.from([0xff, 0x0f]), rng.bytes(rng.int(0, 64))]);
-        else payload = rng.mutate(valid, rng.int(1, 3));
-        sent.set(seq, kind);
-        batch.push({ seq, payload });
+          inputs = rng.bytes(rng.int(0, 64));
+          if (inputs.length > 0 && inputs[0] === 0xff) inputs[0] = 0;
+        } else if (kind === 'header+junk') inputs = Buffer.concat([Buffer.from([0xff, 0x0f]), rng.bytes(rng.int(0, 64))]);
+        else if (kind === 'not-an-array') inputs = serialize(rng.pick([valid, 42, 'inputs', null, new Map([[0, valid]])]));
+        else if (kind === 'wrong-count') inputs = serialize(Array.from({ length: rng.pick([0, n - 1, n + 1, n * 2]) }, () => valid));
+        else inputs = rng.mutate(serialize(Array.from({ length: n }, () => valid)), rng.int(1, 3));
+        for (const q of seqs) sent.set(q, kind);
+        s.write(rawTaskBatch(seqs, inputs));
+        batches++;
+        counts.add(`v8.batch.${kind}`);
+        k += n;
+        seq += n;
       }
-      s.write({ tasks: { tasks: batch } });
-      await s.until(`results up to ${seq - 1}`, () => s.results.length >= seq - 1 || s.error !== undefined, 10_000);
+      await s.until(`results up to ${seq - 1}`, () => s.results.length >= seq - 1 || s.error !== undefined || s.undecodable.length > 0, 10_000);
     }
     expect(s.error).toBeUndefined();
+    expect(s.undecodable).toEqual([]);
     const bySeq = new Map<number, number>();
     for (const r of s.results) bySeq.set(r.seq, (bySeq.get(r.seq) ?? 0) + 1);
     expect(bySeq.size).toBe(sent.size);
@@ -377,14 +390,16 @@ describe('fuzzing a daemon (bounded)', () => {
       const kind = sent.get(r.seq)!;
       const outcome = r.error !== undefined ? `error-${r.error.kind}` : 'value';
       counts.add(`v8.${kind}.${outcome}`);
-      // Without the v8 header, deserializing always fails: that task's error, kind bad-input.
-      if (kind === 'no-header') expect(r.error?.kind).toBe('bad-input');
+      // Without the v8 header, or not an array of as many values as seqs, decoding the batch always
+      // fails: every task of it gets the error of kind bad-input.
+      if (neverDecodes.has(kind)) expect(r.error?.kind, `seq ${r.seq} (${kind})`).toBe('bad-input');
     }
-    counts.add('v8-payloads', sent.size);
+    counts.add('v8-batches', batches);
+    counts.add('v8-tasks', sent.size);
     // The stream and the lease are fine: a real task still computes.
-    s.write({ tasks: { tasks: [{ seq: 100_000, payload: serialize(21) }] } });
+    s.write(taskBatch([100_000], [21]));
     await s.until('the real task', () => s.results.some((r) => r.seq === 100_000));
-    expect(s.results.find((r) => r.seq === 100_000)!.value).toBeDefined();
+    expect(s.results.find((r) => r.seq === 100_000)!.value).toBe(42);
     s.close();
     await c.release(lease.token, 2000).catch(() => {});
     expect(alive(g.pid)).toBe(true);
@@ -509,7 +524,7 @@ describe('fuzzing a daemon (bounded)', () => {
       counts.get('proto.unary') +
       counts.get('proto.install-too-many-hashes') +
       counts.get('proto.compute-streams') +
-      counts.get('v8-payloads') +
+      counts.get('v8-batches') +
       counts.sum('bundle.') +
       counts.get('compute-without-lease') +
       counts.get('describe-flood');

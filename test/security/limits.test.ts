@@ -7,12 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { serialize } from 'node:v8';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidStageError, TaskFarm, UnsendableInputError } from '../../dist/src/index.js';
 import { grpc } from '../../dist/src/protocol/grpc.js';
 import { fixture, until } from '../helpers/daemons.js';
-import { ComputeSession, DOUBLE_BUNDLE, installBundle, sha256 } from '../helpers/raw-compute.js';
+import { ComputeSession, DOUBLE_BUNDLE, installBundle, sha256, taskBatch } from '../helpers/raw-compute.js';
 import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
 import { SecurityDaemons, alive, settle, type SecurityDaemon } from '../helpers/security-daemons.js';
 
@@ -92,7 +91,6 @@ describe('daemon limits', () => {
 
     const c = await raw(d);
     expect((await c.describe(2000)).max_bundle_bytes).toBe(1024 * 1024);
-    // (The failed run's lease is only freed by its expiry: see the BUG test below.)
     await until('the daemon to be free', async () => (await c.describe(1000)).state === 'free', 3000, 25);
     const lease = await c.recruit();
     const code = Buffer.concat([Buffer.from('export default (x) => x; // '), Buffer.alloc(1024 * 1024 + 10, 0x61)]);
@@ -103,14 +101,9 @@ describe('daemon limits', () => {
     await stillServes(d);
   });
 
-  // BUG (product): when the client refuses to send a stage (InvalidStageError, bundle over the
-  // worker's --max-bundle-mb) after Recruit, the worker stays recruited until the lease expires
-  // (leaseTimeoutMs, here 10 s) instead of being released at once. src/farm/remote-link.ts #recruit
-  // calls `release()` without awaiting it (`client.release(token, 1000).catch(() => {})`, lines 198-200, called at line 220)
-  // and rethrows; RemoteLink.open's catch then calls `client.close()` (line 146) before the Release
-  // call is sent, so it never reaches the daemon. The same path is taken when Install fails.
-  // Expected: the daemon is free again within about a second. Marked `fails` until fixed.
-  it.fails('after a run fails with InvalidStageError, the worker is released at once (BUG: it stays recruited until the lease expires)', async () => {
+  // Regression: the Release once raced the closing of the channel and never reached the daemon, so
+  // the worker stayed recruited until its lease expired.
+  it('after a run fails with InvalidStageError, the worker is released at once', async () => {
     const d = await daemons.start({ inherit: true }, ['--max-bundle-mb', '1']);
     const dir = daemons.tempDir();
     const stage = join(dir, 'big-stage.mjs');
@@ -142,10 +135,11 @@ describe('daemon limits', () => {
     sessions.push(s);
     expect((await s.start([hash])).body).toBe('ready');
     // Within the limit: fine.
-    s.write({ tasks: { tasks: [1, 2, 3, 4].map((seq) => ({ seq, payload: serialize(seq) })) } });
+    s.write(taskBatch([1, 2, 3, 4], [1, 2, 3, 4]));
     await s.until('4 results', () => s.results.length === 4);
-    // Ten at once: the stream fails with RESOURCE_EXHAUSTED.
-    s.write({ tasks: { tasks: Array.from({ length: 10 }, (_, i) => ({ seq: 100 + i, payload: serialize(i) })) } });
+    expect(s.results.map((r) => [r.seq, r.value])).toEqual(expect.arrayContaining([[1, 2], [2, 4], [3, 6], [4, 8]]));
+    // Ten at once (one batch of 10): the stream fails with RESOURCE_EXHAUSTED.
+    s.write(taskBatch(Array.from({ length: 10 }, (_, i) => 100 + i), Array.from({ length: 10 }, (_, i) => i)));
     await s.until('the stream to fail', () => s.error !== undefined);
     expect(s.error!.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     // The lease ended with the stream; the daemon is free and serves a normal run.
@@ -153,12 +147,8 @@ describe('daemon limits', () => {
     await stillServes(d);
   });
 
-  // BUG (product): --max-in-flight counts distinct seqs (a Set in src/worker/server.ts #onClientMessage),
-  // not tasks, so a lease holder that repeats one seq queues any number of tasks: 10 batches of 3
-  // tasks all with seq 1 pass the check (1 + 3 <= 4 each time) and all 30 run, although the daemon
-  // documents "most tasks in flight on one lease; more fails the stream with RESOURCE_EXHAUSTED".
-  // Expected: RESOURCE_EXHAUSTED (or a refusal of duplicate seqs). Marked `fails` until fixed.
-  it.fails('--max-in-flight 4 cannot be bypassed by repeating a seq (BUG: it can)', async () => {
+  // Regression: the limit once counted distinct seqs, so repeating one seq queued any number of tasks.
+  it('--max-in-flight 4 cannot be bypassed by repeating a seq', async () => {
     const d = await daemons.start({ inherit: true }, ['--max-in-flight', '4']);
     const log = join(daemons.tempDir(), 'executions.log');
     writeFileSync(log, '');
@@ -169,27 +159,20 @@ describe('daemon limits', () => {
     sessions.push(s);
     expect((await s.start([hash])).body).toBe('ready');
     // The first task holds the only thread for 300 ms; every other one is queued behind it.
-    s.write({ tasks: { tasks: [{ seq: 1, payload: serialize({ log, ms: 300 }) }, ...[0, 0].map((ms) => ({ seq: 1, payload: serialize({ log, ms }) }))] } });
-    for (let b = 0; b < 9; b++) s.write({ tasks: { tasks: [0, 0, 0].map((ms) => ({ seq: 1, payload: serialize({ log, ms }) })) } });
+    s.write(taskBatch([1, 1, 1], [300, 0, 0].map((ms) => ({ log, ms }))));
+    for (let b = 0; b < 9; b++) s.write(taskBatch([1, 1, 1], [0, 0, 0].map((ms) => ({ log, ms }))));
     // Either the stream fails (expected), or all 30 tasks run (the bug).
     const executions = (): number => readFileSync(log, 'utf8').length;
     await until('the stream to fail or all 30 tasks to run', () => s.error !== undefined || executions() >= 30, 5000, 20);
     console.log(`repeated seq: stream error ${s.error?.code ?? 'none'}; ${executions()} tasks ran on one lease (limit 4)`);
-    expect(s.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // The daemon refuses a seq that is already in flight (FAILED_PRECONDITION), before the limit matters.
+    expect([grpc.status.RESOURCE_EXHAUSTED, grpc.status.FAILED_PRECONDITION]).toContain(s.error?.code);
+    expect(executions()).toBeLessThanOrEqual(4);
   });
 
-  // BUG (product): --idle-timeout-ms closes connections that are busy, not only idle ones. The
-  // daemon sets the inactivity timer on the raw TCP socket before handing it to grpc-js
-  // (src/worker/server.ts start(), line 179: `socket.setTimeout(idleTimeoutMs, () => socket.destroy())`
-  // then `injector.injectConnection(socket)`); TLS and HTTP/2 then read and write through the
-  // socket's handle, so the raw socket never sees activity and the timer fires idleTimeoutMs after
-  // the connection was accepted, whatever the traffic (the same with --insecure). Effect: every
-  // client connection is cut every idleTimeoutMs (default 30 s): the worker is "lost" (Connection
-  // dropped), its in-flight tasks are requeued and it is recruited again; a task that runs longer
-  // than the idle timeout can never complete remotely (after maxWorkerLosses the run fails).
-  // Expected: a connection carrying heartbeats and results every few ms is never idle. Marked
-  // `fails` until fixed.
-  it.fails('--idle-timeout-ms 1000: a connection busy with a run is not idle (BUG: it is dropped 1 s after it was opened)', async () => {
+  // Regression: the idle timer once sat on the raw socket, which sees no traffic once TLS and HTTP/2
+  // take it over, so every connection was cut idleTimeoutMs after it was opened.
+  it('--idle-timeout-ms 1000: a connection busy with a run is not idle', async () => {
     const d = await daemons.start({ inherit: true }, ['--idle-timeout-ms', '1000']);
     const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: 16 }, (_, v) => ({ v, ms: 100 })), { peers: [d.address], localFallback: false });
     const lost: string[] = [];
