@@ -37,14 +37,22 @@ async function startOne(i: number): Promise<number> {
     },
     Install: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, { missing: [] }),
     Compute: (call: grpc.ServerDuplexStream<ClientMessage, WorkerMessage>) => {
-      const beat = setInterval(() => call.write({ heartbeat: { sent_at_ms: Date.now() } }), 300);
+      // Like a real worker: a heartbeat only when nothing else went out lately.
+      let lastWritten = 0;
+      const write = (m: WorkerMessage): void => {
+        lastWritten = Date.now();
+        call.write(m);
+      };
+      const beat = setInterval(() => {
+        if (Date.now() - lastWritten >= 450) write({ heartbeat: { sent_at_ms: Date.now() } });
+      }, 500);
       call.on('data', (m: ClientMessage) => {
-        if (m.body === 'start') call.write({ ready: { threads: 1 } });
+        if (m.body === 'start') write({ ready: { threads: 1 } });
         else if (m.body === 'tasks') {
           const n = m.tasks.seqs.length;
           const inputs = decodeInputs(m.tasks.inputs, n) as number[];
           const out = inputs.map((x) => x * 2);
-          call.write({ results: { seqs: m.tasks.seqs, outcomes: encodeOutcomes(new Uint8Array(n), out), durations_ms: new Array<number>(n).fill(0.001) } });
+          write({ results: { seqs: m.tasks.seqs, outcomes: encodeOutcomes(new Uint8Array(n), out), durations_ms: new Array<number>(n).fill(0.001) } });
         }
       });
       const end = (): void => {

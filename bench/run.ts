@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { deserialize, serialize } from 'node:v8';
 import * as grpc from '@grpc/grpc-js';
-import { TaskFarm, generateFarmKey, type TaskFarmOptions } from '../src/index.js';
+import { TaskFarm, generateFarmKey } from '../src/index.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
 import { ECHO_SERVICE } from './echo-service.js';
 import { poolCeiling } from './pool-ceiling.js';
@@ -204,7 +204,7 @@ async function cpuBound(address: string, tasks: number, ms: number): Promise<num
 async function main(): Promise<void> {
   const sizes = smoke
     ? { tiny: 2_000, ceiling: 2_000, rtt: 30, cpu: 10, cpuMs: 5, million: 10_000, scale: [2, 4, 8], scaleTasks: 4_000, recovery: 400 }
-    : { tiny: 200_000, ceiling: 200_000, rtt: 1_000, cpu: 200, cpuMs: 20, million: 1_000_000, scale: [10, 100, 1000], scaleTasks: 200_000, recovery: 3_000 };
+    : { tiny: 200_000, ceiling: 200_000, rtt: 1_000, cpu: 200, cpuMs: 20, million: 1_000_000, scale: [10, 100, 1000], scaleTasks: 2_000_000, recovery: 3_000 };
   log(`${smoke ? 'smoke' : 'full'} run, ${runs} run(s) per figure`);
 
   const ceilings: Record<string, number> = {};
@@ -345,28 +345,41 @@ async function recovery(tasks: number): Promise<void> {
 }
 
 async function scale(sizes: number[], tasks: number): Promise<void> {
-  // Marginal client CPU per task: the CPU of a run of `tasks` minus that of a run of tasks/10, over
-  // the difference, so recruiting (which grows with the farm) is not counted as dispatch.
+  // Client CPU per task once every worker is recruited: inputs come from a generator that is held
+  // until the k-th `recruited` event, and CPU is counted from then to the last output, so recruiting
+  // (which grows with the farm) is not counted as dispatch. Same total of tasks at every size.
   const perTask: Record<number, number> = {};
   for (const k of sizes) {
     const { child, line } = await startChild('fake-workers.js', [String(k)]);
     const peers = line.split(',').map((p) => `127.0.0.1:${p}`);
-    const opts: TaskFarmOptions = { peers, localFallback: false, insecure: true, workerWaitMs: 30_000 };
-    const cpuOf = async (n: number): Promise<number> => {
-      const c0 = process.cpuUsage();
-      await new TaskFarm<number, number>(double, range(n), opts).compute();
-      const c = process.cpuUsage(c0);
-      return (c.user + c.system) / 1000;
+    const once = async (n: number): Promise<number> => {
+      let go!: () => void;
+      const gate = new Promise<void>((r) => (go = r));
+      let c0 = process.cpuUsage();
+      async function* inputs(): AsyncGenerator<number> {
+        await gate;
+        c0 = process.cpuUsage();
+        for (let i = 0; i < n; i++) yield i;
+      }
+      const farm = new TaskFarm<number, number>(double, inputs(), { peers, localFallback: false, insecure: true, workerWaitMs: 60_000 });
+      let recruited = 0;
+      farm.on('recruited', () => {
+        if (++recruited === k) go();
+      });
+      let got = 0;
+      let cpu = 0;
+      for await (const _ of farm.results()) {
+        if (++got === n) {
+          const c = process.cpuUsage(c0);
+          cpu = c.user + c.system;
+        }
+      }
+      return cpu / n;
     };
-    await cpuOf(Math.max(k, 1000)); // warm-up
-    const costs: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      const big = await cpuOf(tasks);
-      const small = await cpuOf(tasks / 10);
-      costs.push(((big - small) / (tasks * 0.9)) * 1000);
-    }
+    await once(Math.min(tasks, k * 100)); // warm-up
+    const costs = await repeat(runs, () => once(tasks));
     perTask[k] = stats(costs).median;
-    record(`scale: client CPU per task dispatched, ${k} workers (in-process fake workers, ${tasks.toLocaleString('en-US')} tasks)`, 'µs', costs);
+    record(`scale: client CPU per task, ${k} workers (in-process fake workers, ${tasks.toLocaleString('en-US')} tasks, after recruiting)`, 'µs', costs);
     child.kill('SIGTERM');
     await new Promise<void>((r) => child.once('exit', () => r()));
   }

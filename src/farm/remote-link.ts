@@ -67,6 +67,7 @@ export class RemoteLink implements WorkerLink {
   readonly #options: RemoteLinkOptions;
   #handlers: LinkHandlers | undefined;
   #lastHeard = Date.now();
+  #lastWritten = 0;
   #timer: NodeJS.Timeout | undefined;
   #gone = false;
 
@@ -292,10 +293,13 @@ export class RemoteLink implements WorkerLink {
       this.#lost(new WorkerLostError(this.info.id, `missed heartbeats: nothing heard for ${silent} ms`));
       return;
     }
-    this.#write({ heartbeat: { sent_at_ms: Date.now() } });
+    // Any message is a sign of life: a heartbeat is only needed when nothing else went out lately
+    // (a farm of a thousand busy workers then spends nothing on heartbeats).
+    if (Date.now() - this.#lastWritten >= this.#options.heartbeatMs * 0.9) this.#write({ heartbeat: { sent_at_ms: Date.now() } });
   }
 
   #write(msg: ClientMessage): void {
+    this.#lastWritten = Date.now();
     try {
       this.#stream.write(msg);
     } catch (err) {

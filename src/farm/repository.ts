@@ -43,7 +43,7 @@ export class TaskRepository {
   /** Called when new tasks became available after take() came up short. */
   onAvailable: () => void = () => {};
 
-  constructor(source: InputSource<unknown>, lookahead = 1024) {
+  constructor(source: InputSource<unknown>, lookahead = 8192) {
     this.#lookahead = lookahead;
     if (Array.isArray(source)) {
       this.#array = source;
@@ -169,7 +169,7 @@ export class TaskRepository {
             break;
           }
           this.#buffer.push(this.#record(r.value));
-          if (this.#buffer.length - this.#bufferHead === 1) this.onAvailable();
+          if (this.#buffer.length - this.#bufferHead === 1) this.#announce();
         }
       } catch (err) {
         this.#error = err;
@@ -179,6 +179,21 @@ export class TaskRepository {
         this.onAvailable();
       }
     })();
+  }
+
+  #announced = false;
+
+  /**
+   * Tells the run that inputs arrived, once per turn of the event loop: an async source that yields
+   * many values at once is then sent in full batches, not one message per value.
+   */
+  #announce(): void {
+    if (this.#announced) return;
+    this.#announced = true;
+    setImmediate(() => {
+      this.#announced = false;
+      this.onAvailable();
+    });
   }
 
   /** Puts tasks back at the front (they are sent before any new input). */

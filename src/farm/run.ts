@@ -144,6 +144,8 @@ export class Run {
   readonly #hungry = new Set<Session>();
   /** Endpoints whose first recruit attempt is under way. */
   #firstAttempts = 0;
+  /** Recent task time over all workers (ms; -1 until known): sizes a new worker's first batches. */
+  #runAvgTaskMs = -1;
   readonly #canPullNew: () => boolean;
   readonly #history: Session[] = [];
   readonly #endpoints = new Map<string, EndpointState>();
@@ -468,6 +470,8 @@ export class Run {
       this.#hungry.delete(s);
       return true;
     }
+    // A worker with no task times of its own starts from the farm's (its own soon take over).
+    if (s.avgTaskMs < 0 && this.#runAvgTaskMs >= 0) this.#resize(s, this.#runAvgTaskMs);
     for (;;) {
       let free = Math.min(s.window, s.link.maxInFlight) - s.inFlight.size;
       const total = this.#repo.total;
@@ -480,7 +484,8 @@ export class Run {
         // ...and while workers found together are still being recruited, each keeps its share for them.
         if (this.#firstAttempts > 0) free = Math.min(free, Math.ceil(total / contenders) - s.assigned);
         if (free <= 0) {
-          this.#hungry.add(s);
+          // At its share: its own results (or the end of the first recruits) make room again.
+          this.#hungry.delete(s);
           return true;
         }
       }
@@ -591,6 +596,7 @@ export class Run {
   /** Sizes a worker's batches and window from its recent task time. */
   #resize(s: Session, avg: number): void {
     s.avgTaskMs = s.avgTaskMs < 0 ? avg : s.avgTaskMs * 0.7 + avg * 0.3;
+    this.#runAvgTaskMs = this.#runAvgTaskMs < 0 ? avg : this.#runAvgTaskMs * 0.9 + avg * 0.1;
     const threads = Math.max(1, s.info.threads);
     s.batchSize = Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_TARGET_MS / Math.max(s.avgTaskMs, 0.0001))));
     // Enough batches that every thread has one running and one queued, and the round trip is hidden.

@@ -60,7 +60,13 @@ interface Slot {
 }
 
 const threadUrl = new URL('./thread.js', import.meta.url);
-const MAX_BATCHES_PER_THREAD = 2;
+/**
+ * Batches a thread may hold: two keep a thread busy through the hand-over when tasks are short;
+ * with long tasks one, so that the last ones are not stuck behind a busy thread while another idles.
+ */
+const MAX_BATCHES_SHORT = 2;
+const MAX_BATCHES_LONG = 1;
+const LONG_TASK_MS = 1;
 const MAX_RESPAWNS_WITHOUT_PROGRESS = 5;
 
 /** The setup of a chain failed on a thread. */
@@ -91,6 +97,7 @@ export class Executor {
   #idleWaiters: (() => void)[] = [];
   #crashed = 0;
   #maxResultBytes = 4 * 1024 * 1024;
+  #avgTaskMs = 0;
 
   constructor(options: ExecutorOptions) {
     this.#options = options;
@@ -199,7 +206,12 @@ export class Executor {
       if (msg.batchDone) slot.outstanding.shift();
     }
     slot.tasks -= n;
-    if (n > 0) this.#respawnsWithoutProgress = 0;
+    if (n > 0) {
+      this.#respawnsWithoutProgress = 0;
+      let sum = 0;
+      for (let i = 0; i < n; i++) sum += msg.durations[i]!;
+      this.#avgTaskMs = this.#avgTaskMs * 0.7 + (sum / n) * 0.3;
+    }
     if (n > 0) this.#options.onResults({ seqs: msg.seqs, outcomes: msg.outcomes, durations: msg.durations });
     this.#pump();
     this.#checkIdle();
@@ -298,10 +310,11 @@ export class Executor {
   }
 
   #pump(): void {
+    const perThread = this.#avgTaskMs >= LONG_TASK_MS ? MAX_BATCHES_LONG : MAX_BATCHES_SHORT;
     while (this.#queue.length > 0) {
       let best: Slot | undefined;
       for (const s of this.#slots) {
-        if (!s.ready || s.retiring || s.outstanding.length >= MAX_BATCHES_PER_THREAD) continue;
+        if (!s.ready || s.retiring || s.outstanding.length >= perThread) continue;
         if (best === undefined || s.tasks < best.tasks) best = s;
       }
       if (best === undefined) return;

@@ -69,6 +69,8 @@ interface Session {
   readonly call: ComputeCall;
   executor: Executor | undefined;
   heartbeat: NodeJS.Timeout | undefined;
+  /** When we last wrote to the client (heartbeats are skipped while other messages flow). */
+  lastWritten: number;
   ended: boolean;
   /** seqs accepted on this stream and not yet answered. */
   readonly inFlight: Set<number>;
@@ -401,11 +403,15 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       call,
       executor: undefined,
       heartbeat: undefined,
+      lastWritten: 0,
       ended: false,
       inFlight: new Set(),
     };
     lease.session = session;
-    session.heartbeat = setInterval(() => this.#write(session, { heartbeat: { sent_at_ms: Date.now() } }), lease.heartbeatMs).unref();
+    // A heartbeat only when nothing else went to the client lately: results are signs of life too.
+    session.heartbeat = setInterval(() => {
+      if (Date.now() - session.lastWritten >= lease.heartbeatMs * 0.9) this.#write(session, { heartbeat: { sent_at_ms: Date.now() } });
+    }, lease.heartbeatMs).unref();
     call.on('data', (msg: ClientMessage) => {
       if (this.#lease !== lease) return;
       lease.lastSeen = Date.now();
@@ -523,6 +529,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
 
   #write(session: Session, msg: WorkerMessage): void {
     if (session.ended) return;
+    session.lastWritten = Date.now();
     try {
       session.call.write(msg);
     } catch (err) {
