@@ -124,6 +124,13 @@ interface EndpointState {
 /** Error kinds a worker reports (RemoteErrorKind); anything else is a broken worker. */
 const KNOWN_KINDS = new Set(['thrown', 'crashed', 'timeout', 'setup', 'unserializable', 'cancelled', 'bad-input']);
 
+/** True for an error outcome as workers produce it: a plain object whose `kind` is one we know. */
+function isRemoteError(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || ArrayBuffer.isView(v)) return false;
+  const kind = (v as { kind?: unknown }).kind;
+  return typeof kind === 'string' && KNOWN_KINDS.has(kind);
+}
+
 /** Most tasks in one batch. */
 const MAX_BATCH = 4096;
 /** Work per batch a worker thread runs, in ms: big enough to amortise a message, small enough to balance. */
@@ -580,7 +587,7 @@ export class Run {
         this.#sink(rec.index, value);
         continue;
       }
-      if (flag !== 1 || typeof value !== 'object' || value === null || !KNOWN_KINDS.has(asRemoteError(value).kind)) {
+      if (flag !== 1 || !isRemoteError(value)) {
         // Not an outcome this protocol produces: the worker is broken or hostile. Its tasks (this one
         // included) go elsewhere; one bad worker must not fail the run.
         s.inFlight.set(seq, rec);
