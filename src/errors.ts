@@ -140,6 +140,15 @@ export class TaskCrashedError extends TaskError {
   }
 }
 
+/** A task ran longer than `taskTimeoutMs`: it was stopped on its worker (the thread replaced). */
+export class TaskTimeoutError extends TaskError {
+  override name = 'TaskTimeoutError';
+  constructor(context: TaskErrorContext, remote: RemoteErrorInfo, timeoutMs: number) {
+    super(context, remote, FarmErrorCode.TASK_TIMEOUT);
+    this.message = `Task for input ${context.index} ran longer than ${timeoutMs} ms on worker ${context.workerId} (taskTimeoutMs); it was stopped there`;
+  }
+}
+
 /** Loading the stage chain or a stage's `setup()` failed on a worker. */
 export class StageSetupError extends FarmError {
   override name = 'StageSetupError';

@@ -36,6 +36,7 @@ export {
   UnsendableInputError,
   TaskError,
   TaskCrashedError,
+  TaskTimeoutError,
   StageSetupError,
   WorkerLostError,
   WorkerBusyError,

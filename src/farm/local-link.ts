@@ -23,7 +23,7 @@ export class LocalLink implements WorkerLink {
   /** Writes the bundles to the local cache, starts the threads and runs setup(). */
   static async open(
     stages: readonly PreparedStage[],
-    options: { threads: number; cacheDir: string; threadMemoryMb: number | undefined; logger: Logger },
+    options: { threads: number; cacheDir: string; threadMemoryMb: number | undefined; taskTimeoutMs: number; logger: Logger },
     handlers: LinkHandlers,
   ): Promise<LocalLink> {
     const cache = new CodeCache(`${options.cacheDir}/bundles`);
@@ -39,6 +39,7 @@ export class LocalLink implements WorkerLink {
       logger: options.logger,
       onResults: (results) => handlers.onResults(results),
     });
+    executor.taskTimeoutMs = options.taskTimeoutMs;
     try {
       await executor.start();
     } catch (err) {

@@ -44,8 +44,14 @@ export interface TaskFarmOptions {
   readonly maxAttempts?: number;
   /** A task that was in flight on this many lost workers fails the job. @default 10 */
   readonly maxWorkerLosses?: number;
-  /** How many times a task whose stage threw is retried before the job fails. @default 0 */
+  /** How many times a task whose stage threw (or ran over `taskTimeoutMs`) is retried before the job fails. @default 0 */
   readonly retries?: number;
+  /**
+   * A task running longer than this on a worker is stopped there (its thread terminated and
+   * replaced) and fails with TaskTimeoutError, under the same retry rules as a task that threw, in ms.
+   * @default 0 (no limit)
+   */
+  readonly taskTimeoutMs?: number;
   /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
   readonly heartbeatMs?: number;
   /** A worker silent for this long is declared lost, in ms. @default 1500 */
@@ -82,6 +88,7 @@ export interface ResolvedTaskFarmOptions {
   readonly maxAttempts: number;
   readonly maxWorkerLosses: number;
   readonly retries: number;
+  readonly taskTimeoutMs: number;
   readonly heartbeatMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly leaseTimeoutMs: number;
@@ -94,7 +101,7 @@ export interface ResolvedTaskFarmOptions {
 }
 
 const known = new Set([
-  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries',
+  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries', 'taskTimeoutMs',
   'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
   'signal', 'logger',
 ]);
@@ -146,6 +153,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     maxAttempts: input.maxAttempts ?? 3,
     maxWorkerLosses: input.maxWorkerLosses ?? 10,
     retries: input.retries ?? 0,
+    taskTimeoutMs: input.taskTimeoutMs ?? 0,
     heartbeatMs: input.heartbeatMs ?? 500,
     heartbeatTimeoutMs: input.heartbeatTimeoutMs ?? 1500,
     leaseTimeoutMs: input.leaseTimeoutMs ?? 3000,
@@ -166,6 +174,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   expectInteger('maxAttempts', o.maxAttempts, 1);
   expectInteger('maxWorkerLosses', o.maxWorkerLosses, 1);
   expectInteger('retries', o.retries, 0);
+  expectInteger('taskTimeoutMs', o.taskTimeoutMs, 0, 2 ** 31 - 1);
   expectInteger('heartbeatMs', o.heartbeatMs, 10);
   expectInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, o.heartbeatMs + 1);
   expectInteger('leaseTimeoutMs', o.leaseTimeoutMs, 300);

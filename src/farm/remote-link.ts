@@ -35,6 +35,8 @@ export interface RemoteLinkOptions {
   readonly setupTimeoutMs: number;
   /** Only workers of this farm are recruited (undefined: any). */
   readonly farm: string | undefined;
+  /** Tasks running longer are stopped on the worker (ms; 0: no limit). */
+  readonly taskTimeoutMs: number;
   /** The farm key; undefined only in insecure mode (plaintext, workers run with --insecure). */
   readonly key: Buffer | undefined;
   readonly logger: Logger;
@@ -67,6 +69,7 @@ export class RemoteLink implements WorkerLink {
   readonly #options: RemoteLinkOptions;
   #handlers: LinkHandlers | undefined;
   #lastHeard = Date.now();
+  #failStart: ((err: FarmError) => void) | undefined;
   #lastWritten = 0;
   #timer: NodeJS.Timeout | undefined;
   #gone = false;
@@ -241,9 +244,12 @@ export class RemoteLink implements WorkerLink {
         clearTimeout(setupTimer);
         if (!ready) {
           ready = true;
+          this.#failStart = undefined;
           reject(err);
         } else this.#lost(err);
       };
+      // A worker that goes silent before it is ready (missed heartbeats) fails the start at once.
+      this.#failStart = fail;
       this.#stream.on('data', (msg: WorkerMessage) => {
         this.#lastHeard = Date.now();
         switch (msg.body) {
@@ -259,6 +265,7 @@ export class RemoteLink implements WorkerLink {
           case 'ready':
             if (!ready) {
               ready = true;
+              this.#failStart = undefined;
               clearTimeout(setupTimer);
               resolve();
             }
@@ -282,7 +289,7 @@ export class RemoteLink implements WorkerLink {
         fail(new WorkerLostError(this.info.id, 'the worker ended the stream (it is shutting down or ended the lease)'));
       });
       this.#timer = setInterval(() => this.#beat(), this.#options.heartbeatMs);
-      this.#write({ start: { chain } });
+      this.#write({ start: { chain, task_timeout_ms: this.#options.taskTimeoutMs } });
     });
   }
 
@@ -314,7 +321,10 @@ export class RemoteLink implements WorkerLink {
     this.#stream.cancel();
     this.#client.close();
     this.#options.logger.warn('worker lost', { worker: this.info.id, address: this.info.address, reason: err.message });
-    this.#handlers?.onLost(err);
+    const failStart = this.#failStart;
+    this.#failStart = undefined;
+    if (failStart !== undefined) failStart(err);
+    else this.#handlers?.onLost(err);
   }
 
   send(batch: ExecBatch): void {

@@ -16,6 +16,7 @@ import {
   StageSetupError,
   TaskCrashedError,
   TaskError,
+  TaskTimeoutError,
   WorkerBusyError,
   WorkerLostError,
   type RemoteErrorInfo,
@@ -330,6 +331,7 @@ export class Run {
           // A farm's name matters where workers are found by advertisement; listed peers are trusted.
           farm: this.#o.discovery === 'mdns' ? this.#o.farm : undefined,
           key: this.#o.key,
+          taskTimeoutMs: this.#o.taskTimeoutMs,
           logger: this.#log,
         },
         handlers,
@@ -419,7 +421,7 @@ export class Run {
     let session: Session | undefined;
     this.#local = LocalLink.open(
       this.#stages,
-      { threads: this.#o.threads, cacheDir: this.#o.cacheDir, threadMemoryMb: undefined, logger: this.#log },
+      { threads: this.#o.threads, cacheDir: this.#o.cacheDir, threadMemoryMb: undefined, taskTimeoutMs: this.#o.taskTimeoutMs, logger: this.#log },
       {
         onResults: (results) => session !== undefined && this.#onResults(session, results),
         onLost: (err) => session !== undefined && this.#onLost(session, err),
@@ -627,12 +629,13 @@ export class Run {
         this.#repo.requeue([rec]);
         return true;
       case 'thrown':
+      case 'timeout':
         rec.errors++;
         if (rec.errors <= this.#o.retries) {
           this.#repo.requeue([rec]);
           return true;
         }
-        this.#finish(new TaskError(ctx, e));
+        this.#finish(e.kind === 'timeout' ? new TaskTimeoutError(ctx, e, this.#o.taskTimeoutMs) : new TaskError(ctx, e));
         return false;
       case 'setup':
         this.#finish(new StageSetupError(s.info.id, e));

@@ -79,7 +79,7 @@ export interface RemoteErrorMessage {
 
 
 export type ClientMessage =
-  | { body?: 'start'; start: { chain: string[] } }
+  | { body?: 'start'; start: { chain: string[]; task_timeout_ms: number } }
   | { body?: 'tasks'; tasks: TaskBatchMessage }
   | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
   | { body?: 'cancel'; cancel: { seqs: number[] } };

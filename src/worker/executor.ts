@@ -9,7 +9,7 @@ import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { silentLogger, type Logger } from '../log.js';
 import { decodeInputs, encodeFailures, encodeInputs, ownBytes } from '../protocol/batch.js';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
-import { STATE_RUNNING, STATE_SEQ, type BatchMessage, type ChainEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
+import { STATE_RUNNING, STATE_SEQ, STATE_STARTED, type BatchMessage, type ChainEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
 
 /** Tasks to run: their seqs and their inputs, packed in the same order (protocol/batch.ts). */
 export interface ExecBatch {
@@ -50,6 +50,7 @@ interface Outstanding {
 interface Slot {
   readonly worker: Worker;
   readonly state: Int32Array;
+  readonly startedAt: Float64Array;
   /** Batches sent to the thread and not fully answered, in the order it runs them. */
   readonly outstanding: Outstanding[];
   tasks: number;
@@ -98,6 +99,8 @@ export class Executor {
   #crashed = 0;
   #maxResultBytes = 4 * 1024 * 1024;
   #avgTaskMs = 0;
+  #taskTimeoutMs = 0;
+  #watchdog: NodeJS.Timeout | undefined;
 
   constructor(options: ExecutorOptions) {
     this.#options = options;
@@ -126,6 +129,38 @@ export class Executor {
     this.#maxResultBytes = bytes;
   }
 
+  /**
+   * A task running longer than this (ms; 0: no limit) is stopped: its thread is terminated and
+   * replaced (an infinite loop must not keep a core), and it is reported with kind `timeout`.
+   */
+  set taskTimeoutMs(ms: number) {
+    this.#taskTimeoutMs = ms;
+    clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
+    if (ms > 0 && !this.#closed) {
+      this.#watchdog = setInterval(() => this.#checkTimeouts(), Math.max(10, Math.min(250, Math.floor(ms / 4))));
+      this.#watchdog.unref();
+    }
+  }
+
+  #checkTimeouts(): void {
+    const limit = this.#taskTimeoutMs;
+    const now = Date.now();
+    for (const slot of [...this.#slots]) {
+      if (!slot.ready || slot.retiring || Atomics.load(slot.state, STATE_RUNNING) !== 1) continue;
+      const ran = now - slot.startedAt[STATE_STARTED]!;
+      if (ran <= limit) continue;
+      const seq = Atomics.load(slot.state, STATE_SEQ) >>> 0;
+      this.#stop(slot, seq, {
+        kind: 'timeout',
+        name: 'TaskTimeout',
+        message: `the task ran for more than ${limit} ms (taskTimeoutMs); its thread was stopped and replaced`,
+        stack: '',
+        code: '',
+      });
+    }
+  }
+
   /** Starts every thread; resolves when all have loaded the chain and run setup(). */
   async start(): Promise<void> {
     const starts: Promise<void>[] = [];
@@ -140,7 +175,7 @@ export class Executor {
 
   #spawn(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const sab = new SharedArrayBuffer(8);
+      const sab = new SharedArrayBuffer(16);
       const init: ThreadInit = {
         chain: this.#options.chain,
         workerId: this.#options.workerId,
@@ -152,7 +187,16 @@ export class Executor {
         workerData: init,
         ...(this.#options.resourceLimits === undefined ? {} : { resourceLimits: this.#options.resourceLimits }),
       });
-      const slot: Slot = { worker, state: new Int32Array(sab), outstanding: [], tasks: 0, ready: false, retiring: false, lastError: undefined };
+      const slot: Slot = {
+        worker,
+        state: new Int32Array(sab),
+        startedAt: new Float64Array(sab),
+        outstanding: [],
+        tasks: 0,
+        ready: false,
+        retiring: false,
+        lastError: undefined,
+      };
       this.#slots.add(slot);
       let settled = false;
       worker.on('message', (msg: ThreadMessage) => {
@@ -228,23 +272,10 @@ export class Executor {
   #onCrash(slot: Slot, code: number): void {
     this.#crashed++;
     const running = Atomics.load(slot.state, STATE_RUNNING) === 1;
-    const crashedSeq = Atomics.load(slot.state, STATE_SEQ) >>> 0;
     const err = slot.lastError;
-    let requeued = 0;
-    const again: ExecBatch[] = [];
-    let crashed: number | undefined;
-    for (const { batch, positions } of this.#unanswered(slot)) {
-      const keep = positions.filter((p) => !(running && batch.seqs[p] === crashedSeq));
-      if (keep.length < positions.length) crashed = crashedSeq;
-      if (keep.length === 0) continue;
-      again.push(keep.length === batch.seqs.length ? batch : subBatch(batch, keep));
-      requeued += keep.length;
-    }
-    slot.outstanding.length = 0;
-    slot.tasks = 0;
-    this.#log.warn('worker thread died; replacing it', { exitCode: code, crashedTask: crashed, requeued });
-    if (again.length > 0) this.#requeueFront(again);
-    if (crashed !== undefined) {
+    const failed = this.#takeUnanswered(slot, running ? Atomics.load(slot.state, STATE_SEQ) >>> 0 : undefined);
+    this.#log.warn('worker thread died; replacing it', { exitCode: code, crashedTask: failed });
+    if (failed !== undefined) {
       const error: RemoteErrorMessage = {
         kind: 'crashed',
         name: err?.name ?? 'ThreadExit',
@@ -255,10 +286,40 @@ export class Executor {
         stack: err?.stack ?? '',
         code: (err as { code?: string } | undefined)?.code ?? '',
       };
-      this.#options.onResults({ seqs: Uint32Array.of(crashed), outcomes: encodeFailures(1, error), durations: Float32Array.of(0) });
+      this.#options.onResults({ seqs: Uint32Array.of(failed), outcomes: encodeFailures(1, error), durations: Float32Array.of(0) });
     }
     this.#respawn();
     this.#pump();
+  }
+
+  /** Stops a thread that runs `seq` too long: it is terminated and replaced, `seq` fails with `error`. */
+  #stop(slot: Slot, seq: number, error: RemoteErrorMessage): void {
+    const failed = this.#takeUnanswered(slot, seq);
+    this.#log.warn('stopping a worker thread whose task ran over its time limit', { task: seq });
+    this.#retire(slot);
+    if (failed !== undefined) {
+      this.#options.onResults({ seqs: Uint32Array.of(failed), outcomes: encodeFailures(1, error), durations: Float32Array.of(this.#taskTimeoutMs) });
+    }
+    this.#pump();
+  }
+
+  /**
+   * Empties a dead or stopped thread's outstanding batches: every task but `failedSeq` goes back to
+   * the front of the queue. Returns `failedSeq` if it was among them.
+   */
+  #takeUnanswered(slot: Slot, failedSeq: number | undefined): number | undefined {
+    const again: ExecBatch[] = [];
+    let failed: number | undefined;
+    for (const { batch, positions } of this.#unanswered(slot)) {
+      const keep = positions.filter((p) => batch.seqs[p] !== failedSeq);
+      if (keep.length < positions.length) failed = failedSeq;
+      if (keep.length === 0) continue;
+      again.push(keep.length === batch.seqs.length ? batch : subBatch(batch, keep));
+    }
+    slot.outstanding.length = 0;
+    slot.tasks = 0;
+    if (again.length > 0) this.#requeueFront(again);
+    return failed;
   }
 
   #respawn(afterCrash = true): void {
@@ -396,6 +457,7 @@ export class Executor {
   /** Terminates every thread. Queued tasks are dropped without results. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#watchdog);
     this.#takeQueue();
     const slots = [...this.#slots];
     this.#slots.clear();

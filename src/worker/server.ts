@@ -426,7 +426,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     switch (msg.body) {
       case 'start':
         if (session.executor !== undefined) return this.#failStream(lease, 'Start sent twice on one stream');
-        void this.#start(lease, session, msg.start.chain);
+        void this.#start(lease, session, msg.start.chain, msg.start.task_timeout_ms);
         return;
       case 'tasks': {
         if (session.executor === undefined) return this.#failStream(lease, 'tasks sent before Start');
@@ -461,7 +461,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     }
   }
 
-  async #start(lease: Lease, session: Session, chain: readonly string[]): Promise<void> {
+  async #start(lease: Lease, session: Session, chain: readonly string[], taskTimeoutMs: number): Promise<void> {
     const entries: ChainEntry[] = [];
     for (const hash of chain) {
       if (!this.#cache.has(hash)) {
@@ -508,6 +508,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     }
     session.executor = executor;
     executor.maxResultBytes = lease.maxMessageBytes - 1024;
+    executor.taskTimeoutMs = taskTimeoutMs;
     this.#log.debug('chain loaded', { stages: entries.length });
     if (this.#lease !== lease || session.ended) return;
     this.#write(session, { ready: { threads: executor.threads } });

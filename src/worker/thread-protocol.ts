@@ -19,7 +19,10 @@ export interface ThreadInit {
   readonly chain: readonly ChainEntry[];
   readonly workerId: string;
   readonly hostname: string;
-  /** Int32Array view: [0] = 1 while a task runs, [1] = seq of the task running (or last run). */
+  /**
+   * 16 bytes shared with the executor: Int32 [0] = 1 while a task runs, Int32 [1] = seq of the task
+   * running (or last run), Float64 [1] = when it started (Date.now(), for the task time limit).
+   */
   readonly state: SharedArrayBuffer;
   /** Results are flushed to the main thread at least this often while a batch runs (ms). */
   readonly flushMs: number;
@@ -29,6 +32,8 @@ export interface ThreadInit {
 export const STATE_RUNNING = 0;
 /** Index of the running task's seq in the shared state. */
 export const STATE_SEQ = 1;
+/** Index of the running task's start time in the Float64 view of the shared state. */
+export const STATE_STARTED = 1;
 
 /** Main → thread: run these tasks in order. */
 export interface BatchMessage {

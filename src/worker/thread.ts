@@ -8,7 +8,7 @@ import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
-import { STATE_RUNNING, STATE_SEQ, type BatchMessage, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
+import { STATE_RUNNING, STATE_SEQ, STATE_STARTED, type BatchMessage, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
 
 process.setSourceMapsEnabled(true);
 
@@ -18,6 +18,7 @@ const init = workerData as ThreadInit;
 const port = parentPort;
 if (port === null) throw new Error('taskfarm thread started outside a worker thread');
 const state = new Int32Array(init.state);
+const startedAt = new Float64Array(init.state);
 
 function errorInfo(err: unknown, kind: string, hint?: string): RemoteErrorMessage {
   if (err instanceof Error) {
@@ -217,6 +218,7 @@ async function runBatch(batch: BatchMessage): Promise<void> {
     const seq = batch.seqs[i]!;
     const started = performance.now();
     Atomics.store(state, STATE_SEQ, seq | 0);
+    startedAt[STATE_STARTED] = Date.now();
     Atomics.store(state, STATE_RUNNING, 1);
     let v = inputs[i];
     inputs[i] = undefined;
