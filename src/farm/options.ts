@@ -3,7 +3,8 @@ import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../worker/options.js';
-import { expectBoolean, expectInteger, expectString, parseHostPort } from '../util/validate.js';
+import { expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
+import { preferCachedThenFastest, type SchedulingPolicy } from './scheduling.js';
 import { resolveFarmKey } from '../security/farm-key.js';
 import type { Discovery } from '../discovery/index.js';
 
@@ -52,6 +53,17 @@ export interface TaskFarmOptions {
    * @default 0 (no limit)
    */
   readonly taskTimeoutMs?: number;
+  /**
+   * Backup copies of stragglers (Work Queue's fast abort, MapReduce's backup tasks): when nothing is
+   * left to hand out and a worker is idle, the in-flight task that has run longest beyond
+   * `multiplier` × the median task time (and at least `minMs`) is re-issued to the fastest idle
+   * worker; the first result wins and the other copy is cancelled on its worker. At most one extra
+   * copy per task. `false` turns it off.
+   * @default { multiplier: 3, minMs: 50 }
+   */
+  readonly speculation?: false | { readonly multiplier?: number; readonly minMs?: number };
+  /** Which of several idle workers gets work first. @default preferCachedThenFastest */
+  readonly scheduling?: SchedulingPolicy;
   /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
   readonly heartbeatMs?: number;
   /** A worker silent for this long is declared lost, in ms. @default 1500 */
@@ -89,6 +101,9 @@ export interface ResolvedTaskFarmOptions {
   readonly maxWorkerLosses: number;
   readonly retries: number;
   readonly taskTimeoutMs: number;
+  /** Speculation settings, or false. */
+  readonly speculation: false | { readonly multiplier: number; readonly minMs: number };
+  readonly scheduling: SchedulingPolicy;
   readonly heartbeatMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly leaseTimeoutMs: number;
@@ -101,7 +116,7 @@ export interface ResolvedTaskFarmOptions {
 }
 
 const known = new Set([
-  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries', 'taskTimeoutMs',
+  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries', 'taskTimeoutMs', 'speculation', 'scheduling',
   'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
   'signal', 'logger',
 ]);
@@ -154,6 +169,11 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     maxWorkerLosses: input.maxWorkerLosses ?? 10,
     retries: input.retries ?? 0,
     taskTimeoutMs: input.taskTimeoutMs ?? 0,
+    speculation:
+      input.speculation === false
+        ? false
+        : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
+    scheduling: input.scheduling ?? preferCachedThenFastest,
     heartbeatMs: input.heartbeatMs ?? 500,
     heartbeatTimeoutMs: input.heartbeatTimeoutMs ?? 1500,
     leaseTimeoutMs: input.leaseTimeoutMs ?? 3000,
@@ -175,6 +195,13 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   expectInteger('maxWorkerLosses', o.maxWorkerLosses, 1);
   expectInteger('retries', o.retries, 0);
   expectInteger('taskTimeoutMs', o.taskTimeoutMs, 0, 2 ** 31 - 1);
+  if (o.speculation !== false) {
+    expectNumber('speculation.multiplier', o.speculation.multiplier, 1);
+    expectInteger('speculation.minMs', o.speculation.minMs, 0);
+  }
+  if (typeof o.scheduling !== 'object' || o.scheduling === null || typeof o.scheduling.compare !== 'function') {
+    throw new InvalidOptionError('Expected `scheduling` to be a SchedulingPolicy (an object with compare(a, b))');
+  }
   expectInteger('heartbeatMs', o.heartbeatMs, 10);
   expectInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, o.heartbeatMs + 1);
   expectInteger('leaseTimeoutMs', o.leaseTimeoutMs, 300);

@@ -19,6 +19,10 @@ export interface TaskRecord {
   losses: number;
   /** Set once its output is in. */
   done: boolean;
+  /** Copies of it in flight now (2 while speculatively re-issued). */
+  copies: number;
+  /** When it was last sent to a worker (Date.now()). */
+  sentAt: number;
 }
 
 /** Inputs a TaskFarm accepts. */
@@ -75,6 +79,11 @@ export class TaskRepository {
     return this.#sourceDone && this.#done === this.#pulled && this.#front.length === 0;
   }
 
+  /** True when every input was pulled from the source and nothing waits to be sent again. */
+  get isSourceDrained(): boolean {
+    return this.#sourceDone && this.#front.length === 0 && this.#bufferHead >= this.#buffer.length;
+  }
+
   /** An error from the source (an async iterator that threw), if any. */
   get sourceError(): unknown {
     return this.#error;
@@ -94,7 +103,7 @@ export class TaskRepository {
   }
 
   #record(input: unknown): TaskRecord {
-    return { index: this.#pulled++, input, crashes: 0, errors: 0, losses: 0, done: false };
+    return { index: this.#pulled++, input, crashes: 0, errors: 0, losses: 0, done: false, copies: 0, sentAt: 0 };
   }
 
   /**

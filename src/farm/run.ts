@@ -35,6 +35,7 @@ import { LocalLink } from './local-link.js';
 import { RemoteLink } from './remote-link.js';
 import type { ResolvedTaskFarmOptions } from './options.js';
 import type { TaskRecord, TaskRepository } from './repository.js';
+import { firstComeFirstServed, type WorkerView } from './scheduling.js';
 
 /** Progress of a run, as the `progress` event reports it. */
 export interface FarmProgress {
@@ -67,6 +68,12 @@ export interface WorkerStats {
   readonly completed: number;
   /** Code bundles sent to it (0 when it had every stage cached). */
   readonly bundlesSent: number;
+  /** True when it already held the run's code (nothing had to be sent). */
+  readonly cached: boolean;
+  /** Its recent task time in ms (-1 while unknown). */
+  readonly avgTaskMs: number;
+  /** Backup copies of stragglers it was given. */
+  readonly speculative: number;
   /** Why it was lost, if it was. */
   readonly lost?: string;
 }
@@ -76,6 +83,10 @@ export interface FarmStats {
   readonly elapsedMs: number;
   readonly completed: number;
   readonly requeued: number;
+  /** Straggling tasks re-issued to another worker (backup copies). */
+  readonly speculated: number;
+  /** Median task time over the recent tasks, in ms (-1 before the first result). */
+  readonly medianTaskMs: number;
   readonly workers: readonly WorkerStats[];
 }
 
@@ -105,6 +116,7 @@ interface Session {
   assigned: number;
   avgTaskMs: number;
   completed: number;
+  speculative: number;
   alive: boolean;
   draining: boolean;
   lost: string | undefined;
@@ -132,6 +144,9 @@ function isRemoteError(v: unknown): boolean {
   return typeof kind === 'string' && KNOWN_KINDS.has(kind);
 }
 
+/** How many recent task times the median is taken over. */
+const RECENT = 512;
+
 /** Most tasks in one batch. */
 const MAX_BATCH = 4096;
 /** Work per batch a worker thread runs, in ms: big enough to amortise a message, small enough to balance. */
@@ -154,6 +169,13 @@ export class Run {
   #firstAttempts = 0;
   /** Recent task time over all workers (ms; -1 until known): sizes a new worker's first batches. */
   #runAvgTaskMs = -1;
+  /** The last task times (ms), for the median that speculation compares against. */
+  readonly #recent = new Float64Array(RECENT);
+  #recentCount = 0;
+  #median: { at: number; value: number } = { at: 0, value: -1 };
+  /** Tasks with a backup copy in flight: where each copy is. */
+  readonly #copies = new Map<TaskRecord, { s: Session; seq: number }[]>();
+  #speculated = 0;
   readonly #canPullNew: () => boolean;
   readonly #history: Session[] = [];
   readonly #endpoints = new Map<string, EndpointState>();
@@ -199,7 +221,11 @@ export class Run {
         this.#abortListener = () => this.#finish(new FarmAbortError('The run was aborted', { cause: signal.reason }));
         signal.addEventListener('abort', this.#abortListener, { once: true });
       }
-      this.#progressTimer = setInterval(() => this.#emitProgress(false), PROGRESS_EVERY_MS);
+      this.#progressTimer = setInterval(() => {
+        this.#emitProgress(false);
+        // Idle workers re-check for stragglers even when no result arrives to wake them.
+        if (this.#hungry.size > 0 && this.#o.speculation !== false) this.#pump();
+      }, PROGRESS_EVERY_MS);
       this.#progressTimer.unref();
       if (this.#checkComplete()) return;
       this.#begin().catch((err: unknown) => this.#finish(err));
@@ -378,6 +404,7 @@ export class Run {
       window: threads * 2 + 1,
       batchSize: 1,
       assigned: 0,
+      speculative: 0,
       avgTaskMs: -1,
       completed: 0,
       alive: true,
@@ -449,7 +476,7 @@ export class Run {
     try {
       let dry = first !== undefined && !this.#fill(first);
       if (!dry) {
-        for (const s of this.#hungry) {
+        for (const s of this.#byPolicy(this.#hungry)) {
           if (this.#finished) return;
           if (!this.#fill(s)) {
             dry = true;
@@ -505,10 +532,97 @@ export class Run {
       }
       const recs = this.#repo.take(Math.min(free, s.batchSize), this.#canPullNew());
       if (recs.length === 0) {
+        // Nothing left to hand out: perhaps a straggler elsewhere deserves a backup copy here.
+        if (this.#repo.isSourceDrained && this.#speculate(s, Math.min(free, s.batchSize))) continue;
         this.#hungry.add(s);
         return false;
       }
       if (!this.#send(s, recs)) return true;
+    }
+  }
+
+  /** Workers in the order the scheduling policy gives them work. */
+  #byPolicy(sessions: Set<Session>): Iterable<Session> {
+    if (sessions.size < 2 || this.#o.scheduling === firstComeFirstServed) return sessions;
+    const view = (s: Session): WorkerView => ({
+      id: s.info.id,
+      host: s.info.host,
+      threads: s.info.threads,
+      cached: s.link.bundlesSent === 0,
+      avgTaskMs: s.avgTaskMs,
+      inFlight: s.inFlight.size,
+    });
+    const policy = this.#o.scheduling;
+    return [...sessions].map((s) => ({ s, v: view(s) })).sort((a, b) => policy.compare(a.v, b.v)).map((x) => x.s);
+  }
+
+  /** Median of the recent task times (ms), recomputed at most every 50 ms. */
+  #medianTaskMs(): number {
+    const now = Date.now();
+    if (now - this.#median.at < 50) return this.#median.value;
+    const n = Math.min(this.#recentCount, RECENT);
+    let value = -1;
+    if (n > 0) {
+      const xs = this.#recent.slice(0, n).sort();
+      value = n % 2 === 1 ? xs[n >> 1]! : (xs[(n >> 1) - 1]! + xs[n >> 1]!) / 2;
+    }
+    this.#median = { at: now, value };
+    return value;
+  }
+
+  /**
+   * Gives an idle worker backup copies of the tasks that have been in flight longest elsewhere,
+   * beyond `multiplier` × the median task time (and `minMs`). At most one extra copy per task.
+   * Returns true when it sent any.
+   */
+  #speculate(target: Session, max: number): boolean {
+    const spec = this.#o.speculation;
+    if (spec === false || max <= 0 || this.#finished) return false;
+    const median = this.#medianTaskMs();
+    if (median < 0) return false;
+    const threshold = Math.max(spec.minMs, spec.multiplier * median);
+    const now = Date.now();
+    const candidates: { s: Session; seq: number; rec: TaskRecord }[] = [];
+    for (const s of this.#sessions) {
+      if (s === target || !s.alive) continue;
+      let taken = 0;
+      // In-flight maps keep send order: the oldest tasks come first.
+      for (const [seq, rec] of s.inFlight) {
+        if (rec.done || rec.copies > 1) continue;
+        if (now - rec.sentAt < threshold) break;
+        candidates.push({ s, seq, rec });
+        if (++taken >= max) break;
+      }
+    }
+    if (candidates.length === 0) return false;
+    candidates.sort((a, b) => a.rec.sentAt - b.rec.sentAt);
+    const picked = candidates.slice(0, max);
+    for (const c of picked) this.#copies.set(c.rec, [{ s: c.s, seq: c.seq }]);
+    const seqBefore = target.nextSeq;
+    const recs = picked.map((c) => c.rec);
+    if (!this.#send(target, recs)) return false;
+    // Remember where the new copies went (the seqs #send just assigned, in order).
+    let seq = seqBefore;
+    for (const c of picked) {
+      this.#copies.get(c.rec)!.push({ s: target, seq });
+      seq = seq >= 0xffffffff ? 1 : seq + 1;
+    }
+    target.speculative += picked.length;
+    this.#speculated += picked.length;
+    this.#log.info('re-issued straggling tasks to an idle worker', { worker: target.info.id, tasks: picked.length, thresholdMs: Math.round(threshold) });
+    return true;
+  }
+
+  /** Cancels the in-flight copies of a settled task on their workers. */
+  #cancelCopies(rec: TaskRecord): void {
+    const copies = this.#copies.get(rec);
+    this.#copies.delete(rec);
+    if (copies === undefined) return;
+    for (const { s, seq } of copies) {
+      if (s.inFlight.get(seq) !== rec) continue;
+      s.inFlight.delete(seq);
+      rec.copies--;
+      s.link.cancel([seq]);
     }
   }
 
@@ -548,10 +662,14 @@ export class Run {
       return this.#send(s, recs.slice(0, half)) && this.#send(s, recs.slice(half));
     }
     const seqs = new Uint32Array(recs.length);
+    const now = Date.now();
     for (let i = 0; i < recs.length; i++) {
       const seq = s.nextSeq;
+      const rec = recs[i]!;
       s.nextSeq = s.nextSeq >= 0xffffffff ? 1 : s.nextSeq + 1;
-      s.inFlight.set(seq, recs[i]!);
+      s.inFlight.set(seq, rec);
+      rec.copies++;
+      rec.sentAt = now;
       seqs[i] = seq;
     }
     s.assigned += recs.length;
@@ -578,9 +696,14 @@ export class Run {
       const rec = s.inFlight.get(seq);
       if (rec === undefined) continue; // a seq we did not send, or already settled: dropped
       s.inFlight.delete(seq);
-      sum += r.durations[i]!;
+      rec.copies--;
+      const d = r.durations[i]!;
+      sum += d;
       n++;
+      this.#recent[this.#recentCount++ % RECENT] = d;
       if (rec.done) continue;
+      // The first copy to answer settles the task; any other copy is cancelled on its worker.
+      if (rec.copies > 0) this.#cancelCopies(rec);
       const flag = flags[i];
       const value = values[i];
       if (flag === 0) {
@@ -661,7 +784,15 @@ export class Run {
     this.#hungry.delete(s);
     const requeue: TaskRecord[] = [];
     for (const rec of s.inFlight.values()) {
+      rec.copies--;
       if (rec.done) continue;
+      const copies = this.#copies.get(rec);
+      if (copies !== undefined) {
+        const rest = copies.filter((c) => c.s !== s);
+        if (rest.length > 0) this.#copies.set(rec, rest);
+        else this.#copies.delete(rec);
+      }
+      if (rec.copies > 0) continue; // its backup copy elsewhere carries on
       rec.losses++;
       requeue.push(rec);
     }
@@ -740,6 +871,8 @@ export class Run {
       elapsedMs: Date.now() - this.#started,
       completed: this.#repo.done,
       requeued: this.#repo.requeued,
+      speculated: this.#speculated,
+      medianTaskMs: this.#medianTaskMs(),
       workers: this.#history.map((s) => ({
         id: s.info.id,
         host: s.info.host,
@@ -747,6 +880,9 @@ export class Run {
         threads: s.info.threads,
         completed: s.completed,
         bundlesSent: s.link.bundlesSent,
+        cached: s.link.bundlesSent === 0,
+        avgTaskMs: s.avgTaskMs,
+        speculative: s.speculative,
         ...(s.lost === undefined ? {} : { lost: s.lost }),
       })),
     };

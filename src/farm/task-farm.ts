@@ -166,6 +166,6 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
 
   /** Figures of the current (or last) run. */
   stats(): FarmStats {
-    return this.#run?.stats() ?? { elapsedMs: 0, completed: 0, requeued: 0, workers: [] };
+    return this.#run?.stats() ?? { elapsedMs: 0, completed: 0, requeued: 0, speculated: 0, medianTaskMs: -1, workers: [] };
   }
 }
