@@ -5,3 +5,4 @@ export type { WorkerInfo } from './link.js';
 export { preferCachedThenFastest, firstComeFirstServed, type SchedulingPolicy, type WorkerView } from './scheduling.js';
 export type { InputSource } from './repository.js';
 export { prepareStages, type PreparedStage } from './bundler.js';
+export { sharedFile, SharedFile } from './shared.js';

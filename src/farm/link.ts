@@ -29,6 +29,8 @@ export interface WorkerLink {
   readonly info: WorkerInfo;
   /** Code bundles this client had to send to the worker (0 when it had them all cached). */
   readonly bundlesSent: number;
+  /** Bytes of shared data this client had to upload to the worker (0 when it had them cached). */
+  readonly sharedBytesSent: number;
   /** The most tasks the worker accepts in flight. */
   readonly maxInFlight: number;
   /** The largest packed batch of inputs this worker accepts in one message, in bytes. */

@@ -62,6 +62,13 @@ export interface TaskFarmOptions {
    * @default { multiplier: 3, minMs: 50 }
    */
   readonly speculation?: false | { readonly multiplier?: number; readonly minMs?: number };
+  /**
+   * Data every task may read, shipped once per worker instead of once per task and cached on the
+   * workers' disks by content: stages see it as `ctx.shared[name]`. Files ({@link sharedFile}),
+   * Buffers and Uint8Arrays arrive as a Uint8Array shared by the worker's threads; other values are
+   * structured-cloned once per thread.
+   */
+  readonly shared?: Readonly<Record<string, unknown>>;
   /** Which of several idle workers gets work first. @default preferCachedThenFastest */
   readonly scheduling?: SchedulingPolicy;
   /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
@@ -104,6 +111,7 @@ export interface ResolvedTaskFarmOptions {
   /** Speculation settings, or false. */
   readonly speculation: false | { readonly multiplier: number; readonly minMs: number };
   readonly scheduling: SchedulingPolicy;
+  readonly shared: Readonly<Record<string, unknown>>;
   readonly heartbeatMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly leaseTimeoutMs: number;
@@ -116,7 +124,7 @@ export interface ResolvedTaskFarmOptions {
 }
 
 const known = new Set([
-  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries', 'taskTimeoutMs', 'speculation', 'scheduling',
+  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries', 'taskTimeoutMs', 'speculation', 'scheduling', 'shared',
   'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
   'signal', 'logger',
 ]);
@@ -174,6 +182,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
         ? false
         : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
     scheduling: input.scheduling ?? preferCachedThenFastest,
+    shared: input.shared ?? {},
     heartbeatMs: input.heartbeatMs ?? 500,
     heartbeatTimeoutMs: input.heartbeatTimeoutMs ?? 1500,
     leaseTimeoutMs: input.leaseTimeoutMs ?? 3000,
@@ -198,6 +207,9 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   if (o.speculation !== false) {
     expectNumber('speculation.multiplier', o.speculation.multiplier, 1);
     expectInteger('speculation.minMs', o.speculation.minMs, 0);
+  }
+  if (typeof o.shared !== 'object' || o.shared === null || Array.isArray(o.shared)) {
+    throw new InvalidOptionError('Expected `shared` to be an object of name → value (or sharedFile(path))');
   }
   if (typeof o.scheduling !== 'object' || o.scheduling === null || typeof o.scheduling.compare !== 'function') {
     throw new InvalidOptionError('Expected `scheduling` to be a SchedulingPolicy (an object with compare(a, b))');

@@ -12,6 +12,7 @@ import {
   fromServiceError,
   PROTOCOL_VERSION,
   type ClientMessage,
+  type SharedRef,
   type WorkerClient,
   type WorkerDescription,
   type WorkerMessage,
@@ -23,6 +24,7 @@ import { formatTarget, type WorkerEndpoint } from '../discovery/index.js';
 import type { Logger } from '../log.js';
 import type { ExecBatch } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
+import { sharedChunks, type PreparedShared } from './shared.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 
 /** Timing knobs of a remote link. */
@@ -61,6 +63,7 @@ export async function describeWorker(target: string, timeoutMs: number, tls = tr
 export class RemoteLink implements WorkerLink {
   readonly info: WorkerInfo;
   bundlesSent = 0;
+  sharedBytesSent = 0;
   maxInFlight = Number.MAX_SAFE_INTEGER;
   maxPayloadBytes = Number.MAX_SAFE_INTEGER;
   readonly #client: WorkerClient;
@@ -91,6 +94,7 @@ export class RemoteLink implements WorkerLink {
   static async open(
     endpoint: WorkerEndpoint,
     stages: readonly PreparedStage[],
+    shared: readonly PreparedShared[],
     options: RemoteLinkOptions,
     handlers: LinkHandlers,
     onDescribed?: (desc: WorkerDescription) => boolean,
@@ -136,7 +140,7 @@ export class RemoteLink implements WorkerLink {
         } else if (desc.secure) {
           throw new AuthenticationError(`worker ${desc.id} at ${target} requires the farm key, and this client has none`);
         }
-        return await RemoteLink.#recruit(client, target, desc, stages, options, handlers, onDescribed, clientNonce, fingerprint);
+        return await RemoteLink.#recruit(client, target, desc, stages, shared, options, handlers, onDescribed, clientNonce, fingerprint);
       } catch (err) {
         client.close();
         throw err;
@@ -150,6 +154,7 @@ export class RemoteLink implements WorkerLink {
     target: string,
     desc: WorkerDescription,
     stages: readonly PreparedStage[],
+    shared: readonly PreparedShared[],
     options: RemoteLinkOptions,
     handlers: LinkHandlers,
     onDescribed: ((desc: WorkerDescription) => boolean) | undefined,
@@ -193,6 +198,7 @@ export class RemoteLink implements WorkerLink {
     // On failure the lease is given back before the channel closes, so the worker is free at once.
     const release = (): Promise<void> => client.release(token, 1000).catch(() => {});
     let bundlesSent = 0;
+    let sharedBytesSent = 0;
     try {
       const tooBig = stages.findIndex((s) => desc.max_bundle_bytes > 0 && s.code.length > desc.max_bundle_bytes);
       if (tooBig >= 0) {
@@ -202,8 +208,21 @@ export class RemoteLink implements WorkerLink {
           { stageIndex: tooBig },
         );
       }
+      const tooLarge = shared.find((s) => desc.max_shared_bytes > 0 && s.size > desc.max_shared_bytes);
+      if (tooLarge !== undefined) {
+        throw new InvalidStageError(
+          `Shared data "${tooLarge.name}" is ${tooLarge.size} bytes; worker ${desc.id} accepts at most ${desc.max_shared_bytes} bytes ` +
+            '(daemon option --max-shared-mb).',
+        );
+      }
       const hashes = stages.map((s) => s.hash);
-      const { missing } = await client.install(token, { hashes, bundles: [] }, options.connectTimeoutMs);
+      const sharedHashes = shared.map((s) => s.hash);
+      const { missing, missing_shared } = await client.install(token, { hashes, bundles: [], shared: sharedHashes }, options.connectTimeoutMs);
+      for (const hash of new Set(missing_shared)) {
+        const s = shared.find((x) => x.hash === hash);
+        if (s === undefined) continue;
+        sharedBytesSent += await RemoteLink.#upload(client, token, s, Math.max(options.setupTimeoutMs, options.connectTimeoutMs));
+      }
       if (missing.length > 0) {
         const bundles = stages.filter((s) => missing.includes(s.hash)).map((s) => ({ hash: s.hash, code: s.code }));
         bundlesSent = bundles.length;
@@ -217,11 +236,15 @@ export class RemoteLink implements WorkerLink {
     const stream = client.compute(token);
     const link = new RemoteLink(info, client, token, stream, options);
     link.bundlesSent = bundlesSent;
+    link.sharedBytesSent = sharedBytesSent;
     if (desc.max_in_flight > 0) link.maxInFlight = desc.max_in_flight;
     // Room for the message's own framing (seqs, field tags) next to the packed inputs.
     if (desc.max_message_bytes > 0) link.maxPayloadBytes = Math.max(0, desc.max_message_bytes - 64 * 1024);
     try {
-      await link.#start(stages.map((s) => s.hash));
+      await link.#start(
+        stages.map((s) => s.hash),
+        shared.map((s) => ({ name: s.name, hash: s.hash, kind: s.kind })),
+      );
     } catch (err) {
       link.#gone = true;
       clearInterval(link.#timer);
@@ -233,7 +256,24 @@ export class RemoteLink implements WorkerLink {
     return link;
   }
 
-  #start(chain: string[]): Promise<void> {
+  /** Uploads one shared blob in chunks; resolves with the bytes sent. */
+  static async #upload(client: WorkerClient, token: string, s: PreparedShared, deadlineMs: number): Promise<number> {
+    const { stream, reply } = client.upload(token, deadlineMs);
+    reply.catch(() => {}); // awaited below; a failure also ends the writes
+    let sent = 0;
+    let first = true;
+    for await (const data of sharedChunks(s)) {
+      const chunk = first ? { hash: s.hash, total_bytes: s.size, data } : { hash: '', total_bytes: 0, data };
+      first = false;
+      sent += data.byteLength;
+      if (!stream.write(chunk)) await new Promise<void>((r) => stream.once('drain', () => r()));
+    }
+    stream.end();
+    await reply;
+    return sent;
+  }
+
+  #start(chain: string[], shared: SharedRef[]): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let ready = false;
       const setupTimer = setTimeout(
@@ -289,7 +329,7 @@ export class RemoteLink implements WorkerLink {
         fail(new WorkerLostError(this.info.id, 'the worker ended the stream (it is shutting down or ended the lease)'));
       });
       this.#timer = setInterval(() => this.#beat(), this.#options.heartbeatMs);
-      this.#write({ start: { chain, task_timeout_ms: this.#options.taskTimeoutMs } });
+      this.#write({ start: { chain, task_timeout_ms: this.#options.taskTimeoutMs, shared } });
     });
   }
 

@@ -30,6 +30,7 @@ import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { NO_KEY_HELP } from '../security/farm-key.js';
 import type { ExecResults } from '../worker/executor.js';
 import type { PreparedStage } from './bundler.js';
+import type { PreparedShared } from './shared.js';
 import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 import { LocalLink } from './local-link.js';
 import { RemoteLink } from './remote-link.js';
@@ -68,7 +69,9 @@ export interface WorkerStats {
   readonly completed: number;
   /** Code bundles sent to it (0 when it had every stage cached). */
   readonly bundlesSent: number;
-  /** True when it already held the run's code (nothing had to be sent). */
+  /** Bytes of shared data uploaded to it (0 when it had them cached). */
+  readonly sharedBytesSent: number;
+  /** True when it already held the run's code and shared data (nothing had to be sent). */
   readonly cached: boolean;
   /** Its recent task time in ms (-1 while unknown). */
   readonly avgTaskMs: number;
@@ -158,6 +161,7 @@ export class Run {
   readonly #o: ResolvedTaskFarmOptions;
   readonly #log: Logger;
   readonly #stages: readonly PreparedStage[];
+  readonly #shared: readonly PreparedShared[];
   readonly #repo: TaskRepository;
   readonly #observer: RunObserver;
   readonly #sink: (index: number, output: unknown) => void;
@@ -196,6 +200,7 @@ export class Run {
   constructor(
     options: ResolvedTaskFarmOptions,
     stages: readonly PreparedStage[],
+    shared: readonly PreparedShared[],
     repo: TaskRepository,
     observer: RunObserver,
     sink: (index: number, output: unknown) => void,
@@ -205,6 +210,7 @@ export class Run {
     this.#o = options;
     this.#log = componentLogger('farm', options.logger);
     this.#stages = stages;
+    this.#shared = shared;
     this.#repo = repo;
     this.#observer = observer;
     this.#sink = sink;
@@ -347,6 +353,7 @@ export class Run {
       link = await RemoteLink.open(
         e,
         this.#stages,
+        this.#shared,
         {
           clientId: this.#clientId,
           connectTimeoutMs: this.#o.connectTimeoutMs,
@@ -448,6 +455,7 @@ export class Run {
     let session: Session | undefined;
     this.#local = LocalLink.open(
       this.#stages,
+      this.#shared,
       { threads: this.#o.threads, cacheDir: this.#o.cacheDir, threadMemoryMb: undefined, taskTimeoutMs: this.#o.taskTimeoutMs, logger: this.#log },
       {
         onResults: (results) => session !== undefined && this.#onResults(session, results),
@@ -548,7 +556,7 @@ export class Run {
       id: s.info.id,
       host: s.info.host,
       threads: s.info.threads,
-      cached: s.link.bundlesSent === 0,
+      cached: s.link.bundlesSent === 0 && s.link.sharedBytesSent === 0,
       avgTaskMs: s.avgTaskMs,
       inFlight: s.inFlight.size,
     });
@@ -880,7 +888,8 @@ export class Run {
         threads: s.info.threads,
         completed: s.completed,
         bundlesSent: s.link.bundlesSent,
-        cached: s.link.bundlesSent === 0,
+        sharedBytesSent: s.link.sharedBytesSent,
+        cached: s.link.bundlesSent === 0 && s.link.sharedBytesSent === 0,
         avgTaskMs: s.avgTaskMs,
         speculative: s.speculative,
         ...(s.lost === undefined ? {} : { lost: s.lost }),

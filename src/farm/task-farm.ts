@@ -3,6 +3,7 @@ import { FarmAbortError } from '../errors.js';
 import { expectInteger } from '../util/validate.js';
 import { normalForm, stagesOf, type NormalForm, type Program } from '../skeleton/index.js';
 import { checkStages, prepareStages } from './bundler.js';
+import { prepareShared } from './shared.js';
 import { resolveTaskFarmOptions, type ResolvedTaskFarmOptions, type TaskFarmOptions } from './options.js';
 import { TaskRepository, type InputSource } from './repository.js';
 import { Run, type FarmStats, type RunEvents } from './run.js';
@@ -70,8 +71,9 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     repo.validateArray();
     checkStages(stages, o.cwd);
     const prepared = await prepareStages(stages, o.cwd);
+    const shared = await prepareShared(o.shared);
     const combined = signal === undefined ? o.signal : o.signal === undefined ? signal : AbortSignal.any([o.signal, signal]);
-    const run = new Run({ ...o, signal: combined }, prepared, repo, this, sink, canPullNew);
+    const run = new Run({ ...o, signal: combined }, prepared, shared, repo, this, sink, canPullNew);
     this.#run = run;
     await run.execute();
   }

@@ -15,6 +15,8 @@ import type {
   InstallRequest,
   LeaseReply,
   RecruitRequest,
+  UploadChunk,
+  UploadReply,
   WorkerDescription,
   WorkerMessage,
 } from './messages.js';
@@ -68,6 +70,8 @@ export interface WorkerClient {
   recruit(request: RecruitRequest, deadlineMs: number): Promise<LeaseReply>;
   install(token: string, request: InstallRequest, deadlineMs: number): Promise<InstallReply>;
   compute(token: string): grpc.ClientDuplexStream<ClientMessage, WorkerMessage>;
+  /** Starts an Upload stream (write chunks, end, await the reply). */
+  upload(token: string, deadlineMs: number): { stream: grpc.ClientWritableStream<UploadChunk>; reply: Promise<UploadReply> };
   release(token: string, deadlineMs: number): Promise<void>;
   /** Waits until the channel is connected, or rejects at the deadline. */
   waitForReady(deadlineMs: number): Promise<void>;
@@ -168,6 +172,19 @@ export function createWorkerClient(target: string, keepaliveMs: number, security
     recruit: (request, ms) => unary('Recruit', request, new grpc.Metadata(), ms),
     install: (token, request, ms) => unary('Install', request, leaseMetadata(token), ms),
     compute: (token) => (raw['Compute'] as (md: grpc.Metadata) => grpc.ClientDuplexStream<ClientMessage, WorkerMessage>).call(raw, leaseMetadata(token)),
+    upload: (token, ms) => {
+      let stream!: grpc.ClientWritableStream<UploadChunk>;
+      const reply = new Promise<UploadReply>((resolve, reject) => {
+        stream = (
+          raw['Upload'] as (
+            md: grpc.Metadata,
+            opts: grpc.CallOptions,
+            cb: (err: grpc.ServiceError | null, res: UploadReply) => void,
+          ) => grpc.ClientWritableStream<UploadChunk>
+        ).call(raw, leaseMetadata(token), deadline(ms), (err, res) => (err === null ? resolve(res) : reject(err)));
+      });
+      return { stream, reply };
+    },
     release: async (token, ms) => {
       await unary('Release', {}, leaseMetadata(token), ms);
     },

@@ -17,6 +17,7 @@ export interface WorkerDescription {
   max_message_bytes: number;
   max_bundle_bytes: number;
   max_in_flight: number;
+  max_shared_bytes: number;
 }
 
 export interface DescribeRequest {
@@ -50,10 +51,29 @@ export interface BundleMessage {
 export interface InstallRequest {
   hashes: string[];
   bundles: BundleMessage[];
+  shared?: string[];
 }
 
 export interface InstallReply {
   missing: string[];
+  missing_shared: string[];
+}
+
+export interface UploadChunk {
+  hash: string;
+  total_bytes: number;
+  data: Uint8Array;
+}
+
+export interface UploadReply {
+  received: number;
+}
+
+/** A shared value: `bytes` (a Uint8Array shared by the threads) or `value` (v8-serialized). */
+export interface SharedRef {
+  name: string;
+  hash: string;
+  kind: string;
 }
 
 /** Packed tasks (see batch.ts). */
@@ -79,7 +99,7 @@ export interface RemoteErrorMessage {
 
 
 export type ClientMessage =
-  | { body?: 'start'; start: { chain: string[]; task_timeout_ms: number } }
+  | { body?: 'start'; start: { chain: string[]; task_timeout_ms: number; shared: SharedRef[] } }
   | { body?: 'tasks'; tasks: TaskBatchMessage }
   | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
   | { body?: 'cancel'; cancel: { seqs: number[] } };

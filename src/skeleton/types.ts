@@ -8,6 +8,11 @@ export interface StageContext {
   readonly threadId: number;
   /** Position of this stage in the normal-form chain (0-based). */
   readonly stageIndex: number;
+  /**
+   * The run's shared data (option `shared`), shipped once per worker: byte values and files as a
+   * Uint8Array shared by the worker's threads, other values decoded once per thread. Read-only.
+   */
+  readonly shared: Readonly<Record<string, unknown>>;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, existsSync, readdirSync, statSync, rmSync, utimesSync } from 'node:fs';
+import { mkdirSync, existsSync, readdirSync, statSync, rmSync, utimesSync, openSync, closeSync, writeSync } from 'node:fs';
 import { writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -22,10 +22,13 @@ export class BundleRejectedError extends Error {
 export class CodeCache {
   readonly dir: string;
   readonly #maxBytes: number;
+  readonly #suffix: string;
 
-  constructor(dir: string, maxBytes = 1024 * 1024 * 1024) {
+  /** @param suffix - file name suffix: `.mjs` for code bundles, `.bin` for shared data */
+  constructor(dir: string, maxBytes = 1024 * 1024 * 1024, suffix = '.mjs') {
     this.dir = dir;
     this.#maxBytes = maxBytes;
+    this.#suffix = suffix;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
@@ -37,7 +40,7 @@ export class CodeCache {
   /** Path of the bundle with this hash (whether or not it exists). */
   pathOf(hash: string): string {
     if (!HASH.test(hash)) throw new BundleRejectedError(`not a sha256 hex digest: ${JSON.stringify(hash.slice(0, 80))}`);
-    return join(this.dir, `${hash}.mjs`);
+    return join(this.dir, `${hash}${this.#suffix}`);
   }
 
   /** True when the bundle is cached; marks it recently used. */
@@ -75,11 +78,52 @@ export class CodeCache {
     }
   }
 
+  /**
+   * Starts storing a large blob that arrives in chunks: `write` each chunk, then `finish()`, which
+   * verifies the sha256 and moves the file into place (or throws {@link BundleRejectedError}).
+   * `abort()` discards it.
+   */
+  beginPut(hash: string, totalBytes: number): { write(chunk: Uint8Array): void; finish(): Promise<void>; abort(): void; received(): number } {
+    const path = this.pathOf(hash);
+    this.#evictFor(totalBytes);
+    const tmp = join(this.dir, `.${hash}.${randomBytes(6).toString('hex')}.tmp`);
+    const fd = openSync(tmp, 'w', 0o600);
+    const digest = createHash('sha256');
+    let received = 0;
+    let closed = false;
+    const close = (): void => {
+      if (!closed) closeSync(fd);
+      closed = true;
+    };
+    return {
+      write: (chunk) => {
+        received += chunk.byteLength;
+        if (received > totalBytes) throw new BundleRejectedError(`more bytes than announced (${totalBytes})`);
+        digest.update(chunk);
+        writeSync(fd, chunk);
+      },
+      received: () => received,
+      finish: async () => {
+        close();
+        const actual = digest.digest('hex');
+        if (received !== totalBytes || actual !== hash) {
+          rmSync(tmp, { force: true });
+          throw new BundleRejectedError(`shared data does not match its hash or size (claimed ${hash}, ${totalBytes} bytes; got ${actual}, ${received} bytes)`);
+        }
+        await rename(tmp, path);
+      },
+      abort: () => {
+        close();
+        rmSync(tmp, { force: true });
+      },
+    };
+  }
+
   #evictFor(incoming: number): void {
     let entries: { path: string; size: number; mtime: number }[];
     try {
       entries = readdirSync(this.dir)
-        .filter((f) => f.endsWith('.mjs'))
+        .filter((f) => f.endsWith(this.#suffix))
         .map((f) => {
           const p = join(this.dir, f);
           const st = statSync(p);

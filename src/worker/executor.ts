@@ -9,7 +9,8 @@ import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { silentLogger, type Logger } from '../log.js';
 import { decodeInputs, encodeFailures, encodeInputs, ownBytes } from '../protocol/batch.js';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
-import { STATE_RUNNING, STATE_SEQ, STATE_STARTED, type BatchMessage, type ChainEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { STATE_RUNNING, STATE_SEQ, STATE_STARTED, type BatchMessage, type ChainEntry, type SharedEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
 
 /** Tasks to run: their seqs and their inputs, packed in the same order (protocol/batch.ts). */
 export interface ExecBatch {
@@ -30,6 +31,8 @@ export interface ExecutorOptions {
   readonly threads: number;
   /** The stage chain every task runs through. */
   readonly chain: readonly ChainEntry[];
+  /** Shared values the stages see as `ctx.shared` (files in the shared-data cache). */
+  readonly shared?: readonly { readonly name: string; readonly kind: 'bytes' | 'value'; readonly path: string }[];
   /** Worker id shown to stages as `ctx.workerId`. */
   readonly workerId: string;
   /** Hostname shown to stages as `ctx.hostname`. */
@@ -161,8 +164,24 @@ export class Executor {
     }
   }
 
+  #sharedEntries: SharedEntry[] = [];
+
   /** Starts every thread; resolves when all have loaded the chain and run setup(). */
   async start(): Promise<void> {
+    // Shared bytes are read once, into memory every thread sees (no copy per thread).
+    this.#sharedEntries = (this.#options.shared ?? []).map((s) => {
+      if (s.kind !== 'bytes') return { name: s.name, kind: s.kind, path: s.path };
+      const size = statSync(s.path).size;
+      const data = new SharedArrayBuffer(size);
+      const fd = openSync(s.path, 'r');
+      try {
+        let off = 0;
+        while (off < size) off += readSync(fd, new Uint8Array(data, off, Math.min(size - off, 16 * 1024 * 1024)), 0, Math.min(size - off, 16 * 1024 * 1024), off);
+      } finally {
+        closeSync(fd);
+      }
+      return { name: s.name, kind: s.kind, data };
+    });
     const starts: Promise<void>[] = [];
     for (let i = 0; i < this.#options.threads; i++) starts.push(this.#spawn());
     const outcomes = await Promise.allSettled(starts);
@@ -178,6 +197,7 @@ export class Executor {
       const sab = new SharedArrayBuffer(16);
       const init: ThreadInit = {
         chain: this.#options.chain,
+        shared: this.#sharedEntries,
         workerId: this.#options.workerId,
         hostname: this.#options.hostname,
         state: sab,

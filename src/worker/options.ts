@@ -45,6 +45,10 @@ export interface WorkerServerOptions {
   readonly maxMessageBytes?: number;
   /** Largest code bundle accepted by Install, in bytes. @default 32 MiB */
   readonly maxBundleBytes?: number;
+  /** Largest shared blob (option `shared` of clients) accepted by Upload, in bytes. @default 4 GiB */
+  readonly maxSharedBytes?: number;
+  /** Upper bound of the shared-data cache on disk, in bytes. @default 8 GiB */
+  readonly sharedCacheMaxBytes?: number;
   /** Most tasks in flight on one lease; more fails the stream with RESOURCE_EXHAUSTED. @default 65536 */
   readonly maxInFlight?: number;
   /** Time a client has between Describe and Recruit (the handshake), in ms. @default 10000 */
@@ -90,6 +94,8 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
     maxMessageBytes: 64 * 1024 * 1024,
     maxBundleBytes: 32 * 1024 * 1024,
     maxInFlight: 65_536,
+    maxSharedBytes: 4 * 1024 * 1024 * 1024,
+    sharedCacheMaxBytes: 8 * 1024 * 1024 * 1024,
     handshakeMs: 10_000,
     idleTimeoutMs: 30_000,
     logger: silentLogger,
@@ -110,6 +116,8 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
   expectInteger('maxMessageBytes', o.maxMessageBytes, 64 * 1024);
   expectInteger('maxBundleBytes', o.maxBundleBytes, 1024);
   expectInteger('maxInFlight', o.maxInFlight, 1);
+  expectInteger('maxSharedBytes', o.maxSharedBytes, 1);
+  expectInteger('sharedCacheMaxBytes', o.sharedCacheMaxBytes, 1024 * 1024);
   expectInteger('handshakeMs', o.handshakeMs, 100);
   expectInteger('idleTimeoutMs', o.idleTimeoutMs, 1000);
   expectInteger('port', o.port, 0, 65_535);

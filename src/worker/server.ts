@@ -18,6 +18,9 @@ import {
   LEASE_METADATA_KEY,
   type ClientMessage,
   type DescribeRequest,
+  type SharedRef,
+  type UploadChunk,
+  type UploadReply,
   type InstallReply,
   type InstallRequest,
   type LeaseReply,
@@ -96,6 +99,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   readonly #log: Logger;
   readonly #server: grpc.Server;
   readonly #cache: CodeCache;
+  readonly #sharedCache: CodeCache;
   #identity: WorkerIdentity | undefined;
   #advertiser: MdnsAdvertiser | undefined;
   #lease: Lease | undefined;
@@ -115,6 +119,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     this.options = resolveWorkerServerOptions(options);
     this.#log = componentLogger('worker', this.options.logger);
     this.#cache = new CodeCache(`${this.options.cacheDir}/bundles`, this.options.cacheMaxBytes);
+    this.#sharedCache = new CodeCache(`${this.options.cacheDir}/shared`, this.options.sharedCacheMaxBytes, '.bin');
     this.#nonces = new WorkerNonces(this.options.handshakeMs);
     this.#server = new grpc.Server({
       ...channelOptions(1000),
@@ -134,6 +139,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         );
       },
       Compute: (call: ComputeCall) => this.#compute(call),
+      Upload: (call: grpc.ServerReadableStream<UploadChunk, UploadReply>, cb: grpc.sendUnaryData<UploadReply>) => this.#upload(call, cb),
       Release: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         const lease = this.#leaseOf(call.metadata);
         if (lease === undefined) return cb(statusError(grpc.status.UNAUTHENTICATED, NO_LEASE));
@@ -256,6 +262,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       max_message_bytes: this.options.maxMessageBytes,
       max_bundle_bytes: this.options.maxBundleBytes,
       max_in_flight: this.options.maxInFlight,
+      max_shared_bytes: this.options.maxSharedBytes,
       id: this.id,
       hostname: this.options.hostname,
       threads: this.options.threads,
@@ -385,7 +392,63 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         throw statusError(grpc.status.INTERNAL, `storing bundle failed: ${(err as Error).message}`);
       }
     }
-    return { missing: this.#cache.missing(req.hashes) };
+    const shared = req.shared ?? [];
+    for (const h of shared) {
+      if (!CodeCache.isHash(h)) throw statusError(grpc.status.INVALID_ARGUMENT, `not a sha256 hex digest: ${JSON.stringify(h.slice(0, 80))}`);
+    }
+    return { missing: this.#cache.missing(req.hashes), missing_shared: this.#sharedCache.missing(shared) };
+  }
+
+  /** Receives one shared blob in chunks; verified against its hash before it is kept. */
+  #upload(call: grpc.ServerReadableStream<UploadChunk, UploadReply>, cb: grpc.sendUnaryData<UploadReply>): void {
+    const lease = this.#leaseOf(call.metadata);
+    if (lease === undefined) return cb(statusError(grpc.status.UNAUTHENTICATED, NO_LEASE));
+    let put: ReturnType<CodeCache['beginPut']> | undefined;
+    let failed = false;
+    const fail = (code: grpc.status, why: string): void => {
+      if (failed) return;
+      failed = true;
+      put?.abort();
+      call.destroy();
+      cb(statusError(code, why));
+    };
+    call.on('data', (chunk: UploadChunk) => {
+      if (failed) return;
+      if (this.#lease !== lease) return fail(grpc.status.UNAUTHENTICATED, 'the lease ended during the upload');
+      lease.lastSeen = Date.now();
+      try {
+        if (put === undefined) {
+          if (!CodeCache.isHash(chunk.hash)) return fail(grpc.status.INVALID_ARGUMENT, 'the first chunk must name the sha256 of the shared data');
+          const total = Number(chunk.total_bytes);
+          if (!Number.isSafeInteger(total) || total < 0 || total > this.options.maxSharedBytes) {
+            return fail(
+              grpc.status.INVALID_ARGUMENT,
+              `shared data of ${total} bytes; this worker accepts at most ${this.options.maxSharedBytes} bytes (--max-shared-mb)`,
+            );
+          }
+          put = this.#sharedCache.beginPut(chunk.hash, total);
+        }
+        put.write(chunk.data);
+      } catch (err) {
+        fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
+      }
+    });
+    call.on('error', () => {
+      failed = true;
+      put?.abort();
+    });
+    call.on('end', () => {
+      if (failed) return;
+      if (put === undefined) return fail(grpc.status.INVALID_ARGUMENT, 'an empty upload');
+      const p = put;
+      p.finish().then(
+        () => cb(null, { received: p.received() }),
+        (err: unknown) => {
+          failed = true;
+          cb(statusError(err instanceof BundleRejectedError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL, (err as Error).message));
+        },
+      );
+    });
   }
 
   #compute(call: ComputeCall): void {
@@ -426,7 +489,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     switch (msg.body) {
       case 'start':
         if (session.executor !== undefined) return this.#failStream(lease, 'Start sent twice on one stream');
-        void this.#start(lease, session, msg.start.chain, msg.start.task_timeout_ms);
+        void this.#start(lease, session, msg.start.chain, msg.start.task_timeout_ms, msg.start.shared);
         return;
       case 'tasks': {
         if (session.executor === undefined) return this.#failStream(lease, 'tasks sent before Start');
@@ -461,7 +524,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     }
   }
 
-  async #start(lease: Lease, session: Session, chain: readonly string[], taskTimeoutMs: number): Promise<void> {
+  async #start(lease: Lease, session: Session, chain: readonly string[], taskTimeoutMs: number, sharedRefs: readonly SharedRef[]): Promise<void> {
     const entries: ChainEntry[] = [];
     for (const hash of chain) {
       if (!this.#cache.has(hash)) {
@@ -475,7 +538,19 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       const path = this.#cache.pathOf(hash);
       entries.push({ hash, path, inline: isInlineBundle(path) });
     }
-    const key = chain.join(',');
+    const shared: { name: string; kind: 'bytes' | 'value'; path: string }[] = [];
+    for (const ref of sharedRefs) {
+      if (!this.#sharedCache.has(ref.hash) || (ref.kind !== 'bytes' && ref.kind !== 'value') || ref.name.length === 0) {
+        this.#write(session, {
+          start_failed: {
+            error: { kind: 'setup', name: 'SharedMissing', message: `shared data "${ref.name}" (${ref.hash}) is not uploaded to this worker, or malformed`, stack: '', code: '' },
+          },
+        });
+        return this.#endLease(lease, 'Start named shared data that is not uploaded');
+      }
+      shared.push({ name: ref.name, kind: ref.kind, path: this.#sharedCache.pathOf(ref.hash) });
+    }
+    const key = [...chain, ...sharedRefs.map((r) => `${r.name}=${r.kind}:${r.hash}`)].join(',');
     let executor: Executor;
     if (this.#warm !== undefined && this.#warm.key === key) {
       executor = this.#warm.executor;
@@ -486,6 +561,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       executor = new Executor({
         threads: this.options.threads,
         chain: entries,
+        shared,
         workerId: this.id,
         hostname: this.options.hostname,
         resourceLimits: { maxOldGenerationSizeMb: this.options.threadMemoryMb },

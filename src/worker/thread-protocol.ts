@@ -14,9 +14,19 @@ export interface ChainEntry {
   readonly inline?: boolean;
 }
 
+/** One shared value, as a thread loads it (see SharedRef in the proto). */
+export interface SharedEntry {
+  readonly name: string;
+  /** `bytes`: `data` is the content, shared by all threads; `value`: `path` holds a v8-serialized value. */
+  readonly kind: 'bytes' | 'value';
+  readonly data?: SharedArrayBuffer;
+  readonly path?: string;
+}
+
 /** workerData of every thread. */
 export interface ThreadInit {
   readonly chain: readonly ChainEntry[];
+  readonly shared: readonly SharedEntry[];
   readonly workerId: string;
   readonly hostname: string;
   /**

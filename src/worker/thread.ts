@@ -3,7 +3,8 @@
  * tasks it is sent, one at a time, in order. Results flow back in batches.
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { serialize } from 'node:v8';
+import { deserialize, serialize } from 'node:v8';
+import { readFileSync } from 'node:fs';
 import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -85,10 +86,15 @@ const contexts: object[] = [];
 const inline: boolean[] = [];
 
 async function load(): Promise<void> {
+  const shared: Record<string, unknown> = {};
+  for (const s of init.shared) {
+    shared[s.name] = s.kind === 'bytes' ? new Uint8Array(s.data!) : deserialize(readFileSync(s.path!));
+  }
+  Object.freeze(shared);
   for (let i = 0; i < init.chain.length; i++) {
     const entry = init.chain[i]!;
     const mod = (await import(pathToFileURL(entry.path).href)) as { default?: unknown; setup?: unknown };
-    const ctx = Object.freeze({ workerId: init.workerId, hostname: init.hostname, threadId, stageIndex: i });
+    const ctx = Object.freeze({ workerId: init.workerId, hostname: init.hostname, threadId, stageIndex: i, shared });
     stages.push(asStage(mod.default, i));
     contexts.push(ctx);
     inline.push(entry.inline === true);
