@@ -179,6 +179,7 @@ export class FakeWorker {
           worker_proof,
           max_message_bytes: 64 * 1024 * 1024,
           max_bundle_bytes: 32 * 1024 * 1024,
+          max_shared_bytes: 0,
           max_in_flight: 65_536,
         };
         Promise.resolve(opts.behaviour.describe?.(desc, call.request) ?? desc).then(

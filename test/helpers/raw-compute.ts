@@ -124,7 +124,7 @@ export class ComputeSession {
 
   /** Sends Start and waits for Ready (or StartFailed, which it returns). */
   async start(chain: string[], timeoutMs = 10_000): Promise<WorkerMessage> {
-    this.write({ start: { chain } });
+    this.write({ start: { chain, task_timeout_ms: 0, shared: [] } });
     let found: WorkerMessage | undefined;
     await this.until(
       'Ready or StartFailed',
