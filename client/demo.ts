@@ -92,7 +92,13 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
       }
     }
     const stage = fileURLToPath(new URL('./demo/mandelbrot-tile.js', import.meta.url));
-    const farm = new TaskFarm<Tile, RenderedTile>(stage, tiles, { peers: daemons.map((d) => d.address), localFallback: false, key });
+    const farm = new TaskFarm<Tile, RenderedTile>(stage, tiles, {
+      peers: daemons.map((d) => d.address),
+      localFallback: false,
+      key,
+      // The demo shows a lost worker's tiles being rescheduled; backup copies would blur that story.
+      speculation: false,
+    });
     const byId = new Map(daemons.map((d) => [d.id, d]));
     let victim: LocalDaemon | undefined;
     farm.on('recruited', (w) => say(`recruited ${w.id} at ${w.address}`));

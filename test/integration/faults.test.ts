@@ -30,7 +30,11 @@ describe('faults with real daemons', () => {
     const ds = await daemons.start(3);
     const n = 240;
     const inputs = Array.from({ length: n }, (_, v) => ({ v, ms: 8 }));
-    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), inputs, { peers: ds.map((d) => d.address), localFallback: false });
+    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), inputs, {
+      peers: ds.map((d) => d.address),
+      localFallback: false,
+      speculation: false, // what is tested is loss and requeue, not backup copies
+    });
     const lost: WorkerLostEvent[] = [];
     farm.on('lost', (e) => lost.push(e));
     let killed: string | undefined;
@@ -66,6 +70,7 @@ describe('faults with real daemons', () => {
       localFallback: false,
       heartbeatMs,
       heartbeatTimeoutMs,
+      speculation: false, // loss detection is what is measured
     });
     let stoppedAt = 0;
     let frozen: string | undefined;

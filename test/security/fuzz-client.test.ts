@@ -66,6 +66,8 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
       localFallback: false,
       heartbeatMs: 150,
       heartbeatTimeoutMs: 600,
+      // These tests are about how the client treats a misbehaving worker, not about backup copies.
+      speculation: false,
       signal: AbortSignal.timeout(15_000),
     });
     const lost: WorkerLostEvent[] = [];

@@ -453,7 +453,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
       n: 5000,
       ms: 20,
       held: true,
-      options: { heartbeatMs, heartbeatTimeoutMs, connectTimeoutMs: 1000 },
+      // Loss detection is what is measured: no backup copies that could finish the run first.
+      options: { heartbeatMs, heartbeatTimeoutMs, connectTimeoutMs: 1000, speculation: false },
     });
     const first = await client.next((e) => e.e === 'first', 20_000, 'a first output');
     const victim = daemons.find((d) => d.id === first['id'])!;
