@@ -103,3 +103,14 @@ export function waitForLine(stream: NodeJS.ReadableStream, re: RegExp, timeoutMs
     stream.on('end', onEnd);
   });
 }
+
+/** True while the process `pid` exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}

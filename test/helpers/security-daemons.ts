@@ -118,16 +118,7 @@ export class SecurityDaemons {
   }
 }
 
-/** True while the process `pid` exists. */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
+export { alive } from './daemons.js';
 
 /** Settles `p` into its value or its error. */
 export function settle<T>(p: Promise<T>): Promise<T | unknown> {

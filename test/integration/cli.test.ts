@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Daemons, fixture, tempDir, until, type LocalDaemon } from '../helpers/daemons.js';
+import { Daemons, alive, fixture, tempDir, until, type LocalDaemon } from '../helpers/daemons.js';
 
 const CLI = new URL('../../dist/client/cli.js', import.meta.url).pathname;
 const REPO = new URL('../../', import.meta.url).pathname;
@@ -45,15 +45,6 @@ async function cli(args: readonly string[], opts: { stdin?: string; timeoutMs?: 
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
 
 afterEach(async () => {
   for (const child of running) {

@@ -15,7 +15,7 @@ import {
 } from '../../dist/src/index.js';
 import { grpc } from '../../dist/src/protocol/grpc.js';
 import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
-import { Daemons, fixture, tempDir, until, waitForLine, type LocalDaemon } from '../helpers/daemons.js';
+import { Daemons, alive, fixture, tempDir, until, waitForLine, type LocalDaemon } from '../helpers/daemons.js';
 
 /** Settles `p` into the value or the error, for asserting on rejections. */
 function settle<T>(p: Promise<T>): Promise<T | unknown> {
@@ -25,15 +25,6 @@ function settle<T>(p: Promise<T>): Promise<T | unknown> {
   );
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
 
 describe('the taskfarm worker daemon', () => {
   const daemons = new Daemons();
