@@ -120,8 +120,12 @@ export function fetchServerCertificate(host: string, port: number, timeoutMs: nu
       socket.end();
       socket.destroy();
       if (raw === undefined || raw.length === 0) return reject(new Error('the server presented no certificate'));
-      const b64 = raw.toString('base64').replace(/(.{64})/g, '$1\n');
-      resolve(`-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`);
+      try {
+        // Node writes the PEM (hand-made line breaks once produced a blank line for some sizes).
+        resolve(new X509Certificate(raw).toString());
+      } catch (err) {
+        reject(err);
+      }
     });
     socket.once('error', (err) => {
       clearTimeout(timer);

@@ -480,7 +480,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       lease.lastSeen = Date.now();
       this.#onClientMessage(lease, session, msg);
     });
-    call.on('end', () => this.#endLease(lease, 'the client closed the stream'));
+    call.on('end', () => this.#endLease(lease, 'the stream ended (the client closed it, or the connection dropped)'));
     call.on('error', (err) => this.#endLease(lease, `stream error: ${err.message}`));
     call.on('cancelled', () => this.#endLease(lease, 'the client cancelled the stream'));
   }
