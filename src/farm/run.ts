@@ -120,6 +120,8 @@ interface Session {
   avgTaskMs: number;
   completed: number;
   speculative: number;
+  /** When it last delivered results (or was given work while it had none), Date.now(). */
+  lastResultAt: number;
   alive: boolean;
   draining: boolean;
   lost: string | undefined;
@@ -146,6 +148,9 @@ function isRemoteError(v: unknown): boolean {
   const kind = (v as { kind?: unknown }).kind;
   return typeof kind === 'string' && KNOWN_KINDS.has(kind);
 }
+
+/** How many of an overdue worker's oldest in-flight tasks speculation looks at. */
+const SPECULATION_SCAN = 64;
 
 /** How many recent task times the median is taken over. */
 const RECENT = 512;
@@ -412,6 +417,7 @@ export class Run {
       batchSize: 1,
       assigned: 0,
       speculative: 0,
+      lastResultAt: Date.now(),
       avgTaskMs: -1,
       completed: 0,
       alive: true,
@@ -591,11 +597,14 @@ export class Run {
     const threshold = Math.max(spec.minMs, spec.multiplier * median);
     const now = Date.now();
     const candidates: { s: Session; seq: number; rec: TaskRecord }[] = [];
-    for (const s of this.#sessions) {
+    for (const s of this.#overdue(threshold, now)) {
       if (s === target || !s.alive) continue;
       let taken = 0;
-      // In-flight maps keep send order: the oldest tasks come first.
+      let looked = 0;
+      // In-flight maps keep send order: the oldest tasks come first. Look at a few only: a worker
+      // that is overdue is slow at its head, and the scan must not grow with its window.
       for (const [seq, rec] of s.inFlight) {
+        if (++looked > SPECULATION_SCAN) break;
         if (rec.done || rec.copies > 1) continue;
         if (now - rec.sentAt < threshold) break;
         candidates.push({ s, seq, rec });
@@ -619,6 +628,24 @@ export class Run {
     this.#speculated += picked.length;
     this.#log.info('re-issued straggling tasks to an idle worker', { worker: target.info.id, tasks: picked.length, thresholdMs: Math.round(threshold) });
     return true;
+  }
+
+  #overdueCache: { at: number; threshold: number; sessions: Session[] } = { at: 0, threshold: 0, sessions: [] };
+
+  /**
+   * Workers that look slow: tasks in flight, and nothing delivered for longer than the speculation
+   * threshold. Healthy workers deliver batches every few ms, so this is usually empty; recomputed at
+   * most every 20 ms, so idle workers asking for work do not each scan the whole farm.
+   */
+  #overdue(threshold: number, now: number): Session[] {
+    const c = this.#overdueCache;
+    if (now - c.at < 20 && c.threshold === threshold) return c.sessions;
+    const sessions: Session[] = [];
+    for (const s of this.#sessions) {
+      if (s.inFlight.size > 0 && now - s.lastResultAt > threshold) sessions.push(s);
+    }
+    this.#overdueCache = { at: now, threshold, sessions };
+    return sessions;
   }
 
   /** Cancels the in-flight copies of a settled task on their workers. */
@@ -680,6 +707,8 @@ export class Run {
       rec.sentAt = now;
       seqs[i] = seq;
     }
+    // A worker given work while it had none has not been slow yet: its clock starts now.
+    if (s.inFlight.size === recs.length) s.lastResultAt = now;
     s.assigned += recs.length;
     s.link.send({ seqs, inputs });
     return true;
@@ -687,6 +716,7 @@ export class Run {
 
   #onResults(s: Session, r: ExecResults): void {
     if (this.#finished || !s.alive) return;
+    s.lastResultAt = Date.now();
     let decoded: { flags: Uint8Array; values: unknown[] };
     try {
       if (r.durations.length !== r.seqs.length) throw new TypeError('durations do not match seqs');
