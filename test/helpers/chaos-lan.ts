@@ -6,6 +6,7 @@
  *
  * Only for use inside `node scripts/isolated.mjs -- ...` (see virtual-lan.ts).
  */
+import { Rng as BaseRng } from './fuzz.js';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,32 +21,10 @@ export const CHAOS_DESCRIBE = join(ROOT, 'test/fixtures/chaos-describe.mjs');
 
 // ---------------------------------------------------------------- seeded randomness
 
-/** mulberry32: small, fast, good enough for choosing faults. */
-export class Rng {
-  #s: number;
-  readonly seed: number;
-  constructor(seed: number) {
-    this.seed = seed >>> 0;
-    this.#s = this.seed;
-  }
-  /** [0, 1) */
-  next(): number {
-    this.#s = (this.#s + 0x6d2b79f5) >>> 0;
-    let t = this.#s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
+/** The fuzz tools' seeded PRNG (mulberry32), with the choices the chaos driver needs. */
+export class Rng extends BaseRng {
   chance(p: number): boolean {
     return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    if (xs.length === 0) throw new RangeError('pick from an empty list');
-    return xs[Math.floor(this.next() * xs.length)]!;
   }
   /** Weighted choice: [[weight, value], ...]. */
   weighted<T>(choices: readonly (readonly [number, T])[]): T {
