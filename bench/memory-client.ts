@@ -15,7 +15,11 @@ function* inputs(): Generator<number> {
 const t0 = performance.now();
 let checked = 0;
 let sum = 0;
-const farm = new TaskFarm<number, number>((x: number) => x * 2, inputs(), peers.length > 0 ? { peers, localFallback: false } : { discovery: 'local', threads: 2 });
+const farm = new TaskFarm<number, number>(
+  (x: number) => x * 2,
+  inputs(),
+  peers.length > 0 ? { peers, localFallback: false } : { discovery: 'local', threads: 2 },
+);
 for await (const { index, output } of farm.results({ ordered: true })) {
   if (output !== index * 2) throw new Error(`wrong output for ${index}`);
   sum += output;

@@ -141,7 +141,7 @@ async function grpcCeiling(tasks: number, window = 16): Promise<number> {
         if (sent < tasks) call.write(serialize(sent++));
       });
       call.on('error', reject);
-      for (; sent < Math.min(window, tasks); ) call.write(serialize(sent++));
+      for (; sent < Math.min(window, tasks);) call.write(serialize(sent++));
     });
     const ms = performance.now() - t0;
     call.end();
@@ -241,7 +241,16 @@ async function main(): Promise<void> {
     const rtts = await roundTrips([ds[0]!.address], sizes.rtt);
     const s = [...rtts].sort((a, b) => a - b);
     const p = (q: number): number => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-    figures.push({ name: `single-task round trip on a warm lease, p50 (${rtts.length} sequential)`, unit: 'ms', median: p(0.5), min: s[0]!, max: s[s.length - 1]!, runs: 1, target: '≤ 0.3 ms', met: p(0.5) <= 0.3 });
+    figures.push({
+      name: `single-task round trip on a warm lease, p50 (${rtts.length} sequential)`,
+      unit: 'ms',
+      median: p(0.5),
+      min: s[0]!,
+      max: s[s.length - 1]!,
+      runs: 1,
+      target: '≤ 0.3 ms',
+      met: p(0.5) <= 0.3,
+    });
     figures.push({ name: 'single-task round trip on a warm lease, p99', unit: 'ms', median: p(0.99), min: s[0]!, max: s[s.length - 1]!, runs: 1 });
     log(`round trip p50 ${p(0.5).toFixed(3)} ms, p99 ${p(0.99).toFixed(3)} ms`);
     await stopAll(ds);
@@ -281,14 +290,24 @@ async function main(): Promise<void> {
       if (r.checked !== sizes.million) throw new Error(`memory run checked ${r.checked} outputs`);
       xs.push(r);
     }
-    record(`${sizes.million.toLocaleString('en-US')} tiny tasks from a generator, results() in order: time`, 's', xs.map((r) => r.ms / 1000), {
-      target: '≤ 30 s',
-      met: stats(xs.map((r) => r.ms / 1000)).median <= 30,
-    });
-    record(`${sizes.million.toLocaleString('en-US')} tiny tasks from a generator: client peak RSS`, 'MB', xs.map((r) => Math.max(r.peakRssMb, r.maxRssMb)), {
-      target: '≤ 200 MB',
-      met: stats(xs.map((r) => Math.max(r.peakRssMb, r.maxRssMb))).median <= 200,
-    });
+    record(
+      `${sizes.million.toLocaleString('en-US')} tiny tasks from a generator, results() in order: time`,
+      's',
+      xs.map((r) => r.ms / 1000),
+      {
+        target: '≤ 30 s',
+        met: stats(xs.map((r) => r.ms / 1000)).median <= 30,
+      },
+    );
+    record(
+      `${sizes.million.toLocaleString('en-US')} tiny tasks from a generator: client peak RSS`,
+      'MB',
+      xs.map((r) => Math.max(r.peakRssMb, r.maxRssMb)),
+      {
+        target: '≤ 200 MB',
+        met: stats(xs.map((r) => Math.max(r.peakRssMb, r.maxRssMb))).median <= 200,
+      },
+    );
     await stopAll(ds);
   }
 
@@ -315,7 +334,12 @@ async function recovery(tasks: number): Promise<void> {
         stage,
         `import { appendFileSync } from 'node:fs';\nexport default (i) => { const end = performance.now() + 1; while (performance.now() < end); appendFileSync(${JSON.stringify(logDir)} + '/exec-' + process.pid, i + '\\n'); return i; };\n`,
       );
-      const farm = new TaskFarm<number, number>(stage, range(tasks), { peers: ds.map((d) => d.address), localFallback: false, heartbeatMs: 250, heartbeatTimeoutMs: 1000 });
+      const farm = new TaskFarm<number, number>(stage, range(tasks), {
+        peers: ds.map((d) => d.address),
+        localFallback: false,
+        heartbeatMs: 250,
+        heartbeatTimeoutMs: 1000,
+      });
       let faultAt = 0;
       let victim: LocalDaemon | undefined;
       farm.on('progress', (p) => {
@@ -333,7 +357,14 @@ async function recovery(tasks: number): Promise<void> {
       if (how === 'SIGKILL') {
         const lines = readdirSync(logDir)
           .filter((f) => f.startsWith('exec-'))
-          .reduce((n, f) => n + readFileSync(join(logDir, f), 'utf8').split('\n').filter((l) => l.length > 0).length, 0);
+          .reduce(
+            (n, f) =>
+              n +
+              readFileSync(join(logDir, f), 'utf8')
+                .split('\n')
+                .filter((l) => l.length > 0).length,
+            0,
+          );
         twice.push(lines - tasks);
       }
       await stopAll(ds);
@@ -405,7 +436,11 @@ function printTable(): void {
     f.name,
     `${fmt(f.median)} ${f.unit}`,
     f.runs > 1 ? `${fmt(f.min)}–${fmt(f.max)}` : '',
-    f.ratios === undefined ? '' : Object.entries(f.ratios).map(([k, v]) => `${v.toFixed(2)}× ${k}`).join(', '),
+    f.ratios === undefined
+      ? ''
+      : Object.entries(f.ratios)
+          .map(([k, v]) => `${v.toFixed(2)}× ${k}`)
+          .join(', '),
     f.target === undefined ? '' : `${f.target}: ${f.met === true ? 'met' : 'NOT met'}`,
   ]);
   const head = ['figure', 'median', 'min–max', 'ratio to ceilings', 'target'];
@@ -438,4 +473,3 @@ main().then(
     process.exitCode = 1;
   },
 );
-

@@ -55,7 +55,7 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
   }
   const workers = positive('workers', values.workers, 3, 2);
   const perSide = positive('tiles', values.tiles, 8);
-  const width = positive("width", values.width, 1200, 16);
+  const width = positive('width', values.width, 1200, 16);
   const height = Math.round((width * 2) / 3);
   const out = resolve(values.out ?? 'mandelbrot.png');
   const kill = values['no-kill'] !== true;
@@ -88,7 +88,19 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
     const th = Math.ceil(height / perSide);
     for (let y = 0; y < height; y += th) {
       for (let x = 0; x < width; x += tw) {
-        tiles.push({ x, y, w: Math.min(tw, width - x), h: Math.min(th, height - y), width, height, cx: -0.7453, cy: 0.1127, span: 0.0065, maxIter: 6000, samples: 2 });
+        tiles.push({
+          x,
+          y,
+          w: Math.min(tw, width - x),
+          h: Math.min(th, height - y),
+          width,
+          height,
+          cx: -0.7453,
+          cy: 0.1127,
+          span: 0.0065,
+          maxIter: 6000,
+          samples: 2,
+        });
       }
     }
     const stage = fileURLToPath(new URL('./demo/mandelbrot-tile.js', import.meta.url));

@@ -117,6 +117,12 @@ export async function runLs(argv: readonly string[]): Promise<number> {
     ...rows.map((r) => [r.id, r.host, r.addresses.join(','), String(r.port), String(r.threads), r.state, String(r.proto), r.secure ? 'key+tls' : 'INSECURE']),
   ];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-  for (const row of table) process.stdout.write(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
+  for (const row of table)
+    process.stdout.write(
+      row
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd() + '\n',
+    );
   return 0;
 }

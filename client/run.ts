@@ -44,13 +44,15 @@ function int(name: string, v: string | undefined): number | undefined {
 
 /** JSON has no Map, Set, bigint or typed arrays: map them to the nearest JSON. */
 function toJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) => {
-    if (typeof v === 'bigint') return v.toString();
-    if (v instanceof Map) return Object.fromEntries(v);
-    if (v instanceof Set) return [...v];
-    if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number>);
-    return v;
-  }) ?? 'null';
+  return (
+    JSON.stringify(value, (_k, v: unknown) => {
+      if (typeof v === 'bigint') return v.toString();
+      if (v instanceof Map) return Object.fromEntries(v);
+      if (v instanceof Set) return [...v];
+      if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number>);
+      return v;
+    }) ?? 'null'
+  );
 }
 
 async function readInputs(source: string): Promise<unknown[]> {
@@ -113,7 +115,10 @@ export async function runRun(argv: readonly string[]): Promise<number> {
     if (values.peers !== undefined && values.local === true) throw new UsageError('give either --peers or --local, not both');
     const options: { -readonly [K in keyof TaskFarmOptions]: TaskFarmOptions[K] } = {};
     if (values.peers !== undefined) {
-      options.peers = values.peers.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      options.peers = values.peers
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
     } else if (values.local === true) options.discovery = 'local';
     if (values.farm !== undefined) options.farm = values.farm;
     if (values.interface !== undefined) options.interface = values.interface;
@@ -135,7 +140,8 @@ export async function runRun(argv: readonly string[]): Promise<number> {
     if (tty) {
       farm.on('progress', (p) => process.stderr.write(bar(p.done, inputs.length, p.workers, p.done / Math.max(0.001, (Date.now() - started) / 1000))));
     }
-    if (!quiet) farm.on('lost', (e) => process.stderr.write(`${tty ? '\n' : ''}taskfarm: lost worker ${e.worker.id} (${e.reason}); ${e.requeued} task(s) requeued\n`));
+    if (!quiet)
+      farm.on('lost', (e) => process.stderr.write(`${tty ? '\n' : ''}taskfarm: lost worker ${e.worker.id} (${e.reason}); ${e.requeued} task(s) requeued\n`));
 
     const sink = values.output === undefined || values.output === '-' ? process.stdout : createWriteStream(values.output);
     // Outputs arrive in any order; write them in input order through a reorder buffer.

@@ -48,12 +48,10 @@ const CONTROL_FD = 3;
 const FORWARDED = /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP']);
 const PROBE_TIMEOUT_MS = 5000;
 const NO_NAMESPACE_MSG =
-  'taskfarm: no network namespace available (need root or unprivileged user namespaces); ' +
-  'tests that need the virtual LAN will be skipped';
+  'taskfarm: no network namespace available (need root or unprivileged user namespaces); ' + 'tests that need the virtual LAN will be skipped';
 
-const debug = process.env.TASKFARM_ISOLATED_DEBUG === '1'
-  ? (/** @type {string} */ msg) => process.stderr.write(`taskfarm[isolated ${process.pid}]: ${msg}\n`)
-  : () => {};
+const debug =
+  process.env.TASKFARM_ISOLATED_DEBUG === '1' ? (/** @type {string} */ msg) => process.stderr.write(`taskfarm[isolated ${process.pid}]: ${msg}\n`) : () => {};
 
 // ---------------------------------------------------------------- arguments
 
@@ -207,9 +205,7 @@ function runCommand(env, control) {
 function innerMain() {
   if (!reallyIsolated()) {
     // Never run anything that might multicast on a real network.
-    process.stderr.write(
-      `taskfarm: refusing to run: expected an isolated network namespace but see interfaces ${JSON.stringify(listInterfaces())}\n`,
-    );
+    process.stderr.write(`taskfarm: refusing to run: expected an isolated network namespace but see interfaces ${JSON.stringify(listInterfaces())}\n`);
     process.exit(1);
   }
   const env = baseEnv();
@@ -342,9 +338,7 @@ function outerMain() {
   delete env.TASKFARM_NETNS;
   // PID 1 of a PID namespace must reap orphans, which node can't do: use sh.
   // `0<&0` keeps stdin (an async list would get /dev/null otherwise).
-  const init = variant.flags.includes('--pid')
-    ? ['sh', '-c', '"$@" 0<&0 & child=$!; wait "$child"; exit $?', 'taskfarm-init']
-    : [];
+  const init = variant.flags.includes('--pid') ? ['sh', '-c', '"$@" 0<&0 & child=$!; wait "$child"; exit $?', 'taskfarm-init'] : [];
   const args = [...variant.flags, '--', ...init, process.execPath, SELF, INNER_FLAG, '--', ...command];
   const child = spawn('unshare', args, { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], env });
   const control = /** @type {import('node:net').Socket} */ (child.stdio[CONTROL_FD]);

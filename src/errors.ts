@@ -75,9 +75,7 @@ export class UnsendableInputError extends FarmError {
     super(
       FarmErrorCode.UNSENDABLE_INPUT,
       `Input ${index} cannot be sent to a worker: ${path} is ${what}. ` +
-        (hint ??
-          'Inputs must be structured-clonable data (numbers, strings, arrays, plain objects, typed arrays, ' +
-            'Buffers, Maps, Sets, Dates, bigint).'),
+        (hint ?? 'Inputs must be structured-clonable data (numbers, strings, arrays, plain objects, typed arrays, ' + 'Buffers, Maps, Sets, Dates, bigint).'),
     );
     this.index = index;
     this.path = path;

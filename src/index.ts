@@ -4,12 +4,36 @@
  */
 
 // ---- Running programs
-export { TaskFarm, type IndexedOutput, type ResultsOptions, type TaskFarmOptions, type FarmProgress, type FarmStats, type WorkerStats, type WorkerLostEvent, type WorkerInfo, type InputSource, type RunEvents } from './farm/index.js';
+export {
+  TaskFarm,
+  type IndexedOutput,
+  type ResultsOptions,
+  type TaskFarmOptions,
+  type FarmProgress,
+  type FarmStats,
+  type WorkerStats,
+  type WorkerLostEvent,
+  type WorkerInfo,
+  type InputSource,
+  type RunEvents,
+} from './farm/index.js';
 export { preferCachedThenFastest, firstComeFirstServed, sharedFile, SharedFile, type SchedulingPolicy, type WorkerView } from './farm/index.js';
 
 // ---- Skeletons and the normal form
 export { seq, farm, pipeline, normalForm, stagesOf, describeSkeleton } from './skeleton/index.js';
-export type { Stage, InlineStage, ProcessObject, ProcessClass, StageContext, Skeleton, SeqSkeleton, FarmSkeleton, PipelineSkeleton, NormalForm, Program } from './skeleton/index.js';
+export type {
+  Stage,
+  InlineStage,
+  ProcessObject,
+  ProcessClass,
+  StageContext,
+  Skeleton,
+  SeqSkeleton,
+  FarmSkeleton,
+  PipelineSkeleton,
+  NormalForm,
+  Program,
+} from './skeleton/index.js';
 
 // ---- Worker daemon
 export { WorkerServer, defaultCacheDir, type WorkerServerOptions, type WorkerServerEvents, type WorkerState } from './worker/index.js';

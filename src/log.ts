@@ -38,11 +38,7 @@ const levels: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error:
  * @param name - component name shown in each line
  * @param minLevel - entries below this level are dropped
  */
-export function streamLogger(
-  name: string,
-  minLevel: LogLevel = 'info',
-  write: (line: string) => void = (line) => process.stderr.write(line),
-): Logger {
+export function streamLogger(name: string, minLevel: LogLevel = 'info', write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
   const min = levels[minLevel];
   const at =
     (level: LogLevel) =>
@@ -55,7 +51,12 @@ export function streamLogger(
 
 function traced(): Set<string> {
   const raw = process.env['TASKFARM_TRACE'] ?? '';
-  return new Set(raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0));
+  return new Set(
+    raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  );
 }
 
 /**

@@ -19,9 +19,7 @@ export interface PreparedStage {
   readonly inline: boolean;
 }
 
-const REQUIRE_SHIM =
-  "import { createRequire as __taskfarmCreateRequire } from 'node:module';\n" +
-  'const require = __taskfarmCreateRequire(import.meta.url);';
+const REQUIRE_SHIM = "import { createRequire as __taskfarmCreateRequire } from 'node:module';\n" + 'const require = __taskfarmCreateRequire(import.meta.url);';
 
 function modulePath(stage: string | URL, index: number, cwd: string): string {
   let path: string;
@@ -38,7 +36,8 @@ function modulePath(stage: string | URL, index: number, cwd: string): string {
   }
   if (!existsSync(path) || !statSync(path).isFile()) {
     throw new InvalidStageError(
-      `Stage ${index}: module not found: ${path}` + (stage instanceof URL || isAbsolute(String(stage)) ? '' : ` (relative stage paths resolve against the current directory, ${cwd})`),
+      `Stage ${index}: module not found: ${path}` +
+        (stage instanceof URL || isAbsolute(String(stage)) ? '' : ` (relative stage paths resolve against the current directory, ${cwd})`),
       { stageIndex: index },
     );
   }

@@ -124,9 +124,32 @@ export interface ResolvedTaskFarmOptions {
 }
 
 const known = new Set([
-  'peers', 'discovery', 'farm', 'interface', 'key', 'keyFile', 'insecure', 'threads', 'localFallback', 'workerWaitMs', 'maxAttempts', 'maxWorkerLosses', 'retries', 'taskTimeoutMs', 'speculation', 'scheduling', 'shared',
-  'heartbeatMs', 'heartbeatTimeoutMs', 'leaseTimeoutMs', 'connectTimeoutMs', 'setupTimeoutMs', 'cacheDir', 'cwd',
-  'signal', 'logger',
+  'peers',
+  'discovery',
+  'farm',
+  'interface',
+  'key',
+  'keyFile',
+  'insecure',
+  'threads',
+  'localFallback',
+  'workerWaitMs',
+  'maxAttempts',
+  'maxWorkerLosses',
+  'retries',
+  'taskTimeoutMs',
+  'speculation',
+  'scheduling',
+  'shared',
+  'heartbeatMs',
+  'heartbeatTimeoutMs',
+  'leaseTimeoutMs',
+  'connectTimeoutMs',
+  'setupTimeoutMs',
+  'cacheDir',
+  'cwd',
+  'signal',
+  'logger',
 ]);
 
 /** Fills in defaults and validates every field. Throws {@link InvalidOptionError}. */
@@ -177,10 +200,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     maxWorkerLosses: input.maxWorkerLosses ?? 10,
     retries: input.retries ?? 0,
     taskTimeoutMs: input.taskTimeoutMs ?? 0,
-    speculation:
-      input.speculation === false
-        ? false
-        : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
+    speculation: input.speculation === false ? false : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
     scheduling: input.scheduling ?? preferCachedThenFastest,
     shared: input.shared ?? {},
     heartbeatMs: input.heartbeatMs ?? 500,

@@ -114,7 +114,11 @@ export class RemoteLink implements WorkerLink {
           fingerprint = pemFingerprint(certPem);
           security = { kind: 'pinned', certPem };
         } catch (err) {
-          lastError = new WorkerLostError(name, `no TLS connection to ${target}: ${(err as Error).message} (is it a taskfarm worker? one run with --insecure cannot be used with a farm key)`, { cause: err });
+          lastError = new WorkerLostError(
+            name,
+            `no TLS connection to ${target}: ${(err as Error).message} (is it a taskfarm worker? one run with --insecure cannot be used with a farm key)`,
+            { cause: err },
+          );
           continue;
         }
       }
@@ -277,7 +281,15 @@ export class RemoteLink implements WorkerLink {
     return new Promise<void>((resolve, reject) => {
       let ready = false;
       const setupTimer = setTimeout(
-        () => fail(new StageSetupError(this.info.id, { name: 'SetupTimeout', message: `loading the stages took over ${this.#options.setupTimeoutMs} ms`, stack: '', code: '' })),
+        () =>
+          fail(
+            new StageSetupError(this.info.id, {
+              name: 'SetupTimeout',
+              message: `loading the stages took over ${this.#options.setupTimeoutMs} ms`,
+              stack: '',
+              code: '',
+            }),
+          ),
         this.#options.setupTimeoutMs,
       );
       const fail = (err: FarmError): void => {

@@ -52,8 +52,7 @@ export class TaskRepository {
     if (Array.isArray(source)) {
       this.#array = source;
       this.#sourceDone = source.length === 0;
-    }
-    else if (typeof (source as Iterable<unknown>)[Symbol.iterator] === 'function') this.#sync = (source as Iterable<unknown>)[Symbol.iterator]();
+    } else if (typeof (source as Iterable<unknown>)[Symbol.iterator] === 'function') this.#sync = (source as Iterable<unknown>)[Symbol.iterator]();
     else if (typeof (source as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
       this.#async = (source as AsyncIterable<unknown>)[Symbol.asyncIterator]();
     } else throw new TypeError('inputs must be an array, an iterable or an async iterable');

@@ -567,7 +567,10 @@ export class Run {
       inFlight: s.inFlight.size,
     });
     const policy = this.#o.scheduling;
-    return [...sessions].map((s) => ({ s, v: view(s) })).sort((a, b) => policy.compare(a.v, b.v)).map((x) => x.s);
+    return [...sessions]
+      .map((s) => ({ s, v: view(s) }))
+      .sort((a, b) => policy.compare(a.v, b.v))
+      .map((x) => x.s);
   }
 
   /** Median of the recent task times (ms), recomputed at most every 50 ms. */
@@ -883,11 +886,7 @@ export class Run {
       return s.link.close();
     });
     this.#sessions.clear();
-    const closing = Promise.allSettled([
-      ...links,
-      this.#discovery?.close() ?? Promise.resolve(),
-      this.#local?.catch(() => {}) ?? Promise.resolve(),
-    ]);
+    const closing = Promise.allSettled([...links, this.#discovery?.close() ?? Promise.resolve(), this.#local?.catch(() => {}) ?? Promise.resolve()]);
     void closing.then(() => {
       if (error === undefined) this.#result?.resolve();
       else this.#result?.reject(error);

@@ -53,7 +53,8 @@ async function hashFile(path: string): Promise<string> {
 export async function prepareShared(shared: Readonly<Record<string, unknown>>): Promise<PreparedShared[]> {
   const out: PreparedShared[] = [];
   for (const [name, value] of Object.entries(shared)) {
-    if (!/^[\w.$-]{1,128}$/.test(name)) throw new InvalidOptionError(`Expected \`shared\` names to be identifiers (letters, digits, _ . $ -), got ${JSON.stringify(name)}`);
+    if (!/^[\w.$-]{1,128}$/.test(name))
+      throw new InvalidOptionError(`Expected \`shared\` names to be identifiers (letters, digits, _ . $ -), got ${JSON.stringify(name)}`);
     if (value instanceof SharedFile) {
       let size: number;
       try {

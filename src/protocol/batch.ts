@@ -28,7 +28,8 @@ export function encodeInputs(inputs: readonly unknown[]): Uint8Array {
 /** Decodes a batch's inputs; throws unless it is an array of `count` values. */
 export function decodeInputs(bytes: Uint8Array, count: number): unknown[] {
   const v: unknown = deserialize(bytes);
-  if (!Array.isArray(v) || v.length !== count) throw new TypeError(`a batch of ${count} inputs decoded to ${Array.isArray(v) ? `${v.length} values` : typeof v}`);
+  if (!Array.isArray(v) || v.length !== count)
+    throw new TypeError(`a batch of ${count} inputs decoded to ${Array.isArray(v) ? `${v.length} values` : typeof v}`);
   return v;
 }
 

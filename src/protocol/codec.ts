@@ -94,7 +94,11 @@ export function findUnsendable(value: unknown, path = 'input', seen = new Set<ob
         return undefined;
       }
       for (const key of Object.keys(value)) {
-        const bad = findUnsendable((value as Record<string, unknown>)[key], /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`, seen);
+        const bad = findUnsendable(
+          (value as Record<string, unknown>)[key],
+          /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`,
+          seen,
+        );
         if (bad !== undefined) return bad;
       }
       return undefined;

@@ -156,18 +156,13 @@ function credentialsFor(security: ChannelSecurity): grpc.ChannelCredentials {
 export function createWorkerClient(target: string, keepaliveMs: number, security: ChannelSecurity = { kind: 'plaintext' }): WorkerClient {
   const Ctor = grpc.makeGenericClientConstructor(workerServiceDefinition(), 'Worker');
   // Workers are dialled by address; an IP address is not a valid TLS server name (RFC 6066).
-  const options = security.kind === 'plaintext' ? channelOptions(keepaliveMs) : { ...channelOptions(keepaliveMs), 'grpc.ssl_target_name_override': 'taskfarm-worker' };
-  const raw = new Ctor(target, credentialsFor(security), options) as grpc.Client &
-    Record<string, (...args: unknown[]) => unknown>;
+  const options =
+    security.kind === 'plaintext' ? channelOptions(keepaliveMs) : { ...channelOptions(keepaliveMs), 'grpc.ssl_target_name_override': 'taskfarm-worker' };
+  const raw = new Ctor(target, credentialsFor(security), options) as grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   const deadline = (ms: number): grpc.CallOptions => ({ deadline: Date.now() + ms });
   function unary<Req, Res>(method: string, request: Req, md: grpc.Metadata, ms: number): Promise<Res> {
     return new Promise((resolve, reject) => {
-      const fn = raw[method] as (
-        req: Req,
-        md: grpc.Metadata,
-        opts: grpc.CallOptions,
-        cb: (err: grpc.ServiceError | null, res: Res) => void,
-      ) => void;
+      const fn = raw[method] as (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
       fn.call(raw, request, md, deadline(ms), (err, res) => (err === null ? resolve(res) : reject(err)));
     });
   }

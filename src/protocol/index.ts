@@ -1,5 +1,16 @@
 export { PROTOCOL_VERSION, PACKAGE_VERSION } from './version.js';
-export { createWorkerClient, fetchServerCertificate, pemFingerprint, type ChannelSecurity, workerServiceDefinition, channelOptions, isServiceError, grpc, MAX_MESSAGE_BYTES, type WorkerClient } from './grpc.js';
+export {
+  createWorkerClient,
+  fetchServerCertificate,
+  pemFingerprint,
+  type ChannelSecurity,
+  workerServiceDefinition,
+  channelOptions,
+  isServiceError,
+  grpc,
+  MAX_MESSAGE_BYTES,
+  type WorkerClient,
+} from './grpc.js';
 export { fromServiceError, type WorkerOperation } from './status.js';
 export { encodeValue, decodeValue, encodeInput, findUnsendable } from './codec.js';
 export * from './messages.js';

@@ -97,7 +97,6 @@ export interface RemoteErrorMessage {
   code: string;
 }
 
-
 export type ClientMessage =
   | { body?: 'start'; start: { chain: string[]; task_timeout_ms: number; shared: SharedRef[] } }
   | { body?: 'tasks'; tasks: TaskBatchMessage }

@@ -110,7 +110,8 @@ export class WorkerNonces {
     const buf = Buffer.from(nonce);
     const random = buf.subarray(0, NONCE_BYTES);
     const expiry = buf.subarray(NONCE_BYTES, NONCE_BYTES + 8);
-    if (!proofsEqual(this.#tag(random, expiry, clientNonce), buf.subarray(NONCE_BYTES + 8))) return 'the handshake nonce was not issued by this worker for this client';
+    if (!proofsEqual(this.#tag(random, expiry, clientNonce), buf.subarray(NONCE_BYTES + 8)))
+      return 'the handshake nonce was not issued by this worker for this client';
     const expires = Number(expiry.readBigUInt64BE(0));
     const now = Date.now();
     if (expires < now) return 'the handshake expired (Describe and Recruit must follow each other within the handshake time)';

@@ -15,9 +15,7 @@ export function isSkeleton(value: unknown): value is Skeleton {
 function checkStage(stage: unknown, where: string): Stage {
   if (!isStage(stage)) {
     throw new InvalidOptionError(
-      `Expected ${where} to be a stage (a module path, a file: URL, or a self-contained function), got ${
-        stage === null ? 'null' : typeof stage
-      }`,
+      `Expected ${where} to be a stage (a module path, a file: URL, or a self-contained function), got ${stage === null ? 'null' : typeof stage}`,
     );
   }
   if (typeof stage === 'string' && stage.trim().length === 0) {

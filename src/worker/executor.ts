@@ -10,7 +10,16 @@ import { silentLogger, type Logger } from '../log.js';
 import { decodeInputs, encodeFailures, encodeInputs, ownBytes } from '../protocol/batch.js';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { STATE_RUNNING, STATE_SEQ, STATE_STARTED, type BatchMessage, type ChainEntry, type SharedEntry, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
+import {
+  STATE_RUNNING,
+  STATE_SEQ,
+  STATE_STARTED,
+  type BatchMessage,
+  type ChainEntry,
+  type SharedEntry,
+  type ThreadInit,
+  type ThreadMessage,
+} from './thread-protocol.js';
 
 /** Tasks to run: their seqs and their inputs, packed in the same order (protocol/batch.ts). */
 export interface ExecBatch {
@@ -176,7 +185,8 @@ export class Executor {
       const fd = openSync(s.path, 'r');
       try {
         let off = 0;
-        while (off < size) off += readSync(fd, new Uint8Array(data, off, Math.min(size - off, 16 * 1024 * 1024)), 0, Math.min(size - off, 16 * 1024 * 1024), off);
+        while (off < size)
+          off += readSync(fd, new Uint8Array(data, off, Math.min(size - off, 16 * 1024 * 1024)), 0, Math.min(size - off, 16 * 1024 * 1024), off);
       } finally {
         closeSync(fd);
       }
@@ -300,9 +310,7 @@ export class Executor {
         kind: 'crashed',
         name: err?.name ?? 'ThreadExit',
         message:
-          err !== undefined
-            ? `the worker thread died running this task: ${err.message}`
-            : `the worker thread exited with code ${code} while running this task`,
+          err !== undefined ? `the worker thread died running this task: ${err.message}` : `the worker thread exited with code ${code} while running this task`,
         stack: err?.stack ?? '',
         code: (err as { code?: string } | undefined)?.code ?? '',
       };

@@ -38,7 +38,6 @@ import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
 import { INLINE_BUNDLE_MARKER, type ChainEntry } from './thread-protocol.js';
 
-
 /** State of a worker as reported by Describe. */
 export type WorkerState = 'free' | 'recruited' | 'draining';
 
@@ -530,7 +529,13 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       if (!this.#cache.has(hash)) {
         this.#write(session, {
           start_failed: {
-            error: { kind: 'setup', name: 'BundleMissing', message: `bundle ${hash} is not installed on this worker (call Install first)`, stack: '', code: '' },
+            error: {
+              kind: 'setup',
+              name: 'BundleMissing',
+              message: `bundle ${hash} is not installed on this worker (call Install first)`,
+              stack: '',
+              code: '',
+            },
           },
         });
         return this.#endLease(lease, 'Start named a bundle that is not installed');
@@ -543,7 +548,13 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       if (!this.#sharedCache.has(ref.hash) || (ref.kind !== 'bytes' && ref.kind !== 'value') || ref.name.length === 0) {
         this.#write(session, {
           start_failed: {
-            error: { kind: 'setup', name: 'SharedMissing', message: `shared data "${ref.name}" (${ref.hash}) is not uploaded to this worker, or malformed`, stack: '', code: '' },
+            error: {
+              kind: 'setup',
+              name: 'SharedMissing',
+              message: `shared data "${ref.name}" (${ref.hash}) is not uploaded to this worker, or malformed`,
+              stack: '',
+              code: '',
+            },
           },
         });
         return this.#endLease(lease, 'Start named shared data that is not uploaded');

@@ -90,7 +90,13 @@ export function signal(child: ChildProcess, sig: NodeJS.Signals): boolean {
  * Bounded poll of a condition we cannot subscribe to (kernel or remote state): at most `ms` and at
  * most `maxTries` checks. Resolves with the check's truthy value.
  */
-export async function pollUntil<T>(what: string, ms: number, check: () => T | undefined | false | Promise<T | undefined | false>, everyMs = 50, maxTries = 10_000): Promise<T> {
+export async function pollUntil<T>(
+  what: string,
+  ms: number,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  everyMs = 50,
+  maxTries = 10_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (let i = 0; i < maxTries; i++) {
     const v = await check();
@@ -166,7 +172,8 @@ export class Output {
         for (; scanned < items.length; scanned++) {
           if (pred(items[scanned]!)) return finish(undefined, items[scanned]!);
         }
-        if (exited(this.child) && this.#buf === '') finish(new Error(`${this.name}: exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n${this.tail()}`));
+        if (exited(this.child) && this.#buf === '')
+          finish(new Error(`${this.name}: exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n${this.tail()}`));
       };
       const timer = setTimeout(() => finish(new Error(`${this.name}: no ${what} within ${timeoutMs} ms\n${this.tail()}`)), timeoutMs);
       this.#waiters.add(check);
@@ -176,12 +183,24 @@ export class Output {
 
   /** Waits for a stdout line matching `re`, scanning from index `from`. */
   waitLine(re: RegExp, timeoutMs: number, from = 0): Promise<Line> {
-    return this.waitIn(() => this.lines, (l) => re.test(l.text), timeoutMs, `stdout line ${re}`, from);
+    return this.waitIn(
+      () => this.lines,
+      (l) => re.test(l.text),
+      timeoutMs,
+      `stdout line ${re}`,
+      from,
+    );
   }
 
   /** Waits for a stderr line (daemon logs) matching `re`, scanning from index `from`. */
   waitErr(re: RegExp, timeoutMs: number, from = 0): Promise<Line> {
-    return this.waitIn(() => this.stderr, (l) => re.test(l.text), timeoutMs, `stderr line ${re}`, from);
+    return this.waitIn(
+      () => this.stderr,
+      (l) => re.test(l.text),
+      timeoutMs,
+      `stderr line ${re}`,
+      from,
+    );
   }
 
   tail(k = 25): string {
@@ -340,7 +359,19 @@ export class Bench {
   /** Starts `taskfarm worker` (1 thread unless told) on `host`, advertising over mDNS; resolves at READY. */
   async daemon(host: LanHost, opts: { cacheDir?: string; threads?: number; logLevel?: string; readyMs?: number; extraArgs?: string[] } = {}): Promise<Daemon> {
     const cacheDir = opts.cacheDir ?? this.tempDir();
-    const args = [CLI, 'worker', '--cache-dir', cacheDir, '--threads', String(opts.threads ?? 1), '--log-level', opts.logLevel ?? 'info', '--grace-ms', '2000', ...(opts.extraArgs ?? [])];
+    const args = [
+      CLI,
+      'worker',
+      '--cache-dir',
+      cacheDir,
+      '--threads',
+      String(opts.threads ?? 1),
+      '--log-level',
+      opts.logLevel ?? 'info',
+      '--grace-ms',
+      '2000',
+      ...(opts.extraArgs ?? []),
+    ];
     const spawnedAt = Date.now();
     const child = this.exec(host, args);
     const out = new Output(`daemon@${host.name}`, child);

@@ -39,16 +39,18 @@ export class Daemons {
 
   /** Stops every daemon started by this set and removes their folders. */
   async stopAll(): Promise<void> {
-    await Promise.all(this.#all.map((d) => {
-      if (d.child.signalCode === null && d.child.exitCode === null) {
-        try {
-          process.kill(d.pid, 'SIGCONT'); // a frozen daemon cannot handle SIGTERM
-        } catch {
-          // already gone
+    await Promise.all(
+      this.#all.map((d) => {
+        if (d.child.signalCode === null && d.child.exitCode === null) {
+          try {
+            process.kill(d.pid, 'SIGCONT'); // a frozen daemon cannot handle SIGTERM
+          } catch {
+            // already gone
+          }
         }
-      }
-      return stopDaemon(d, 3000);
-    }));
+        return stopDaemon(d, 3000);
+      }),
+    );
     this.#all.length = 0;
     for (const dir of this.#dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   }
@@ -61,7 +63,12 @@ export function tempDir(): { path: string; remove: () => void } {
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or rejects after `timeoutMs`. */
-export async function until<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+export async function until<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();

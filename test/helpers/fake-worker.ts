@@ -89,7 +89,10 @@ export function resultBatch(outcomes: readonly FakeOutcome[]): WorkerMessage {
       values.push(o.raw);
     }
   });
-  return rawResultBatch(outcomes.map((o) => o.seq), encodeOutcomes(flags, values));
+  return rawResultBatch(
+    outcomes.map((o) => o.seq),
+    encodeOutcomes(flags, values),
+  );
 }
 
 /** A ResultBatch message with the given `outcomes` bytes as they are (durations: one per seq unless given). */
@@ -270,7 +273,11 @@ export class FakeWorker {
             } catch {
               inputs = batch.map(() => undefined);
             }
-            if (!stalled) opts.behaviour.onTasks(batch.map((seq, i) => ({ seq, input: inputs[i] })), stream);
+            if (!stalled)
+              opts.behaviour.onTasks(
+                batch.map((seq, i) => ({ seq, input: inputs[i] })),
+                stream,
+              );
           }
         });
         call.on('end', () => {

@@ -116,7 +116,10 @@ export class ComputeSession {
       const poll = (): void => {
         if (check()) done();
       };
-      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs} ms waiting for ${what} (error: ${this.error?.code}, ended: ${this.ended})`)), timeoutMs);
+      const timer = setTimeout(
+        () => done(new Error(`timed out after ${timeoutMs} ms waiting for ${what} (error: ${this.error?.code}, ended: ${this.ended})`)),
+        timeoutMs,
+      );
       this.#waiters.add(poll);
       poll();
     });

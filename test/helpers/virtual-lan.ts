@@ -59,8 +59,7 @@ export interface VirtualLan {
 
 const env = process.env;
 
-export const netnsAvailable: boolean =
-  process.platform === 'linux' && env['TASKFARM_ISOLATED'] === '1' && env['TASKFARM_NETNS'] === '1';
+export const netnsAvailable: boolean = process.platform === 'linux' && env['TASKFARM_ISOLATED'] === '1' && env['TASKFARM_NETNS'] === '1';
 
 export const netnsSkipReason: string = netnsAvailable
   ? ''
@@ -238,8 +237,14 @@ export function waitForLine(child: ChildProcess, regex: RegExp, timeoutMs: numbe
       else resolve(m as RegExpMatchArray);
     };
     const describe = (why: string): Error => {
-      const out = st.lines.slice(-10).map((l) => `  | ${l}`).join('\n');
-      const errTail = st.stderrTail.slice(-10).map((l) => `  ! ${l}`).join('\n');
+      const out = st.lines
+        .slice(-10)
+        .map((l) => `  | ${l}`)
+        .join('\n');
+      const errTail = st.stderrTail
+        .slice(-10)
+        .map((l) => `  ! ${l}`)
+        .join('\n');
       return new Error(
         `waitForLine(${re}) on pid ${child.pid ?? '?'}: ${why}` +
           (out ? `\n last stdout lines:\n${out}` : '') +
@@ -291,7 +296,11 @@ export async function createLan(n: number, opts: { prefix?: string } = {}): Prom
   if (!netnsAvailable) throw new Error(`virtual LAN unavailable: ${netnsSkipReason}`);
   if (!Number.isInteger(n) || n < 0 || n > 250) throw new RangeError(`createLan: bad host count ${n}`);
   const index = lanCounter++;
-  const prefix = (opts.prefix ?? 'tf').toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 4) || 'tf';
+  const prefix =
+    (opts.prefix ?? 'tf')
+      .toLowerCase()
+      .replace(/[^a-z0-9]/g, '')
+      .slice(0, 4) || 'tf';
   // prefix(≤4) + pid tag(2) + lan index(base 36) — unique per LAN in this process and
   // (almost surely) across the parallel test workers sharing the isolated namespace.
   const tag = `${prefix}${pidTag}${index.toString(36)}`;
@@ -447,10 +456,19 @@ export async function createLan(n: number, opts: { prefix?: string } = {}): Prom
       const child = spawn(
         'ip',
         [
-          'netns', 'exec', host.ns,
-          'unshare', '--uts', '--',
-          'sh', '-c', 'printf %s "$1" > /proc/sys/kernel/hostname && shift && exec "$@"', 'sh', host.name,
-          cmd, ...args,
+          'netns',
+          'exec',
+          host.ns,
+          'unshare',
+          '--uts',
+          '--',
+          'sh',
+          '-c',
+          'printf %s "$1" > /proc/sys/kernel/hostname && shift && exec "$@"',
+          'sh',
+          host.name,
+          cmd,
+          ...args,
         ],
         { stdio: 'pipe', ...opts },
       );

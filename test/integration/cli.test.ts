@@ -45,7 +45,6 @@ async function cli(args: readonly string[], opts: { stdin?: string; timeoutMs?: 
   }
 }
 
-
 afterEach(async () => {
   for (const child of running) {
     if (child.exitCode === null && child.signalCode === null) {
@@ -167,8 +166,14 @@ describe('taskfarm run over JSON lines', () => {
     expect(r.stderr).toMatch(new RegExp(`taskfarm: ${n} task\\(s\\) in `));
     // Per-worker counts in the summary add up to the task count (which daemons took part is up to timing).
     const per = [...r.stderr.matchAll(/(\S+)@127\.0\.0\.1:(\d+) (\d+)/g)];
-    expect(per.every((m) => ds.some((d) => d.id === m[1] && d.port === Number(m[2]))), r.stderr).toBe(true);
-    expect(per.reduce((sum, m) => sum + Number(m[3]), 0), r.stderr).toBe(n);
+    expect(
+      per.every((m) => ds.some((d) => d.id === m[1] && d.port === Number(m[2]))),
+      r.stderr,
+    ).toBe(true);
+    expect(
+      per.reduce((sum, m) => sum + Number(m[3]), 0),
+      r.stderr,
+    ).toBe(n);
   });
 
   it('--local computes on threads of the client process', async () => {
@@ -215,15 +220,7 @@ describe('taskfarm run over JSON lines', () => {
     const stdin = kinds.map((kind) => JSON.stringify({ kind }) + '\n').join('');
     const r = await cli(['run', fixture('non-json.ts'), '--peers', peers, '--no-local-fallback'], { stdin });
     expect(r.code).toBe(0);
-    expect(r.stdout.split('\n')).toEqual([
-      '{"a":1,"b":2}',
-      '"12345678901234567890"',
-      '[1,2,255]',
-      '[3,1,2]',
-      '{"n":"1","m":{"k":[7]}}',
-      '"plain"',
-      '',
-    ]);
+    expect(r.stdout.split('\n')).toEqual(['{"a":1,"b":2}', '"12345678901234567890"', '[1,2,255]', '[3,1,2]', '{"n":"1","m":{"k":[7]}}', '"plain"', '']);
   });
 
   // Regression: while no worker is reachable, the run's own timers must keep the process alive
@@ -279,7 +276,7 @@ describe('taskfarm demo', () => {
     expect(png[25]).toBe(2); // colour type: RGB
     const idat: Buffer[] = [];
     const chunkTypes: string[] = [];
-    for (let at = 8; at < png.length; ) {
+    for (let at = 8; at < png.length;) {
       const len = png.readUInt32BE(at);
       const type = png.toString('latin1', at + 4, at + 8);
       chunkTypes.push(type);
@@ -308,10 +305,19 @@ describe('taskfarm demo', () => {
     expect(done![2]).toBe(out);
     const perWorker = (r.stdout.split('tiles per worker:\n')[1] ?? '').trimEnd().split('\n');
     const counts = perWorker.map((line) => /^ {2}(\S+)\s+127\.0\.0\.1:\d+\s+(\d+)(\s+\(lost: .+\))?$/.exec(line));
-    expect(counts.every((m) => m !== null), story).toBe(true);
-    expect(counts.reduce((sum, m) => sum + Number(m![2]), 0), story).toBe(16);
+    expect(
+      counts.every((m) => m !== null),
+      story,
+    ).toBe(true);
+    expect(
+      counts.reduce((sum, m) => sum + Number(m![2]), 0),
+      story,
+    ).toBe(16);
     expect(new Set(counts.map((m) => m![1])), story).toEqual(new Set(ids));
-    expect(counts.some((m) => m![1] === killedId && m![3] !== undefined), story).toBe(true);
+    expect(
+      counts.some((m) => m![1] === killedId && m![3] !== undefined),
+      story,
+    ).toBe(true);
 
     // No daemon it started outlives it.
     await until(`every daemon started by the demo to be gone (pids ${daemonPids.join(', ')})`, () => daemonPids.every((pid) => !alive(pid)), 5000);

@@ -6,13 +6,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  NoWorkersError,
-  PROTOCOL_VERSION,
-  TaskCrashedError,
-  TaskFarm,
-  type WorkerLostEvent,
-} from '../../dist/src/index.js';
+import { NoWorkersError, PROTOCOL_VERSION, TaskCrashedError, TaskFarm, type WorkerLostEvent } from '../../dist/src/index.js';
 import { grpc } from '../../dist/src/protocol/grpc.js';
 import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
 import { Daemons, alive, fixture, tempDir, until, waitForLine, type LocalDaemon } from '../helpers/daemons.js';
@@ -24,7 +18,6 @@ function settle<T>(p: Promise<T>): Promise<T | unknown> {
     (e: unknown) => e,
   );
 }
-
 
 describe('the taskfarm worker daemon', () => {
   const daemons = new Daemons();

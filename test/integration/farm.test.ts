@@ -32,7 +32,9 @@ describe('a farm of 3 worker daemons on 127.0.0.1', () => {
     expect(new Set(recruited.map((w) => w.id))).toEqual(new Set(started.map((d) => d.id)));
     for (const w of stats.workers) expect(w.completed, `worker ${w.id}`).toBeGreaterThan(0);
     expect(stats.workers.reduce((n, w) => n + w.completed, 0)).toBe(10_000);
-    console.log(`10,000 tiny tasks on 3 daemons: ${ms.toFixed(0)} ms (${Math.round(10_000 / (ms / 1000))} tasks/s); per worker ${stats.workers.map((w) => w.completed).join(', ')}`);
+    console.log(
+      `10,000 tiny tasks on 3 daemons: ${ms.toFixed(0)} ms (${Math.round(10_000 / (ms / 1000))} tasks/s); per worker ${stats.workers.map((w) => w.completed).join(', ')}`,
+    );
   });
 
   it('computes the same 10,000 tasks on local threads', async () => {

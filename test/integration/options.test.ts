@@ -48,7 +48,10 @@ interface Outcome {
  * Runs one TaskFarm in a standalone Node process (test/fixtures/farm-outcome.mjs), where nothing
  * else keeps the event loop alive, and returns what it printed and how it exited.
  */
-async function inOwnProcess(config: { stage: string; inputs: unknown[]; options: TaskFarmOptions }, timeoutMs = 15_000): Promise<{ outcome: Outcome | undefined; code: number | null; stderr: string }> {
+async function inOwnProcess(
+  config: { stage: string; inputs: unknown[]; options: TaskFarmOptions },
+  timeoutMs = 15_000,
+): Promise<{ outcome: Outcome | undefined; code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [fixture('farm-outcome.mjs'), JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -113,7 +116,9 @@ describe('TaskFarm options with real daemons', () => {
     expect(await next.compute()).toEqual([2, 4, 6]);
     expect(next.stats().workers.map((w) => w.id)).toEqual([d!.id]);
     expect(performance.now() - t0).toBeLessThan(2000);
-    console.log(`abort: compute() rejected ${rejectedAfter.toFixed(0)} ms after abort(); the next run recruited the worker in ${(performance.now() - t0).toFixed(0)} ms`);
+    console.log(
+      `abort: compute() rejected ${rejectedAfter.toFixed(0)} ms after abort(); the next run recruited the worker in ${(performance.now() - t0).toFixed(0)} ms`,
+    );
   });
 
   it('signal: an already aborted signal rejects with FarmAbortError without recruiting anything', async () => {
@@ -200,10 +205,14 @@ describe('TaskFarm options with real daemons', () => {
   it('results() yields every index exactly once', async () => {
     const ds = await daemons.start(2);
     const n = 500;
-    const farm = new TaskFarm<number, number>(fixture('double.ts'), Array.from({ length: n }, (_, i) => i), {
-      peers: ds.map((d) => d.address),
-      localFallback: false,
-    });
+    const farm = new TaskFarm<number, number>(
+      fixture('double.ts'),
+      Array.from({ length: n }, (_, i) => i),
+      {
+        peers: ds.map((d) => d.address),
+        localFallback: false,
+      },
+    );
     const seen = new Map<number, number[]>();
     for await (const { index, output } of farm.results()) seen.set(index, [...(seen.get(index) ?? []), output]);
     expect(seen.size).toBe(n);
@@ -265,8 +274,16 @@ describe('option validation', () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
     ['threads: 0', { threads: 0 }, /^Expected `threads` to be an integer in \[1, 1024\], got `0` \(number\)$/],
     ['threads: 1.5', { threads: 1.5 }, /^Expected `threads` to be an integer in \[1, 1024\], got `1\.5` \(number\)$/],
-    ['heartbeatTimeoutMs equal to heartbeatMs', { heartbeatMs: 500, heartbeatTimeoutMs: 500 }, /^Expected `heartbeatTimeoutMs` to be an integer >= 501, got `500` \(number\)$/],
-    ['heartbeatTimeoutMs below heartbeatMs', { heartbeatMs: 200, heartbeatTimeoutMs: 100 }, /^Expected `heartbeatTimeoutMs` to be an integer >= 201, got `100` \(number\)$/],
+    [
+      'heartbeatTimeoutMs equal to heartbeatMs',
+      { heartbeatMs: 500, heartbeatTimeoutMs: 500 },
+      /^Expected `heartbeatTimeoutMs` to be an integer >= 501, got `500` \(number\)$/,
+    ],
+    [
+      'heartbeatTimeoutMs below heartbeatMs',
+      { heartbeatMs: 200, heartbeatTimeoutMs: 100 },
+      /^Expected `heartbeatTimeoutMs` to be an integer >= 201, got `100` \(number\)$/,
+    ],
     ['workerWaitMs: -1', { workerWaitMs: -1 }, /^Expected `workerWaitMs` to be an integer >= 0, got `-1` \(number\)$/],
     ['localFallback: "no"', { localFallback: 'no' }, /^Expected `localFallback` to be a boolean, got `"no"` \(string\)$/],
     ['leaseTimeoutMs: 100', { leaseTimeoutMs: 100 }, /^Expected `leaseTimeoutMs` to be an integer >= 300, got `100` \(number\)$/],

@@ -15,10 +15,14 @@ describe('packed batches with real daemons', () => {
   it('200,000 tiny tasks over 2 daemons: every output, once, in order; a daemon SIGKILLed with batches in flight', async () => {
     const ds = await daemons.start(2, ['--threads', '1']);
     const n = 200_000;
-    const farm = new TaskFarm<number, number>((x: number) => x * 3 + 1, Array.from({ length: n }, (_, i) => i), {
-      peers: ds.map((d) => d.address),
-      localFallback: false,
-    });
+    const farm = new TaskFarm<number, number>(
+      (x: number) => x * 3 + 1,
+      Array.from({ length: n }, (_, i) => i),
+      {
+        peers: ds.map((d) => d.address),
+        localFallback: false,
+      },
+    );
     const lost: WorkerLostEvent[] = [];
     farm.on('lost', (e) => lost.push(e));
     let killed = false;
@@ -52,10 +56,14 @@ describe('packed batches with real daemons', () => {
   it('compute() keeps input order with batches arriving from several workers and threads', async () => {
     const ds = await daemons.start(2, ['--threads', '2']);
     const n = 50_000;
-    const outputs = await new TaskFarm<number, string>((x: number) => `v${x}`, Array.from({ length: n }, (_, i) => i), {
-      peers: ds.map((d) => d.address),
-      localFallback: false,
-    }).compute();
+    const outputs = await new TaskFarm<number, string>(
+      (x: number) => `v${x}`,
+      Array.from({ length: n }, (_, i) => i),
+      {
+        peers: ds.map((d) => d.address),
+        localFallback: false,
+      },
+    ).compute();
     expect(outputs.length).toBe(n);
     expect(outputs.every((o, i) => o === `v${i}`)).toBe(true);
   });

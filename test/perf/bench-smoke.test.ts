@@ -14,7 +14,18 @@ describe('npm run bench', () => {
     expect(code, stderr).toBe(0);
     const json = JSON.parse(readFileSync(`${root}bench/results/smoke.json`, 'utf8')) as { figures: { name: string; median: number }[] };
     const names = json.figures.map((f) => f.name).join('\n');
-    for (const what of ['ceiling: raw grpc-js', 'ceiling: in-process pool', 'tiny tasks', 'round trip', 'CPU-bound speedup', 'SIGKILL', 'SIGSTOP', 'executed twice', 'peak RSS', 'scale: per-task dispatch cost']) {
+    for (const what of [
+      'ceiling: raw grpc-js',
+      'ceiling: in-process pool',
+      'tiny tasks',
+      'round trip',
+      'CPU-bound speedup',
+      'SIGKILL',
+      'SIGSTOP',
+      'executed twice',
+      'peak RSS',
+      'scale: per-task dispatch cost',
+    ]) {
       expect(names).toContain(what);
     }
     for (const f of json.figures) expect(Number.isFinite(f.median), f.name).toBe(true);

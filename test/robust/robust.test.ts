@@ -30,14 +30,27 @@ describe('robust under real faults', () => {
     const n = 90;
     const inputs = Array.from({ length: n }, (_, v) => ({ v, ms: 20, slowOn: slow.id }));
     const timed = async (peers: string[], speculation: boolean): Promise<{ ms: number; farm: TaskFarm<unknown, number>; outputs: number[] }> => {
-      const farm = new TaskFarm<unknown, number>(fixture('slow-on.ts'), inputs, { peers, localFallback: false, ...(speculation ? {} : { speculation: false }) });
+      const farm = new TaskFarm<unknown, number>(fixture('slow-on.ts'), inputs, {
+        peers,
+        localFallback: false,
+        ...(speculation ? {} : { speculation: false }),
+      });
       const t0 = performance.now();
       const outputs = await farm.compute();
       return { ms: performance.now() - t0, farm, outputs };
     };
-    const fastAlone = await timed(ds.slice(0, 2).map((d) => d.address), true);
-    const without = await timed(ds.map((d) => d.address), false);
-    const withSpec = await timed(ds.map((d) => d.address), true);
+    const fastAlone = await timed(
+      ds.slice(0, 2).map((d) => d.address),
+      true,
+    );
+    const without = await timed(
+      ds.map((d) => d.address),
+      false,
+    );
+    const withSpec = await timed(
+      ds.map((d) => d.address),
+      true,
+    );
     for (const r of [fastAlone, without, withSpec]) expect(r.outputs).toEqual(inputs.map((x) => x.v * 2));
     const stats = withSpec.farm.stats();
     console.log(
@@ -51,34 +64,43 @@ describe('robust under real faults', () => {
     expect(withSpec.ms).toBeLessThan(without.ms);
   });
 
-  it('taskTimeoutMs stops an infinite loop on its worker: TaskTimeoutError, the thread is replaced, the core is free, the daemon serves on', { timeout: 30_000 }, async () => {
-    const [d] = await daemons.start(1, ['--threads', '1']);
-    const inputs = Array.from({ length: 6 }, (_, v) => ({ v, loopOn: 3 }));
-    const t0 = performance.now();
-    const err = (await new TaskFarm(fixture('loop-on.ts'), inputs, { peers: [d!.address], localFallback: false, taskTimeoutMs: 400 })
-      .compute()
-      .catch((e: unknown) => e)) as TaskTimeoutError;
-    const took = performance.now() - t0;
-    expect(err).toBeInstanceOf(TaskTimeoutError);
-    expect(err.code).toBe('FARM_ERR_TASK_TIMEOUT');
-    expect(err.index).toBe(3);
-    expect(err.workerId).toBe(d!.id);
-    console.log(`infinite loop stopped after ${took.toFixed(0)} ms (taskTimeoutMs 400)`);
-    // The core is free again: the daemon's CPU time stops growing (an infinite loop would add ~1 s/s).
-    const before = cpuMs(d!.pid);
-    // A measurement window, not a wait for an event: how much CPU the daemon burns in one second.
-    await new Promise((r) => setTimeout(r, 1000));
-    const grew = cpuMs(d!.pid) - before;
-    console.log(`daemon CPU time grew ${grew} ms in the second after the timeout`);
-    expect(grew).toBeLessThan(300);
-    // And it serves the next run; with retries, a task that times out once is tried again.
-    expect(await new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [d!.address], localFallback: false }).compute()).toEqual([2, 4, 6]);
-    const retried = (await new TaskFarm(fixture('loop-on.ts'), [{ v: 1, loopOn: 1 }], { peers: [d!.address], localFallback: false, taskTimeoutMs: 200, retries: 1 })
-      .compute()
-      .catch((e: unknown) => e)) as TaskTimeoutError;
-    expect(retried).toBeInstanceOf(TaskTimeoutError);
-    expect(retried.attempts).toBe(2);
-  });
+  it(
+    'taskTimeoutMs stops an infinite loop on its worker: TaskTimeoutError, the thread is replaced, the core is free, the daemon serves on',
+    { timeout: 30_000 },
+    async () => {
+      const [d] = await daemons.start(1, ['--threads', '1']);
+      const inputs = Array.from({ length: 6 }, (_, v) => ({ v, loopOn: 3 }));
+      const t0 = performance.now();
+      const err = (await new TaskFarm(fixture('loop-on.ts'), inputs, { peers: [d!.address], localFallback: false, taskTimeoutMs: 400 })
+        .compute()
+        .catch((e: unknown) => e)) as TaskTimeoutError;
+      const took = performance.now() - t0;
+      expect(err).toBeInstanceOf(TaskTimeoutError);
+      expect(err.code).toBe('FARM_ERR_TASK_TIMEOUT');
+      expect(err.index).toBe(3);
+      expect(err.workerId).toBe(d!.id);
+      console.log(`infinite loop stopped after ${took.toFixed(0)} ms (taskTimeoutMs 400)`);
+      // The core is free again: the daemon's CPU time stops growing (an infinite loop would add ~1 s/s).
+      const before = cpuMs(d!.pid);
+      // A measurement window, not a wait for an event: how much CPU the daemon burns in one second.
+      await new Promise((r) => setTimeout(r, 1000));
+      const grew = cpuMs(d!.pid) - before;
+      console.log(`daemon CPU time grew ${grew} ms in the second after the timeout`);
+      expect(grew).toBeLessThan(300);
+      // And it serves the next run; with retries, a task that times out once is tried again.
+      expect(await new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [d!.address], localFallback: false }).compute()).toEqual([2, 4, 6]);
+      const retried = (await new TaskFarm(fixture('loop-on.ts'), [{ v: 1, loopOn: 1 }], {
+        peers: [d!.address],
+        localFallback: false,
+        taskTimeoutMs: 200,
+        retries: 1,
+      })
+        .compute()
+        .catch((e: unknown) => e)) as TaskTimeoutError;
+      expect(retried).toBeInstanceOf(TaskTimeoutError);
+      expect(retried.attempts).toBe(2);
+    },
+  );
 
   it('shared data reaches each worker once (bytes counted), stages read ctx.shared, and a second run sends nothing', { timeout: 90_000 }, async () => {
     const ds = await daemons.start(3, ['--threads', '2']);
@@ -94,12 +116,18 @@ describe('robust under real faults', () => {
       return { len: bytes.length, byte: bytes[i * 1000]!, k: (ctx.shared['params'] as { k: number }).k };
     };
     const options = { peers: ds.map((d) => d.address), localFallback: false, shared: { data: sharedFile(file), params: { k: 7 } } };
-    const first = new TaskFarm<number, { len: number; byte: number; k: number }>(stage, Array.from({ length: n }, (_, i) => i), options);
+    const first = new TaskFarm<number, { len: number; byte: number; k: number }>(
+      stage,
+      Array.from({ length: n }, (_, i) => i),
+      options,
+    );
     const outputs = await first.compute();
     expect(outputs.every((o, i) => o.len === size && o.byte === data[i * 1000] && o.k === 7)).toBe(true);
     const sent = first.stats().workers.map((w) => w.sharedBytesSent);
     const total = sent.reduce((a, b) => a + b, 0);
-    console.log(`shared data: ${n} tasks read a ${size / 1048576} MB dataset; bytes sent per worker: ${sent.join(', ')} (total ${(total / 1048576).toFixed(1)} MB; per task it would be ${((n * size) / 1048576).toFixed(0)} MB)`);
+    console.log(
+      `shared data: ${n} tasks read a ${size / 1048576} MB dataset; bytes sent per worker: ${sent.join(', ')} (total ${(total / 1048576).toFixed(1)} MB; per task it would be ${((n * size) / 1048576).toFixed(0)} MB)`,
+    );
     expect(sent).toHaveLength(3);
     for (const b of sent) expect(b).toBeGreaterThanOrEqual(size);
     expect(total).toBeLessThan(3 * size + 1024 * 1024);
@@ -139,12 +167,16 @@ describe('robust under real faults', () => {
   it('a worker that accepts the lease and then never answers does not stall the run', { timeout: 30_000 }, async () => {
     const [good, silent] = await daemons.start(2, ['--threads', '1']);
     const n = 60;
-    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: n }, (_, v) => ({ v, ms: 10 })), {
-      peers: [silent!.address, good!.address],
-      localFallback: false,
-      heartbeatMs: 200,
-      heartbeatTimeoutMs: 1000,
-    });
+    const farm = new TaskFarm<unknown, number>(
+      fixture('spin.ts'),
+      Array.from({ length: n }, (_, v) => ({ v, ms: 10 })),
+      {
+        peers: [silent!.address, good!.address],
+        localFallback: false,
+        heartbeatMs: 200,
+        heartbeatTimeoutMs: 1000,
+      },
+    );
     const lost: WorkerLostEvent[] = [];
     farm.on('lost', (e) => lost.push(e));
     farm.on('recruited', (w) => {

@@ -9,14 +9,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  NoWorkersError,
-  PROTOCOL_VERSION,
-  TaskFarm,
-  generateFarmKey,
-  type Logger,
-  type WorkerLostEvent,
-} from '../../dist/src/index.js';
+import { NoWorkersError, PROTOCOL_VERSION, TaskFarm, generateFarmKey, type Logger, type WorkerLostEvent } from '../../dist/src/index.js';
 import { createWorkerClient, grpc, type WorkerClient } from '../../dist/src/protocol/grpc.js';
 import { clientProof, newClientNonce } from '../../dist/src/security/handshake.js';
 import { connectRaw, testKey, type RawWorker } from '../helpers/raw-worker.js';
@@ -69,11 +62,15 @@ describe('authentication: who may recruit a worker, and which workers a client t
     // The legitimate run, started first and long enough to overlap every attempt below.
     const n = 24;
     const legitLog = capturingLogger();
-    const legit = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: n }, (_, v) => ({ v, ms: 100 })), {
-      peers: [d.address],
-      localFallback: false,
-      logger: legitLog,
-    });
+    const legit = new TaskFarm<unknown, number>(
+      fixture('spin.ts'),
+      Array.from({ length: n }, (_, v) => ({ v, ms: 100 })),
+      {
+        peers: [d.address],
+        localFallback: false,
+        logger: legitLog,
+      },
+    );
     const legitLost: WorkerLostEvent[] = [];
     legit.on('lost', (e) => legitLost.push(e));
     const recruited = new Promise<void>((r) => legit.once('recruited', () => r()));
@@ -87,7 +84,13 @@ describe('authentication: who may recruit a worker, and which workers a client t
     const wrongLog = capturingLogger();
     const t0 = performance.now();
     const wrong = await settle(
-      new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [d.address], localFallback: false, workerWaitMs: 400, key: otherKey, logger: wrongLog }).compute(),
+      new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], {
+        peers: [d.address],
+        localFallback: false,
+        workerWaitMs: 400,
+        key: otherKey,
+        logger: wrongLog,
+      }).compute(),
     );
     expect(wrong).toBeInstanceOf(NoWorkersError);
     expect((wrong as NoWorkersError).code).toBe('FARM_ERR_NO_WORKERS');
@@ -125,8 +128,40 @@ describe('authentication: who may recruit a worker, and which workers a client t
       ['garbage proof', c.recruit({ client_proof: randomBytes(32) })],
       ['truncated proof', c.recruit({ client_proof: randomBytes(16) })],
       ['proof with another key', c.recruit({}, 5000, Buffer.from(otherKey, 'base64url'))],
-      ['no handshake at all', c.client.recruit({ client_id: 'x', protocol_version: PROTOCOL_VERSION, client_host: '', lease_timeout_ms: 0, heartbeat_ms: 0, max_message_bytes: 0, client_nonce: Buffer.alloc(0), worker_nonce: Buffer.alloc(0), client_proof: Buffer.alloc(0) }, 5000)],
-      ['made-up worker nonce', c.client.recruit({ client_id: 'x', protocol_version: PROTOCOL_VERSION, client_host: '', lease_timeout_ms: 0, heartbeat_ms: 0, max_message_bytes: 0, client_nonce: newClientNonce(), worker_nonce: randomBytes(40), client_proof: randomBytes(32) }, 5000)],
+      [
+        'no handshake at all',
+        c.client.recruit(
+          {
+            client_id: 'x',
+            protocol_version: PROTOCOL_VERSION,
+            client_host: '',
+            lease_timeout_ms: 0,
+            heartbeat_ms: 0,
+            max_message_bytes: 0,
+            client_nonce: Buffer.alloc(0),
+            worker_nonce: Buffer.alloc(0),
+            client_proof: Buffer.alloc(0),
+          },
+          5000,
+        ),
+      ],
+      [
+        'made-up worker nonce',
+        c.client.recruit(
+          {
+            client_id: 'x',
+            protocol_version: PROTOCOL_VERSION,
+            client_host: '',
+            lease_timeout_ms: 0,
+            heartbeat_ms: 0,
+            max_message_bytes: 0,
+            client_nonce: newClientNonce(),
+            worker_nonce: randomBytes(40),
+            client_proof: randomBytes(32),
+          },
+          5000,
+        ),
+      ],
     ];
     const outcomes = await Promise.all(attempts.map(([, p]) => settle(p)));
     for (const [i, [what]] of attempts.entries()) {
@@ -212,11 +247,15 @@ describe('authentication: who may recruit a worker, and which workers a client t
     ]);
     const log = capturingLogger();
     const n = 40;
-    const farm = new TaskFarm<number, number>(fixture('double.ts'), Array.from({ length: n }, (_, i) => i), {
-      peers: [rogue.address, open.address, legit.address],
-      localFallback: false,
-      logger: log,
-    });
+    const farm = new TaskFarm<number, number>(
+      fixture('double.ts'),
+      Array.from({ length: n }, (_, i) => i),
+      {
+        peers: [rogue.address, open.address, legit.address],
+        localFallback: false,
+        logger: log,
+      },
+    );
     const recruited: string[] = [];
     farm.on('recruited', (w) => recruited.push(w.id));
     expect(await farm.compute()).toEqual(Array.from({ length: n }, (_, i) => i * 2));
@@ -380,7 +419,17 @@ describe.runIf(process.env['TASKFARM_SECURITY_SLOW'] === '1')('slow: the used-no
           const desc = await c.client.describe({ client_nonce: nonce }, 5000);
           await settle(
             c.client.recruit(
-              { client_id: 'attacker', protocol_version: PROTOCOL_VERSION, client_host: '', lease_timeout_ms: 0, heartbeat_ms: 0, max_message_bytes: 0, client_nonce: nonce, worker_nonce: desc.worker_nonce, client_proof: randomBytes(32) },
+              {
+                client_id: 'attacker',
+                protocol_version: PROTOCOL_VERSION,
+                client_host: '',
+                lease_timeout_ms: 0,
+                heartbeat_ms: 0,
+                max_message_bytes: 0,
+                client_nonce: nonce,
+                worker_nonce: desc.worker_nonce,
+                client_proof: randomBytes(32),
+              },
               5000,
             ),
           );

@@ -120,7 +120,9 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
     expectCorrectAndSingle(o);
     expect(f.stats.tasksReceived).toBeGreaterThan(0);
     expect(o.lost.some((e) => e.worker.id === f.id)).toBe(true);
-    console.log(`[fuzz-client] bogus seqs + stall: ${o.ms.toFixed(0)} ms, fake got ${f.stats.tasksReceived} tasks on ${f.stats.recruits} lease(s), delivered ${o.completedByFake}; lost ${o.lost.length}x`);
+    console.log(
+      `[fuzz-client] bogus seqs + stall: ${o.ms.toFixed(0)} ms, fake got ${f.stats.tasksReceived} tasks on ${f.stats.recruits} lease(s), delivered ${o.completedByFake}; lost ${o.lost.length}x`,
+    );
   });
 
   it('outputs that do not decode: the worker is dropped, the tasks are recomputed elsewhere', async () => {
@@ -137,7 +139,8 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
           const junk = rng.bytes(rng.int(0, 32));
           if (junk.length > 0 && junk[0] === 0xff) junk[0] = 0; // no v8 header: never decodes
           s.send(rawResultBatch(seqs, junk));
-        } else if (kind === 'not-a-pair') s.send(rawResultBatch(seqs, serialize(outputs))); // the outputs alone
+        } else if (kind === 'not-a-pair')
+          s.send(rawResultBatch(seqs, serialize(outputs))); // the outputs alone
         else if (kind === 'swapped') s.send(rawResultBatch(seqs, serialize([outputs, new Uint8Array(outputs.length)])));
         else if (kind === 'short') s.send(rawResultBatch(seqs, encodeOutcomes(new Uint8Array(outputs.length - 1), outputs.slice(1))));
         else if (kind === 'long') s.send(rawResultBatch(seqs, encodeOutcomes(new Uint8Array(outputs.length + 1), [...outputs, 0])));
@@ -148,7 +151,9 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
     expectCorrectAndSingle(o);
     expect(o.completedByFake).toBe(0);
     expect(o.lost.some((e) => e.worker.id === f.id && /cannot be decoded/.test(e.reason))).toBe(true);
-    console.log(`[fuzz-client] undecodable outputs: ${o.ms.toFixed(0)} ms, fake recruited ${f.stats.recruits}x, dropped ${o.lost.length}x (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')})`);
+    console.log(
+      `[fuzz-client] undecodable outputs: ${o.ms.toFixed(0)} ms, fake recruited ${f.stats.recruits}x, dropped ${o.lost.length}x (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')})`,
+    );
   });
 
   it('malformed and garbage messages on the stream (unknown field, truncated frame, random bytes): the stream fails, the worker is lost', async () => {
@@ -160,7 +165,8 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
         const kind = k++ % 3;
         const good = Buffer.from([0x12]); // field 2 (results: a ResultBatch), length-delimited …
         if (kind === 0) s.send(new RawFrame(rng.bytes(rng.int(1, 200))));
-        else if (kind === 1) s.send(new RawFrame(Buffer.concat([good, Buffer.from([0xff, 0xff, 0x03]), rng.bytes(10)]))); // … with a length far past the end
+        else if (kind === 1)
+          s.send(new RawFrame(Buffer.concat([good, Buffer.from([0xff, 0xff, 0x03]), rng.bytes(10)]))); // … with a length far past the end
         else s.send(new RawFrame(Buffer.from([0x12, 0x04, 0x0a, 0x02, 0x08, 0x80]))); // packed seqs whose last varint is truncated
         // Whatever the client made of it, these answers must not count if the stream broke first.
         s.send(resultBatch(wrong(tasks)));
@@ -249,7 +255,8 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
       },
     });
     const o = await run(f);
-    if (o.error !== undefined) console.log(`[fuzz-client] flag 1 with a non-error value: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
+    if (o.error !== undefined)
+      console.log(`[fuzz-client] flag 1 with a non-error value: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
     expectCorrectAndSingle(o);
     expect(o.lost.some((e) => e.worker.id === f.id)).toBe(true);
   });
@@ -261,7 +268,8 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
       },
     });
     const o = await run(f);
-    if (o.error !== undefined) console.log(`[fuzz-client] flag other than 0/1: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
+    if (o.error !== undefined)
+      console.log(`[fuzz-client] flag other than 0/1: the run failed with ${(o.error as Error).name} (${(o.error as { code?: string }).code})`);
     expectCorrectAndSingle(o);
     expect(o.lost.some((e) => e.worker.id === f.id)).toBe(true);
   });
@@ -281,7 +289,9 @@ describe('fuzzing the client with a misbehaving (key-holding) worker', () => {
     });
     const o = await run(f);
     expect(o.error).toBeInstanceOf(UnsendableInputError);
-    console.log(`[fuzz-client] a worker claiming max_message_bytes=1025 failed the run: ${(o.error as Error).name} for input ${(o.error as UnsendableInputError).index}`);
+    console.log(
+      `[fuzz-client] a worker claiming max_message_bytes=1025 failed the run: ${(o.error as Error).name} for input ${(o.error as UnsendableInputError).index}`,
+    );
   });
 
   it('afterwards the real daemon is alive and serves a normal run', async () => {

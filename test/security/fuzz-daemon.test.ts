@@ -15,14 +15,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { serialize } from 'node:v8';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION, TaskFarm } from '../../dist/src/index.js';
-import {
-  createWorkerClient,
-  fetchServerCertificate,
-  grpc,
-  pemFingerprint,
-  workerServiceDefinition,
-  type WorkerClient,
-} from '../../dist/src/protocol/grpc.js';
+import { createWorkerClient, fetchServerCertificate, grpc, pemFingerprint, workerServiceDefinition, type WorkerClient } from '../../dist/src/protocol/grpc.js';
 import type { RecruitRequest } from '../../dist/src/protocol/messages.js';
 import { fixture } from '../helpers/daemons.js';
 import { Counts, Rng, bounded } from '../helpers/fuzz.js';
@@ -221,7 +214,10 @@ describe('fuzzing a daemon (bounded)', () => {
     for (const t of trickled.slice(0, 3)) expect(t).toBeLessThan(3000);
     console.log(
       `[fuzz] silent TCP closed after ${tcpTimes.map((t) => t.toFixed(0)).join(',')} ms; silent TLS after ${tlsTimes.map((t) => t.toFixed(0)).join(',')} ms; ` +
-        `trickling junk closed after ${trickled.slice(0, 3).map((t) => t.toFixed(0)).join(',')} ms; trickling a TLS record (slowloris) closed after ${trickled
+        `trickling junk closed after ${trickled
+          .slice(0, 3)
+          .map((t) => t.toFixed(0))
+          .join(',')} ms; trickling a TLS record (slowloris) closed after ${trickled
           .slice(3)
           .map((t) => (Number.isFinite(t) ? t.toFixed(0) : 'still open at 3000'))
           .join(',')} ms`,
@@ -253,7 +249,10 @@ describe('fuzzing a daemon (bounded)', () => {
       Recruit: () => def['Recruit']!.requestSerialize(badRecruit()),
       Install: () => {
         const code = rng.bytes(rng.int(0, 64));
-        return def['Install']!.requestSerialize({ hashes: [sha256(code), 'zz'], bundles: [{ hash: rng.pick([sha256(code), sha256(Buffer.alloc(1)), '../x']), code }] });
+        return def['Install']!.requestSerialize({
+          hashes: [sha256(code), 'zz'],
+          bundles: [{ hash: rng.pick([sha256(code), sha256(Buffer.alloc(1)), '../x']), code }],
+        });
       },
       Release: () => def['Release']!.requestSerialize({}),
     };
@@ -359,7 +358,7 @@ describe('fuzzing a daemon (bounded)', () => {
     let batches = 0;
     while (seq <= 300 && performance.now() < deadline) {
       // Up to 50 tasks, in batches of 1..10 tasks each with its own garbage inputs.
-      for (let k = 0; k < 50 && seq <= 300; ) {
+      for (let k = 0; k < 50 && seq <= 300;) {
         const n = Math.min(rng.int(1, 10), 50 - k, 301 - seq);
         const seqs = Array.from({ length: n }, (_, i) => seq + i);
         const kind = rng.pick(['no-header', 'header+junk', 'not-an-array', 'wrong-count', 'mutated'] as const);
@@ -411,7 +410,16 @@ describe('fuzzing a daemon (bounded)', () => {
     closers.push(() => c.release(lease.token, 1000).catch(() => {}));
     const code = Buffer.from('export default (x) => x + 1;\n');
     const other = Buffer.from('export default (x) => x - 1;\n');
-    const badHashes = [sha256(other), sha256(code).toUpperCase(), sha256(code).slice(1), `${sha256(code)}0`, '', '../../../../etc/passwd', 'g'.repeat(64), `${sha256(code).slice(0, 63)}\n`];
+    const badHashes = [
+      sha256(other),
+      sha256(code).toUpperCase(),
+      sha256(code).slice(1),
+      `${sha256(code)}0`,
+      '',
+      '../../../../etc/passwd',
+      'g'.repeat(64),
+      `${sha256(code).slice(0, 63)}\n`,
+    ];
     for (const hash of badHashes) {
       const err = (await settle(c.install(lease.token, { hashes: [], bundles: [{ hash, code }] }, 3000))) as grpc.ServiceError;
       expect(err.code, JSON.stringify(hash)).toBe(grpc.status.INVALID_ARGUMENT);
@@ -509,7 +517,11 @@ describe('fuzzing a daemon (bounded)', () => {
 
   it('afterwards both daemons complete a real TaskFarm run and are alive', async () => {
     for (const d of [h, g]) {
-      const farm = new TaskFarm<number, number>(fixture('double.ts'), Array.from({ length: 50 }, (_, i) => i), { peers: [d.address], localFallback: false, workerWaitMs: 5000 });
+      const farm = new TaskFarm<number, number>(
+        fixture('double.ts'),
+        Array.from({ length: 50 }, (_, i) => i),
+        { peers: [d.address], localFallback: false, workerWaitMs: 5000 },
+      );
       expect(await farm.compute()).toEqual(Array.from({ length: 50 }, (_, i) => i * 2));
       expect(farm.stats().workers[0]!.id).toBe(d.id);
       expect(alive(d.pid)).toBe(true);

@@ -113,14 +113,20 @@ describe('daemon limits', () => {
     const c = await raw(d);
     const t0 = performance.now();
     const freed = await settle(until('the daemon to be free', async () => (await c.describe(1000)).state === 'free', 1000, 50));
-    console.log(`after InvalidStageError the worker was ${freed === true ? `free after ${(performance.now() - t0).toFixed(0)} ms` : 'still recruited after 1000 ms'}`);
+    console.log(
+      `after InvalidStageError the worker was ${freed === true ? `free after ${(performance.now() - t0).toFixed(0)} ms` : 'still recruited after 1000 ms'}`,
+    );
     expect(freed).toBe(true);
   });
 
   it('--max-in-flight 4: a TaskFarm run stays within it and completes; a raw client sending 10 tasks at once gets RESOURCE_EXHAUSTED on its stream; the daemon keeps serving', async () => {
     const d = await daemons.start({ inherit: true }, ['--max-in-flight', '4', '--threads', '2']);
     const n = 200;
-    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: n }, (_, v) => ({ v, ms: 1 })), { peers: [d.address], localFallback: false });
+    const farm = new TaskFarm<unknown, number>(
+      fixture('spin.ts'),
+      Array.from({ length: n }, (_, v) => ({ v, ms: 1 })),
+      { peers: [d.address], localFallback: false },
+    );
     let maxInFlight = 0;
     farm.on('progress', (p) => (maxInFlight = Math.max(maxInFlight, p.inFlight)));
     expect(await farm.compute()).toEqual(Array.from({ length: n }, (_, v) => v * 2));
@@ -137,9 +143,21 @@ describe('daemon limits', () => {
     // Within the limit: fine.
     s.write(taskBatch([1, 2, 3, 4], [1, 2, 3, 4]));
     await s.until('4 results', () => s.results.length === 4);
-    expect(s.results.map((r) => [r.seq, r.value])).toEqual(expect.arrayContaining([[1, 2], [2, 4], [3, 6], [4, 8]]));
+    expect(s.results.map((r) => [r.seq, r.value])).toEqual(
+      expect.arrayContaining([
+        [1, 2],
+        [2, 4],
+        [3, 6],
+        [4, 8],
+      ]),
+    );
     // Ten at once (one batch of 10): the stream fails with RESOURCE_EXHAUSTED.
-    s.write(taskBatch(Array.from({ length: 10 }, (_, i) => 100 + i), Array.from({ length: 10 }, (_, i) => i)));
+    s.write(
+      taskBatch(
+        Array.from({ length: 10 }, (_, i) => 100 + i),
+        Array.from({ length: 10 }, (_, i) => i),
+      ),
+    );
     await s.until('the stream to fail', () => s.error !== undefined);
     expect(s.error!.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     // The lease ended with the stream; the daemon is free and serves a normal run.
@@ -159,8 +177,19 @@ describe('daemon limits', () => {
     sessions.push(s);
     expect((await s.start([hash])).body).toBe('ready');
     // The first task holds the only thread for 300 ms; every other one is queued behind it.
-    s.write(taskBatch([1, 1, 1], [300, 0, 0].map((ms) => ({ log, ms }))));
-    for (let b = 0; b < 9; b++) s.write(taskBatch([1, 1, 1], [0, 0, 0].map((ms) => ({ log, ms }))));
+    s.write(
+      taskBatch(
+        [1, 1, 1],
+        [300, 0, 0].map((ms) => ({ log, ms })),
+      ),
+    );
+    for (let b = 0; b < 9; b++)
+      s.write(
+        taskBatch(
+          [1, 1, 1],
+          [0, 0, 0].map((ms) => ({ log, ms })),
+        ),
+      );
     // Either the stream fails (expected), or all 30 tasks run (the bug).
     const executions = (): number => readFileSync(log, 'utf8').length;
     await until('the stream to fail or all 30 tasks to run', () => s.error !== undefined || executions() >= 30, 5000, 20);
@@ -174,12 +203,18 @@ describe('daemon limits', () => {
   // take it over, so every connection was cut idleTimeoutMs after it was opened.
   it('--idle-timeout-ms 1000: a connection busy with a run is not idle', async () => {
     const d = await daemons.start({ inherit: true }, ['--idle-timeout-ms', '1000']);
-    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), Array.from({ length: 16 }, (_, v) => ({ v, ms: 100 })), { peers: [d.address], localFallback: false });
+    const farm = new TaskFarm<unknown, number>(
+      fixture('spin.ts'),
+      Array.from({ length: 16 }, (_, v) => ({ v, ms: 100 })),
+      { peers: [d.address], localFallback: false },
+    );
     const lost: string[] = [];
     farm.on('lost', (e) => lost.push(e.reason));
     const t0 = performance.now();
     expect(await farm.compute()).toEqual(Array.from({ length: 16 }, (_, v) => v * 2));
-    console.log(`a 1.6 s run on a daemon with --idle-timeout-ms 1000 took ${(performance.now() - t0).toFixed(0)} ms and lost its worker ${lost.length}x: ${lost[0] ?? ''}`);
+    console.log(
+      `a 1.6 s run on a daemon with --idle-timeout-ms 1000 took ${(performance.now() - t0).toFixed(0)} ms and lost its worker ${lost.length}x: ${lost[0] ?? ''}`,
+    );
     expect(lost).toEqual([]);
   });
 
@@ -209,6 +244,8 @@ describe('daemon limits', () => {
     for (const s of sockets.slice(0, 4)) s.destroy();
     await until('our sockets to close', () => closedAt.size === 10, 3000, 10);
     await stillServes(d);
-    console.log(`max-connections 4: 6 of 10 connections closed by the server within ${Math.max(...[...closedAt.entries()].filter(([i]) => i >= 4).map(([, t]) => t)).toFixed(0)} ms of the first connect`);
+    console.log(
+      `max-connections 4: 6 of 10 connections closed by the server within ${Math.max(...[...closedAt.entries()].filter(([i]) => i >= 4).map(([, t]) => t)).toFixed(0)} ms of the first connect`,
+    );
   });
 });

@@ -10,7 +10,20 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { netnsAvailable, netnsSkipReason } from '../helpers/virtual-lan.js';
-import { Bench, Rng, chaosSeed, pollUntil, readExecs, runSummary, signal, statsOf, type Client, type Daemon, type Ev, type Line } from '../helpers/chaos-lan.js';
+import {
+  Bench,
+  Rng,
+  chaosSeed,
+  pollUntil,
+  readExecs,
+  runSummary,
+  signal,
+  statsOf,
+  type Client,
+  type Daemon,
+  type Ev,
+  type Line,
+} from '../helpers/chaos-lan.js';
 
 const log = (msg: string): void => console.log(`[flap] ${msg}`);
 
@@ -66,7 +79,9 @@ function describeTimeline(lines: readonly Line[], t0: number): string {
 }
 
 const seed = chaosSeed();
-const title = netnsAvailable ? 'fault tolerance on a virtual LAN: flapping links, silent workers, broken streams' : `fault tolerance on a virtual LAN (skipped: ${netnsSkipReason})`;
+const title = netnsAvailable
+  ? 'fault tolerance on a virtual LAN: flapping links, silent workers, broken streams'
+  : `fault tolerance on a virtual LAN (skipped: ${netnsSkipReason})`;
 
 describe.skipIf(!netnsAvailable)(title, () => {
   let bench: Bench | undefined;
@@ -77,80 +92,92 @@ describe.skipIf(!netnsAvailable)(title, () => {
     await b?.dispose();
   }, 30_000);
 
-  it('1. a recruited worker whose link flaps 5 times (shorter and longer than the heartbeat timeout): the run completes, every output correct and single', { timeout: 120_000 }, async () => {
-    const rng = new Rng(seed ^ 0x0f1a);
-    log(`seed ${seed} (TASKFARM_CHAOS_SEED=${seed} replays the schedule)`);
-    bench = await Bench.create(4, 'flp');
-    const b = bench;
-    const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
-    const victim = daemons[0]!;
-    const client = b.client(b.host(4), { stage: 'spin.ts', n: 1_000_000, ms: 30, held: true, ahead: 48, options: FAST }, 'client (flapping)');
-    await client.next((e) => e.e === 'first' && e['id'] === victim.id, 20_000, `first output from ${victim.id}`);
+  it(
+    '1. a recruited worker whose link flaps 5 times (shorter and longer than the heartbeat timeout): the run completes, every output correct and single',
+    { timeout: 120_000 },
+    async () => {
+      const rng = new Rng(seed ^ 0x0f1a);
+      log(`seed ${seed} (TASKFARM_CHAOS_SEED=${seed} replays the schedule)`);
+      bench = await Bench.create(4, 'flp');
+      const b = bench;
+      const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
+      const victim = daemons[0]!;
+      const client = b.client(b.host(4), { stage: 'spin.ts', n: 1_000_000, ms: 30, held: true, ahead: 48, options: FAST }, 'client (flapping)');
+      await client.next((e) => e.e === 'first' && e['id'] === victim.id, 20_000, `first output from ${victim.id}`);
 
-    // 5 cuts: two shorter than the heartbeat timeout, three longer; up intervals 0.3–2 s.
-    const downs = rng.shuffle([rng.int(250, 700), rng.int(300, 800), rng.int(1400, 2000), rng.int(1500, 2200), rng.int(1800, 2500)]);
-    const schedule = downs.map((downMs) => ({ downMs, upMs: rng.int(300, 2000) }));
-    log(`flapping ${victim.host.name} (${victim.id}): ${schedule.map((f) => `down ${f.downMs} ms / up ${f.upMs} ms`).join(', ')}; heartbeat ${HEARTBEAT_MS}/${HEARTBEAT_TIMEOUT_MS} ms`);
-
-    const flaps: { downMs: number; upMs: number; cutAt: number; healAt: number; liveAtCut: boolean }[] = [];
-    const started = Date.now();
-    for (const f of schedule) {
-      const liveAtCut = live(client, victim.id);
-      const cutAt = Date.now();
-      await b.lan.cut(victim.host);
-      await hold(f.downMs - (Date.now() - cutAt));
-      const healAt = Date.now();
-      await b.lan.heal(victim.host);
-      flaps.push({ ...f, cutAt, healAt, liveAtCut });
-      await hold(f.upMs - (Date.now() - healAt));
-      expect(Date.now() - started, 'the flapping schedule overran').toBeLessThan(60_000);
-    }
-    const lastHeal = flaps.at(-1)!.healAt;
-    const doneBeforeEnd = client.done();
-
-    // After the last heal the worker is expected back in the run (re-recruited); wait for it, bounded.
-    let rejoined: Ev | undefined;
-    try {
-      await pollUntil('the victim to have a live session again', 15_000, () => live(client, victim.id));
-      const idx = lastSessionIdx(client, victim.id);
-      rejoined = await client.next((e) => e.e === 'first' && e['idx'] === idx, 10_000, `an output from ${victim.id}'s latest session`);
-    } catch (err) {
-      log(`the victim did not rejoin the run after the last heal: ${(err as Error).message.split('\n')[0]}`);
-    }
-    client.end();
-    const end = await client.result(30_000);
-    expectCompleted(client, end);
-
-    const lost = client.of('lost');
-    const recruitedVictim = client.of('recruited').filter((e) => e['id'] === victim.id);
-    // Only the flapping worker may be lost; the others never were.
-    expect(lost.map((e) => e['id']).filter((id) => id !== victim.id), client.eventLog()).toEqual([]);
-    expect(lost.length, client.eventLog()).toBeGreaterThanOrEqual(1);
-    const st = statsOf(end);
-    expect(st.workers.reduce((s, w) => s + w.completed, 0)).toBe(end['n']);
-    // Per flap: was the worker lost during (or just after) it, and when did it come back?
-    const rows = flaps.map((f, k) => {
-      const nextCut = flaps[k + 1]?.cutAt ?? Infinity;
-      const l = lost.find((e) => e.t >= f.cutAt && e.t < nextCut);
-      const r = recruitedVictim.find((e) => e.t >= f.healAt && e.t < nextCut);
-      return (
-        `  flap ${k + 1}: down ${f.healAt - f.cutAt} ms (${f.downMs > HEARTBEAT_TIMEOUT_MS ? 'longer' : 'shorter'} than the timeout), recruited at the cut: ${f.liveAtCut}; ` +
-        (l ? `lost ${l.t - f.cutAt} ms after the cut (${String(l['reason']).slice(0, 60)}, ${String(l['requeued'])} requeued)` : 'not lost') +
-        (r ? `; re-recruited ${r.t - f.healAt} ms after heal` : '')
+      // 5 cuts: two shorter than the heartbeat timeout, three longer; up intervals 0.3–2 s.
+      const downs = rng.shuffle([rng.int(250, 700), rng.int(300, 800), rng.int(1400, 2000), rng.int(1500, 2200), rng.int(1800, 2500)]);
+      const schedule = downs.map((downMs) => ({ downMs, upMs: rng.int(300, 2000) }));
+      log(
+        `flapping ${victim.host.name} (${victim.id}): ${schedule.map((f) => `down ${f.downMs} ms / up ${f.upMs} ms`).join(', ')}; heartbeat ${HEARTBEAT_MS}/${HEARTBEAT_TIMEOUT_MS} ms`,
       );
-    });
-    log(
-      `flapping: ${victim.id} lost ${lost.length} times, re-recruited ${recruitedVictim.length - 1} times; ` +
-        `${String(end['n'])} outputs, all correct and single; run ${String(end['ms'])} ms; ${doneBeforeEnd} outputs during the flapping; ` +
-        `${rejoined ? `back with outputs ${rejoined.t - lastHeal} ms after the last heal` : 'NOT back after the last heal'}\n${rows.join('\n')}`,
-    );
-    // Every cut longer than the heartbeat timeout that hit a recruited worker lost it.
-    for (const [k, f] of flaps.entries()) {
-      if (!f.liveAtCut || f.healAt - f.cutAt < HEARTBEAT_TIMEOUT_MS + HEARTBEAT_MS + 300) continue;
-      const nextCut = flaps[k + 1]?.cutAt ?? Infinity;
-      expect(lost.some((e) => e.t >= f.cutAt && e.t < nextCut), `flap ${k + 1} (${f.healAt - f.cutAt} ms down) lost the worker\n${client.eventLog()}`).toBe(true);
-    }
-  });
+
+      const flaps: { downMs: number; upMs: number; cutAt: number; healAt: number; liveAtCut: boolean }[] = [];
+      const started = Date.now();
+      for (const f of schedule) {
+        const liveAtCut = live(client, victim.id);
+        const cutAt = Date.now();
+        await b.lan.cut(victim.host);
+        await hold(f.downMs - (Date.now() - cutAt));
+        const healAt = Date.now();
+        await b.lan.heal(victim.host);
+        flaps.push({ ...f, cutAt, healAt, liveAtCut });
+        await hold(f.upMs - (Date.now() - healAt));
+        expect(Date.now() - started, 'the flapping schedule overran').toBeLessThan(60_000);
+      }
+      const lastHeal = flaps.at(-1)!.healAt;
+      const doneBeforeEnd = client.done();
+
+      // After the last heal the worker is expected back in the run (re-recruited); wait for it, bounded.
+      let rejoined: Ev | undefined;
+      try {
+        await pollUntil('the victim to have a live session again', 15_000, () => live(client, victim.id));
+        const idx = lastSessionIdx(client, victim.id);
+        rejoined = await client.next((e) => e.e === 'first' && e['idx'] === idx, 10_000, `an output from ${victim.id}'s latest session`);
+      } catch (err) {
+        log(`the victim did not rejoin the run after the last heal: ${(err as Error).message.split('\n')[0]}`);
+      }
+      client.end();
+      const end = await client.result(30_000);
+      expectCompleted(client, end);
+
+      const lost = client.of('lost');
+      const recruitedVictim = client.of('recruited').filter((e) => e['id'] === victim.id);
+      // Only the flapping worker may be lost; the others never were.
+      expect(
+        lost.map((e) => e['id']).filter((id) => id !== victim.id),
+        client.eventLog(),
+      ).toEqual([]);
+      expect(lost.length, client.eventLog()).toBeGreaterThanOrEqual(1);
+      const st = statsOf(end);
+      expect(st.workers.reduce((s, w) => s + w.completed, 0)).toBe(end['n']);
+      // Per flap: was the worker lost during (or just after) it, and when did it come back?
+      const rows = flaps.map((f, k) => {
+        const nextCut = flaps[k + 1]?.cutAt ?? Infinity;
+        const l = lost.find((e) => e.t >= f.cutAt && e.t < nextCut);
+        const r = recruitedVictim.find((e) => e.t >= f.healAt && e.t < nextCut);
+        return (
+          `  flap ${k + 1}: down ${f.healAt - f.cutAt} ms (${f.downMs > HEARTBEAT_TIMEOUT_MS ? 'longer' : 'shorter'} than the timeout), recruited at the cut: ${f.liveAtCut}; ` +
+          (l ? `lost ${l.t - f.cutAt} ms after the cut (${String(l['reason']).slice(0, 60)}, ${String(l['requeued'])} requeued)` : 'not lost') +
+          (r ? `; re-recruited ${r.t - f.healAt} ms after heal` : '')
+        );
+      });
+      log(
+        `flapping: ${victim.id} lost ${lost.length} times, re-recruited ${recruitedVictim.length - 1} times; ` +
+          `${String(end['n'])} outputs, all correct and single; run ${String(end['ms'])} ms; ${doneBeforeEnd} outputs during the flapping; ` +
+          `${rejoined ? `back with outputs ${rejoined.t - lastHeal} ms after the last heal` : 'NOT back after the last heal'}\n${rows.join('\n')}`,
+      );
+      // Every cut longer than the heartbeat timeout that hit a recruited worker lost it.
+      for (const [k, f] of flaps.entries()) {
+        if (!f.liveAtCut || f.healAt - f.cutAt < HEARTBEAT_TIMEOUT_MS + HEARTBEAT_MS + 300) continue;
+        const nextCut = flaps[k + 1]?.cutAt ?? Infinity;
+        expect(
+          lost.some((e) => e.t >= f.cutAt && e.t < nextCut),
+          `flap ${k + 1} (${f.healAt - f.cutAt} ms down) lost the worker\n${client.eventLog()}`,
+        ).toBe(true);
+      }
+    },
+  );
 
   describe('2. a silent lease-holder (a real daemon SIGSTOPped right after it was recruited)', () => {
     it('among others: declared lost within the heartbeat timeout, the others finish the run', { timeout: 60_000 }, async () => {
@@ -192,7 +219,11 @@ describe.skipIf(!netnsAvailable)(title, () => {
       const d = await b.daemon(b.host(1));
       const workerWaitMs = 1500;
       const n = 200;
-      const client = b.client(b.host(2), { stage: 'spin.ts', n, ms: 10, options: { ...FAST, localFallback: true, workerWaitMs, threads: 2 } }, 'client (silent alone)');
+      const client = b.client(
+        b.host(2),
+        { stage: 'spin.ts', n, ms: 10, options: { ...FAST, localFallback: true, workerWaitMs, threads: 2 } },
+        'client (silent alone)',
+      );
       try {
         const rec = await client.next((e) => e.e === 'recruited' && e['id'] === d.id, 20_000, 'the daemon recruited');
         expect(signal(d.child, 'SIGSTOP')).toBe(true);
@@ -218,125 +249,145 @@ describe.skipIf(!netnsAvailable)(title, () => {
       }
     });
 
-    it('frozen while loading the stages (after the lease was granted, before Ready), among others, streamed inputs: the other finishes the run', { timeout: 60_000 }, async () => {
-      bench = await Bench.create(3, 'sil');
-      const b = bench;
-      const [d, e] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
-      // Held mode: an async source, so the workload's size is unknown (no shares kept for workers
-      // being recruited).
-      const client = b.client(b.host(3), { stage: 'chaos-slow-setup.ts', n: 1_000_000, ms: 15, held: true, options: { ...FAST, setupTimeoutMs: 60_000 } }, 'client (frozen in setup)');
-      try {
-        // setup() announces itself on the daemon's stderr, then takes 1.5 s: freeze the daemon in it.
-        await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
-        expect(signal(d.child, 'SIGSTOP')).toBe(true);
-        const stoppedAt = Date.now();
-        const lostLog = await client.next(
-          (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
-          10_000,
-          `"worker lost" logged for ${d.id}`,
+    it(
+      'frozen while loading the stages (after the lease was granted, before Ready), among others, streamed inputs: the other finishes the run',
+      { timeout: 60_000 },
+      async () => {
+        bench = await Bench.create(3, 'sil');
+        const b = bench;
+        const [d, e] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
+        // Held mode: an async source, so the workload's size is unknown (no shares kept for workers
+        // being recruited).
+        const client = b.client(
+          b.host(3),
+          { stage: 'chaos-slow-setup.ts', n: 1_000_000, ms: 15, held: true, options: { ...FAST, setupTimeoutMs: 60_000 } },
+          'client (frozen in setup)',
         );
-        await client.next((x) => x.e === 'progress' && (x['done'] as number) >= 150, 20_000, '150 outputs');
-        client.end();
-        const end = await client.result(30_000);
-        expectCompleted(client, end);
-        expect(client.recruitedIds()).toEqual([e.id]);
-        log(
-          `frozen in setup (streamed inputs): the client logged "worker lost" for it ${lostLog.t - stoppedAt} ms after the SIGSTOP ` +
-            `(${String((lostLog['fields'] as Record<string, unknown>)['reason'])}; no 'lost' event: it never had a session); ` +
-            `run done ${end.t - stoppedAt} ms after the SIGSTOP, all ${String(end['n'])} outputs from ${e.id}`,
-        );
-        expect(lostLog.t - stoppedAt).toBeLessThan(HEARTBEAT_TIMEOUT_MS + HEARTBEAT_MS + 1000);
-      } finally {
-        signal(d.child, 'SIGCONT');
-      }
-    });
+        try {
+          // setup() announces itself on the daemon's stderr, then takes 1.5 s: freeze the daemon in it.
+          await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
+          expect(signal(d.child, 'SIGSTOP')).toBe(true);
+          const stoppedAt = Date.now();
+          const lostLog = await client.next(
+            (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
+            10_000,
+            `"worker lost" logged for ${d.id}`,
+          );
+          await client.next((x) => x.e === 'progress' && (x['done'] as number) >= 150, 20_000, '150 outputs');
+          client.end();
+          const end = await client.result(30_000);
+          expectCompleted(client, end);
+          expect(client.recruitedIds()).toEqual([e.id]);
+          log(
+            `frozen in setup (streamed inputs): the client logged "worker lost" for it ${lostLog.t - stoppedAt} ms after the SIGSTOP ` +
+              `(${String((lostLog['fields'] as Record<string, unknown>)['reason'])}; no 'lost' event: it never had a session); ` +
+              `run done ${end.t - stoppedAt} ms after the SIGSTOP, all ${String(end['n'])} outputs from ${e.id}`,
+          );
+          expect(lostLog.t - stoppedAt).toBeLessThan(HEARTBEAT_TIMEOUT_MS + HEARTBEAT_MS + 1000);
+        } finally {
+          signal(d.child, 'SIGCONT');
+        }
+      },
+    );
 
     // Regression: a worker that went silent while loading the stages was declared lost by its
     // heartbeats but the recruit attempt waited for setupTimeoutMs (120 s), while a known-size run
     // kept a share of the work for it.
-    it('frozen while loading the stages, among others, array inputs: the others finish the run without waiting for setupTimeoutMs', { timeout: 60_000 }, async () => {
-      bench = await Bench.create(3, 'sil');
-      const b = bench;
-      const [d, e] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
-      const n = 250;
-      const setupTimeoutMs = 15_000;
-      const client = b.client(b.host(3), { stage: 'chaos-slow-setup.ts', n, ms: 15, options: { ...FAST, setupTimeoutMs } }, 'client (frozen in setup, array)');
-      try {
-        await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
-        expect(signal(d.child, 'SIGSTOP')).toBe(true);
-        const stoppedAt = Date.now();
-        const lostLog = await client.next(
-          (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
-          10_000,
-          `"worker lost" logged for ${d.id}`,
+    it(
+      'frozen while loading the stages, among others, array inputs: the others finish the run without waiting for setupTimeoutMs',
+      { timeout: 60_000 },
+      async () => {
+        bench = await Bench.create(3, 'sil');
+        const b = bench;
+        const [d, e] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
+        const n = 250;
+        const setupTimeoutMs = 15_000;
+        const client = b.client(
+          b.host(3),
+          { stage: 'chaos-slow-setup.ts', n, ms: 15, options: { ...FAST, setupTimeoutMs } },
+          'client (frozen in setup, array)',
         );
-        const end = await client.result(setupTimeoutMs + 20_000);
-        // The longest stretch without a new output while nothing was in flight.
-        let stall = 0;
-        let stallAt: unknown;
-        let since: Ev | undefined;
-        for (const p of client.of('progress')) {
-          if (since !== undefined && p['done'] === since['done'] && p['inFlight'] === 0) {
-            if (p.t - since.t > stall) {
-              stall = p.t - since.t;
-              stallAt = p['done'];
-            }
-          } else since = p;
+        try {
+          await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
+          expect(signal(d.child, 'SIGSTOP')).toBe(true);
+          const stoppedAt = Date.now();
+          const lostLog = await client.next(
+            (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
+            10_000,
+            `"worker lost" logged for ${d.id}`,
+          );
+          const end = await client.result(setupTimeoutMs + 20_000);
+          // The longest stretch without a new output while nothing was in flight.
+          let stall = 0;
+          let stallAt: unknown;
+          let since: Ev | undefined;
+          for (const p of client.of('progress')) {
+            if (since !== undefined && p['done'] === since['done'] && p['inFlight'] === 0) {
+              if (p.t - since.t > stall) {
+                stall = p.t - since.t;
+                stallAt = p['done'];
+              }
+            } else since = p;
+          }
+          log(
+            `frozen in setup (array inputs): "worker lost" logged ${lostLog.t - stoppedAt} ms after the SIGSTOP; run ${end.e} ${end.t - stoppedAt} ms after the SIGSTOP ` +
+              `(setupTimeoutMs ${setupTimeoutMs}); longest stall with nothing in flight ${stall} ms at ${String(stallAt)}/${n} outputs; ` +
+              `${String(end['n'] ?? end['message'])}`,
+          );
+          expectCompleted(client, end);
+          expect(client.recruitedIds()).toEqual([e.id]);
+          expect(end.t - stoppedAt, "the run waited for the frozen worker's setup timeout").toBeLessThan(HEARTBEAT_TIMEOUT_MS + 7000);
+        } finally {
+          signal(d.child, 'SIGCONT');
         }
-        log(
-          `frozen in setup (array inputs): "worker lost" logged ${lostLog.t - stoppedAt} ms after the SIGSTOP; run ${end.e} ${end.t - stoppedAt} ms after the SIGSTOP ` +
-            `(setupTimeoutMs ${setupTimeoutMs}); longest stall with nothing in flight ${stall} ms at ${String(stallAt)}/${n} outputs; ` +
-            `${String(end['n'] ?? end['message'])}`,
-        );
-        expectCompleted(client, end);
-        expect(client.recruitedIds()).toEqual([e.id]);
-        expect(end.t - stoppedAt, 'the run waited for the frozen worker\'s setup timeout').toBeLessThan(HEARTBEAT_TIMEOUT_MS + 7000);
-      } finally {
-        signal(d.child, 'SIGCONT');
-      }
-    });
+      },
+    );
 
     // Regression: the same, as the only worker: the run once failed with StageSetupError instead of
     // recruiting it again once it answered.
-    it('the only worker, frozen while loading the stages and continued after it was declared lost, is recruited again and the run completes', { timeout: 60_000 }, async () => {
-      bench = await Bench.create(2, 'sil');
-      const b = bench;
-      const d = await b.daemon(b.host(1));
-      const setupTimeoutMs = 8000;
-      const client = b.client(
-        b.host(2),
-        { stage: 'chaos-slow-setup.ts', n: 100, ms: 10, options: { ...FAST, setupTimeoutMs, workerWaitMs: 30_000, localFallback: false } },
-        'client (only worker frozen in setup)',
-      );
-      try {
-        await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
-        expect(signal(d.child, 'SIGSTOP')).toBe(true);
-        const stoppedAt = Date.now();
-        const lostLog = await client.next(
-          (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
-          10_000,
-          `"worker lost" logged for ${d.id}`,
+    it(
+      'the only worker, frozen while loading the stages and continued after it was declared lost, is recruited again and the run completes',
+      { timeout: 60_000 },
+      async () => {
+        bench = await Bench.create(2, 'sil');
+        const b = bench;
+        const d = await b.daemon(b.host(1));
+        const setupTimeoutMs = 8000;
+        const client = b.client(
+          b.host(2),
+          { stage: 'chaos-slow-setup.ts', n: 100, ms: 10, options: { ...FAST, setupTimeoutMs, workerWaitMs: 30_000, localFallback: false } },
+          'client (only worker frozen in setup)',
         );
-        const errMark = d.out.stderr.length;
-        expect(signal(d.child, 'SIGCONT')).toBe(true);
-        const contAt = Date.now();
-        // It ends the broken lease and is free again...
-        const leaseEnd = await d.out.waitErr(/lease ended/, 10_000, errMark);
-        const end = await client.result(setupTimeoutMs + 15_000);
-        log(
-          `frozen in setup, alone: "worker lost" logged ${lostLog.t - stoppedAt} ms after the SIGSTOP; SIGCONT ${contAt - stoppedAt} ms after it; ` +
-            `the daemon ended the lease ${leaseEnd.t - contAt} ms after the SIGCONT (${leaseEnd.text.replace(/^.*lease ended /, '')}); ` +
-            `the run then ${end.e === 'done' ? `completed ${end.t - contAt} ms after the SIGCONT` : `FAILED ${end.t - contAt} ms after the SIGCONT with ${String(end['name'])}: ${String(end['message'])}`}; ` +
-            `recruited: [${client.recruitedIds().join(',')}]`,
-        );
-        // ...so the run recruits it again and completes.
-        expectCompleted(client, end);
-        expect(client.recruitedIds()).toEqual([d.id]);
-        expect(end.t - contAt).toBeLessThan(setupTimeoutMs);
-      } finally {
-        signal(d.child, 'SIGCONT');
-      }
-    });
+        try {
+          await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
+          expect(signal(d.child, 'SIGSTOP')).toBe(true);
+          const stoppedAt = Date.now();
+          const lostLog = await client.next(
+            (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
+            10_000,
+            `"worker lost" logged for ${d.id}`,
+          );
+          const errMark = d.out.stderr.length;
+          expect(signal(d.child, 'SIGCONT')).toBe(true);
+          const contAt = Date.now();
+          // It ends the broken lease and is free again...
+          const leaseEnd = await d.out.waitErr(/lease ended/, 10_000, errMark);
+          const end = await client.result(setupTimeoutMs + 15_000);
+          log(
+            `frozen in setup, alone: "worker lost" logged ${lostLog.t - stoppedAt} ms after the SIGSTOP; SIGCONT ${contAt - stoppedAt} ms after it; ` +
+              `the daemon ended the lease ${leaseEnd.t - contAt} ms after the SIGCONT (${leaseEnd.text.replace(/^.*lease ended /, '')}); ` +
+              `the run then ${end.e === 'done' ? `completed ${end.t - contAt} ms after the SIGCONT` : `FAILED ${end.t - contAt} ms after the SIGCONT with ${String(end['name'])}: ${String(end['message'])}`}; ` +
+              `recruited: [${client.recruitedIds().join(',')}]`,
+          );
+          // ...so the run recruits it again and completes.
+          expectCompleted(client, end);
+          expect(client.recruitedIds()).toEqual([d.id]);
+          expect(end.t - contAt).toBeLessThan(setupTimeoutMs);
+        } finally {
+          signal(d.child, 'SIGCONT');
+        }
+      },
+    );
   });
 
   describe('3. a worker whose stream breaks while its tasks finish (link cut for longer than the heartbeat timeout, then healed)', () => {
@@ -346,7 +397,11 @@ describe.skipIf(!netnsAvailable)(title, () => {
       const [v, o] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
       const dir = b.tempDir();
       const poller = b.describePoller(b.host(4), v.address);
-      const client = b.client(b.host(3), { stage: 'chaos-mark.ts', n: 1_000_000, ms: 150, dir, execs: true, held: true, ahead: 16, options: FAST }, 'client (broken stream)');
+      const client = b.client(
+        b.host(3),
+        { stage: 'chaos-mark.ts', n: 1_000_000, ms: 150, dir, execs: true, held: true, ahead: 16, options: FAST },
+        'client (broken stream)',
+      );
       for (const d of [v, o]) await client.next((e) => e.e === 'first' && e['id'] === d.id, 20_000, `first output from ${d.id}`);
 
       const errMark = v.out.stderr.length;
@@ -433,7 +488,9 @@ describe.skipIf(!netnsAvailable)(title, () => {
           `${during.length} tasks finished on the cut-off worker during the partition; its lease ended ` +
           `${leaseEnd ? `${leaseEnd.t - healAt} ms after heal (${leaseEnd.text.replace(/^.*lease ended /, '')})` : 'never (no log line)'}; ` +
           `Describe showed it free ${freeAfterHeal} ms after heal (Describe saw: ${describeTimeline(poller.lines, cutAt)} ms from the cut); ls: ${rows.map((r) => `${r.host}=${r.state}`).join(' ')}; ` +
-          `run 2 recruited ${r3.recruitedIds().join(',')} (per worker ${statsOf(end3).workers.map((w) => `${w.host}=${w.completed}`).join(' ')})`,
+          `run 2 recruited ${r3.recruitedIds().join(',')} (per worker ${statsOf(end3)
+            .workers.map((w) => `${w.host}=${w.completed}`)
+            .join(' ')})`,
       );
       expect(during.length).toBeGreaterThan(0);
       for (const x of during) expect(delivered[String(x.v)], `input ${x.v}`).not.toBe(x.exec);

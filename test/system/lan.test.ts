@@ -144,7 +144,8 @@ class Output {
         for (; scanned < items.length; scanned++) {
           if (pred(items[scanned]!)) return finish(undefined, items[scanned]!);
         }
-        if (exited(this.child) && this.#buf === '') finish(new Error(`${this.name}: exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n${this.tail()}`));
+        if (exited(this.child) && this.#buf === '')
+          finish(new Error(`${this.name}: exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n${this.tail()}`));
       };
       const timer = setTimeout(() => finish(new Error(`${this.name}: no ${what} within ${timeoutMs} ms\n${this.tail()}`)), timeoutMs);
       this.#waiters.add(check);
@@ -153,7 +154,12 @@ class Output {
   }
 
   waitLine(re: RegExp, timeoutMs: number): Promise<string> {
-    return this.waitIn(() => this.lines, (l) => re.test(l), timeoutMs, `line ${re}`);
+    return this.waitIn(
+      () => this.lines,
+      (l) => re.test(l),
+      timeoutMs,
+      `line ${re}`,
+    );
   }
 
   /** Waits for the process to exit (bounded). */
@@ -358,7 +364,12 @@ describe.skipIf(!netnsAvailable)(title, () => {
     for (const w of ws) expect(w.completed, `worker ${w.id}`).toBeGreaterThan(0);
     expect(ws.reduce((s, w) => s + w.completed, 0)).toBe(240);
     const t0 = client.of('start')[0]!.t;
-    log(`discovery: recruited ${client.of('recruited').map((r) => `${String(r['host'])}@+${r.t - t0}ms`).join(', ')}; run ${String(end['ms'])} ms; per worker ${ws.map((w) => `${w.host}=${w.completed}`).join(' ')}`);
+    log(
+      `discovery: recruited ${client
+        .of('recruited')
+        .map((r) => `${String(r['host'])}@+${r.t - t0}ms`)
+        .join(', ')}; run ${String(end['ms'])} ms; per worker ${ws.map((w) => `${w.host}=${w.completed}`).join(' ')}`,
+    );
   });
 
   it('2. hot-join: a daemon started on a new host mid-run receives tasks within about a second', { timeout: 40_000 }, async () => {
@@ -397,7 +408,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
     // A protocol-99 advert: every client logs a warning about it as soon as its mDNS browser hears
     // answers, which tells the test that the client's discovery is running.
     await b.fakeAdvert(b.host(3), { id: 'probe-proto99', proto: 99, port: 9 });
-    const discovering = (c: Client): Promise<Ev> => c.next((e) => e.e === 'log' && /probe-proto99.*protocol 99/.test(String(e['msg'])), 15_000, 'discovery running');
+    const discovering = (c: Client): Promise<Ev> =>
+      c.next((e) => e.e === 'log' && /probe-proto99.*protocol 99/.test(String(e['msg'])), 15_000, 'discovery running');
 
     const a = b.client(b.host(2), { stage: 'spin.ts', n: 5000, ms: 20, held: true }, 'client A');
     await a.next((e) => e.e === 'first' && e['id'] === d.id, 15_000, 'A computing on the daemon');
@@ -553,65 +565,74 @@ describe.skipIf(!netnsAvailable)(title, () => {
     log(`farms: blue recruited ${blue.recruitedIds().join(',')}; red recruited ${redC.recruitedIds().join(',')}; warning: ${String(warned[0]!['msg'])}`);
   });
 
-  it('7. bogus adverts (closed port, silent address, garbage packets) do not delay the run beyond one bounded connect attempt', { timeout: 60_000 }, async () => {
-    bench = await Bench.create(6);
-    const b = bench;
-    const connectTimeoutMs = 1000;
-    const [h1, h2, h3, h4, h5, h6] = [1, 2, 3, 4, 5, 6].map((i) => b.host(i)) as [LanHost, LanHost, LanHost, LanHost, LanHost, LanHost];
-    const daemons = await Promise.all([b.daemon(h1), b.daemon(h2)]);
-    const ids = daemons.map((d) => d.id).sort();
-    const config = { stage: 'spin.ts', n: 300, ms: 10, options: { connectTimeoutMs } };
+  it(
+    '7. bogus adverts (closed port, silent address, garbage packets) do not delay the run beyond one bounded connect attempt',
+    { timeout: 60_000 },
+    async () => {
+      bench = await Bench.create(6);
+      const b = bench;
+      const connectTimeoutMs = 1000;
+      const [h1, h2, h3, h4, h5, h6] = [1, 2, 3, 4, 5, 6].map((i) => b.host(i)) as [LanHost, LanHost, LanHost, LanHost, LanHost, LanHost];
+      const daemons = await Promise.all([b.daemon(h1), b.daemon(h2)]);
+      const ids = daemons.map((d) => d.id).sort();
+      const config = { stage: 'spin.ts', n: 300, ms: 10, options: { connectTimeoutMs } };
 
-    // (a) an advert for a port where nothing listens (connection refused).
-    const fakeA = await b.fakeAdvert(h4, { id: 'bogus-closed', port: 9 });
-    // (b) an advert from a host that never answers the client: the client's host h3 gets a permanent
-    //     neighbour entry that maps h5's address to a MAC address no host has. h5's multicast adverts
-    //     still reach h3, but every unicast packet from h3 to h5 goes nowhere (no RST, no ICMP), as
-    //     with a machine that dropped off the network right after advertising: each recruit attempt
-    //     runs into connectTimeoutMs.
-    await ipCmd(['-n', h3.ns, 'neigh', 'replace', h5.address, 'lladdr', '02:00:00:00:de:ad', 'dev', h3.iface, 'nud', 'permanent']);
-    const fakeB = await b.fakeAdvert(h5, { id: 'bogus-silent', port: 7000 });
-    // (c) garbage: random bytes, broken packets, malformed TXT, port 0.
-    const garbage = b.exec(h6, [GARBAGE, JSON.stringify({ address: h6.address, everyMs: 200 })]);
-    b.outputs.push(new Output('garbage', garbage));
-    await waitForLine(garbage, /^SENT 1$/, 10_000);
+      // (a) an advert for a port where nothing listens (connection refused).
+      const fakeA = await b.fakeAdvert(h4, { id: 'bogus-closed', port: 9 });
+      // (b) an advert from a host that never answers the client: the client's host h3 gets a permanent
+      //     neighbour entry that maps h5's address to a MAC address no host has. h5's multicast adverts
+      //     still reach h3, but every unicast packet from h3 to h5 goes nowhere (no RST, no ICMP), as
+      //     with a machine that dropped off the network right after advertising: each recruit attempt
+      //     runs into connectTimeoutMs.
+      await ipCmd(['-n', h3.ns, 'neigh', 'replace', h5.address, 'lladdr', '02:00:00:00:de:ad', 'dev', h3.iface, 'nud', 'permanent']);
+      const fakeB = await b.fakeAdvert(h5, { id: 'bogus-silent', port: 7000 });
+      // (c) garbage: random bytes, broken packets, malformed TXT, port 0.
+      const garbage = b.exec(h6, [GARBAGE, JSON.stringify({ address: h6.address, everyMs: 200 })]);
+      b.outputs.push(new Output('garbage', garbage));
+      await waitForLine(garbage, /^SENT 1$/, 10_000);
 
-    const bogus = b.client(h3, config, 'client (bogus adverts)');
-    const bogusEnd = await bogus.result(25_000);
-    expectCompleted(bogus, bogusEnd);
-    expect(bogus.recruitedIds().sort()).toEqual(ids);
-    // It did see (and try) the bogus ones, and skipped the malformed ones with warnings.
-    const tried = couldNotRecruit(bogus).map((e) => `${String((e['fields'] as Record<string, unknown>)['target'])} ${String((e['fields'] as Record<string, unknown>)['error'])}`);
-    const warnings = bogus.logs('warn').map((e) => String(e['msg']));
+      const bogus = b.client(h3, config, 'client (bogus adverts)');
+      const bogusEnd = await bogus.result(25_000);
+      expectCompleted(bogus, bogusEnd);
+      expect(bogus.recruitedIds().sort()).toEqual(ids);
+      // It did see (and try) the bogus ones, and skipped the malformed ones with warnings.
+      const tried = couldNotRecruit(bogus).map(
+        (e) => `${String((e['fields'] as Record<string, unknown>)['target'])} ${String((e['fields'] as Record<string, unknown>)['error'])}`,
+      );
+      const warnings = bogus.logs('warn').map((e) => String(e['msg']));
 
-    // Baseline: same LAN, same daemons, no bogus adverts.
-    for (const p of [fakeA, fakeB, garbage]) p.kill('SIGTERM');
-    await Promise.all([fakeA, fakeB, garbage].map((p) => waitExit(p, 5000)));
-    await ipCmd(['-n', h3.ns, 'neigh', 'del', h5.address, 'dev', h3.iface]);
-    const base = b.client(h3, config, 'client (baseline)');
-    const baseEnd = await base.result(25_000);
-    expectCompleted(base, baseEnd);
-    expect(base.recruitedIds().sort()).toEqual(ids);
-    expect(couldNotRecruit(base)).toEqual([]);
+      // Baseline: same LAN, same daemons, no bogus adverts.
+      for (const p of [fakeA, fakeB, garbage]) p.kill('SIGTERM');
+      await Promise.all([fakeA, fakeB, garbage].map((p) => waitExit(p, 5000)));
+      await ipCmd(['-n', h3.ns, 'neigh', 'del', h5.address, 'dev', h3.iface]);
+      const base = b.client(h3, config, 'client (baseline)');
+      const baseEnd = await base.result(25_000);
+      expectCompleted(base, baseEnd);
+      expect(base.recruitedIds().sort()).toEqual(ids);
+      expect(couldNotRecruit(base)).toEqual([]);
 
-    const when = (c: Client): string => {
-      const t0 = c.of('start')[0]!.t;
-      return c.of('recruited').map((r) => `+${r.t - t0}`).join('/');
-    };
-    log(
-      `bogus adverts: run ${String(bogusEnd['ms'])} ms (real daemons recruited at ${when(bogus)} ms) vs baseline ${String(baseEnd['ms'])} ms ` +
-        `(recruited at ${when(base)} ms); connectTimeoutMs ${connectTimeoutMs}`,
-    );
-    const attempts = new Map<string, number>();
-    for (const t of tried) attempts.set(t, (attempts.get(t) ?? 0) + 1);
-    log(`bogus adverts: failed recruit attempts: ${[...attempts].map(([t, k]) => `${k}× ${t}`).join(' | ')}`);
-    log(`bogus adverts: ${warnings.length} warnings, distinct: ${[...new Set(warnings.map((w) => w.replace(/\d+\.\d+\.\d+\.\d+/g, 'A')))].join(' | ')}`);
-    expect(tried.some((t) => t.startsWith(`${h4.address}:9 `))).toBe(true);
-    expect(tried.some((t) => t.startsWith(`${h5.address}:7000 `) && /deadline|no TLS handshake within/.test(t))).toBe(true);
-    expect(warnings.some((w) => /malformed taskfarm advert/.test(w))).toBe(true);
-    expect(warnings.some((w) => /garbage-port0.*invalid port/.test(w))).toBe(true);
-    expect(bogusEnd['ms'] as number).toBeLessThanOrEqual((baseEnd['ms'] as number) + connectTimeoutMs + 2000);
-  });
+      const when = (c: Client): string => {
+        const t0 = c.of('start')[0]!.t;
+        return c
+          .of('recruited')
+          .map((r) => `+${r.t - t0}`)
+          .join('/');
+      };
+      log(
+        `bogus adverts: run ${String(bogusEnd['ms'])} ms (real daemons recruited at ${when(bogus)} ms) vs baseline ${String(baseEnd['ms'])} ms ` +
+          `(recruited at ${when(base)} ms); connectTimeoutMs ${connectTimeoutMs}`,
+      );
+      const attempts = new Map<string, number>();
+      for (const t of tried) attempts.set(t, (attempts.get(t) ?? 0) + 1);
+      log(`bogus adverts: failed recruit attempts: ${[...attempts].map(([t, k]) => `${k}× ${t}`).join(' | ')}`);
+      log(`bogus adverts: ${warnings.length} warnings, distinct: ${[...new Set(warnings.map((w) => w.replace(/\d+\.\d+\.\d+\.\d+/g, 'A')))].join(' | ')}`);
+      expect(tried.some((t) => t.startsWith(`${h4.address}:9 `))).toBe(true);
+      expect(tried.some((t) => t.startsWith(`${h5.address}:7000 `) && /deadline|no TLS handshake within/.test(t))).toBe(true);
+      expect(warnings.some((w) => /malformed taskfarm advert/.test(w))).toBe(true);
+      expect(warnings.some((w) => /garbage-port0.*invalid port/.test(w))).toBe(true);
+      expect(bogusEnd['ms'] as number).toBeLessThanOrEqual((baseEnd['ms'] as number) + connectTimeoutMs + 2000);
+    },
+  );
 
   it('8. taskfarm ls shows the daemons and their state (free / recruited), as JSON and as a table', { timeout: 40_000 }, async () => {
     bench = await Bench.create(5);
@@ -628,7 +649,14 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expect(rows.map((r) => r.id).sort()).toEqual(daemons.map((d) => d.id).sort());
     for (const d of daemons) {
       const r = rows.find((x) => x.id === d.id)!;
-      expect(r).toMatchObject({ host: d.host.name, port: d.port, threads: 1, proto: PROTOCOL_VERSION, farm: 'default', state: d === d1 ? 'recruited' : 'free' });
+      expect(r).toMatchObject({
+        host: d.host.name,
+        port: d.port,
+        threads: 1,
+        proto: PROTOCOL_VERSION,
+        farm: 'default',
+        state: d === d1 ? 'recruited' : 'free',
+      });
       expect(r.addresses[0]).toBe(d.host.address);
     }
 
@@ -647,9 +675,12 @@ describe.skipIf(!netnsAvailable)(title, () => {
     holder.end();
     expectCompleted(holder, await holder.result(15_000));
     const after = await b.ls(b.host(5), ['--json', '--timeout', '800']);
-    expect(after.lines.map((l) => JSON.parse(l) as LsRow).map((r) => [r.id, r.state]).sort()).toEqual(
-      [d1, d2, d3].map((d) => [d.id, 'free']).sort(),
-    );
+    expect(
+      after.lines
+        .map((l) => JSON.parse(l) as LsRow)
+        .map((r) => [r.id, r.state])
+        .sort(),
+    ).toEqual([d1, d2, d3].map((d) => [d.id, 'free']).sort());
   });
   // Regression (found while testing the issue's scenarios): workstations whose home folders are
   // shared over NFS share the default cache folder (~/.cache/taskfarm). The id lock is a pid, which
@@ -668,11 +699,17 @@ describe.skipIf(!netnsAvailable)(title, () => {
     const lsRows = ls.lines.map((l) => JSON.parse(l) as LsRow);
     log(
       `shared cache folder: daemon ids h1=${dA.id} h2=${dB.id} h3=${dC.id}; the client recruited ` +
-        `${client.of('recruited').map((r) => `${String(r['id'])}@${String(r['host'])}`).join(', ')}; ls lists ${lsRows.map((r) => `${r.id}@${r.host}`).join(', ')}`,
+        `${client
+          .of('recruited')
+          .map((r) => `${String(r['id'])}@${String(r['host'])}`)
+          .join(', ')}; ls lists ${lsRows.map((r) => `${r.id}@${r.host}`).join(', ')}`,
     );
     expect({
       distinctIds: new Set([dA.id, dB.id, dC.id]).size,
-      recruitedHosts: client.of('recruited').map((r) => String(r['host'])).sort(),
+      recruitedHosts: client
+        .of('recruited')
+        .map((r) => String(r['host']))
+        .sort(),
       listedHosts: lsRows.map((r) => r.host).sort(),
     }).toEqual({ distinctIds: 3, recruitedHosts: ['h1', 'h2', 'h3'], listedHosts: ['h1', 'h2', 'h3'] });
   });

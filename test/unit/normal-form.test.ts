@@ -59,14 +59,7 @@ describe('normal form rewrite rules', () => {
 
 // ---- randomized compositions: normal form ≡ direct sequential evaluation
 
-const pool: ((x: number) => number)[] = [
-  (x) => x + 1,
-  (x) => x * 2,
-  (x) => x - 3,
-  (x) => (x * x) % 1009,
-  (x) => Math.floor(x / 2),
-  (x) => x ^ 0x55,
-];
+const pool: ((x: number) => number)[] = [(x) => x + 1, (x) => x * 2, (x) => x - 3, (x) => (x * x) % 1009, (x) => Math.floor(x / 2), (x) => x ^ 0x55];
 
 /** Direct evaluation of the original composition (no rewriting). */
 function evaluate(s: Skeleton, x: number): number {
