@@ -46,8 +46,10 @@ async function startOne(i: number): Promise<number> {
       const beat = setInterval(() => {
         if (Date.now() - lastWritten >= 450) write({ heartbeat: { sent_at_ms: Date.now() } });
       }, 500);
+      // Protocol 3: the stream is open (Ready{program 0}); each Start is answered Ready{program}.
+      write({ ready: { threads: 1, program: 0 } });
       call.on('data', (m: ClientMessage) => {
-        if (m.body === 'start') write({ ready: { threads: 1 } });
+        if (m.body === 'start') write({ ready: { threads: 1, program: m.start.program } });
         else if (m.body === 'tasks') {
           const n = m.tasks.seqs.length;
           const inputs = decodeInputs(m.tasks.inputs, n) as number[];

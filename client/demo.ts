@@ -119,7 +119,9 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
     const t0 = Date.now();
     const image = new Uint8Array(width * height * 3);
     let done = 0;
-    for await (const { output: t } of farm.results()) {
+    for await (const r of farm.results()) {
+      if (r.error !== undefined) throw r.error;
+      const t = r.output;
       for (let row = 0; row < t.h; row++) {
         image.set(t.rgb.subarray(row * t.w * 3, (row + 1) * t.w * 3), ((t.y + row) * width + t.x) * 3);
       }

@@ -4,20 +4,15 @@
  */
 
 // ---- Running programs
-export {
-  TaskFarm,
-  type IndexedOutput,
-  type ResultsOptions,
-  type TaskFarmOptions,
-  type FarmProgress,
-  type FarmStats,
-  type WorkerStats,
-  type WorkerLostEvent,
-  type WorkerInfo,
-  type InputSource,
-  type RunEvents,
-} from './farm/index.js';
+export { TaskFarm, type TaskFarmOptions, type RunEvents } from './farm/index.js';
+export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, WorkerInfo, InputSource } from './farm/index.js';
+export type { IndexedOutput, ResultsOptions } from './farm/index.js';
 export { preferCachedThenFastest, firstComeFirstServed, sharedFile, SharedFile, type SchedulingPolicy, type WorkerView } from './farm/index.js';
+
+// ---- A warm pool serving many jobs
+export { FarmPool, FarmJob, bundleProgram, type BundledProgram, type FallbackEvent, type PoolEvents, type PoolWorker } from './farm/index.js';
+export type { FarmPoolOptions, JobOptions, JobEvents, JobStatus } from './farm/index.js';
+export { MemoryTaskRepository, type TaskRecord, type TaskRepository, type ResultSink } from './farm/index.js';
 
 // ---- Skeletons and the normal form
 export { seq, farm, pipeline, normalForm, stagesOf, describeSkeleton } from './skeleton/index.js';

@@ -44,7 +44,32 @@ function modulePath(stage: string | URL, index: number, cwd: string): string {
   return path;
 }
 
-async function bundleModule(path: string, index: number, cwd: string): Promise<string> {
+/** A bundle made earlier, valid while none of the files it was made from changed. */
+interface CachedBundle {
+  readonly stage: PreparedStage;
+  /** Every input file of the bundle with its modification time and size when it was bundled. */
+  readonly inputs: readonly (readonly [path: string, mtimeMs: number, size: number])[];
+}
+
+/** Bundles by entry path (and working folder), most recently used last; bounded. */
+const bundleCache = new Map<string, CachedBundle>();
+const BUNDLE_CACHE_MAX = 256;
+/** Inline stages by their function object. */
+const inlineCache = new WeakMap<object, PreparedStage>();
+
+function stillValid(entry: CachedBundle): boolean {
+  for (const [path, mtimeMs, size] of entry.inputs) {
+    try {
+      const st = statSync(path);
+      if (st.mtimeMs !== mtimeMs || st.size !== size) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+async function bundleModule(path: string, index: number, cwd: string): Promise<{ code: string; inputs: string[] }> {
   const esbuild = await import('esbuild');
   const build = (banner: string | undefined) =>
     esbuild.build({
@@ -59,6 +84,7 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<s
       sourcesContent: false,
       logLevel: 'silent',
       legalComments: 'none',
+      metafile: true,
       ...(banner === undefined ? {} : { banner: { js: banner } }),
     });
   try {
@@ -69,7 +95,10 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<s
       out = await build(REQUIRE_SHIM);
       code = out.outputFiles[0]?.text ?? '';
     }
-    return code;
+    const inputs = Object.keys(out.metafile?.inputs ?? {})
+      .filter((f) => !f.includes(':')) // namespaced inputs (e.g. `node:` built-ins) are not files
+      .map((f) => resolve(cwd, f));
+    return { code, inputs };
   } catch (err) {
     const errors = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors;
     const detail =
@@ -85,21 +114,55 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<s
   }
 }
 
-/** Bundles and hashes every stage of a normal-form chain, in order. */
+/**
+ * Bundles and hashes every stage of a normal-form chain, in order. Bundles are remembered: a stage
+ * bundled before is not bundled again while none of its input files changed (checked by modification
+ * time and size), so a job on a warm pool starts without running esbuild.
+ */
 export async function prepareStages(stages: readonly Stage[], cwd: string): Promise<PreparedStage[]> {
   const out: PreparedStage[] = [];
   for (let i = 0; i < stages.length; i++) {
     const stage = stages[i]!;
-    let text: string;
-    let inline = false;
     if (typeof stage === 'function') {
-      text = inlineStageModule(stage, i);
-      inline = true;
-    } else {
-      text = await bundleModule(modulePath(stage, i, cwd), i, cwd);
+      let prepared = inlineCache.get(stage);
+      if (prepared === undefined) {
+        const code = Buffer.from(inlineStageModule(stage, i), 'utf8');
+        prepared = { hash: bundleHash(code), code, name: stageName(stage), inline: true };
+        inlineCache.set(stage, prepared);
+      }
+      out.push(prepared);
+      continue;
     }
+    const path = modulePath(stage, i, cwd);
+    const cacheKey = `${cwd}\0${path}`;
+    const cached = bundleCache.get(cacheKey);
+    if (cached !== undefined && stillValid(cached)) {
+      bundleCache.delete(cacheKey);
+      bundleCache.set(cacheKey, cached);
+      out.push(cached.stage);
+      continue;
+    }
+    const before = Date.now();
+    const { code: text, inputs } = await bundleModule(path, i, cwd);
     const code = Buffer.from(text, 'utf8');
-    out.push({ hash: bundleHash(code), code, name: stageName(stage), inline });
+    const prepared: PreparedStage = { hash: bundleHash(code), code, name: stageName(stage), inline: false };
+    out.push(prepared);
+    // Files modified while esbuild read them could be cached stale: only cache what was older.
+    const stats: [string, number, number][] = [];
+    let stable = true;
+    for (const f of inputs) {
+      try {
+        const st = statSync(f);
+        if (st.mtimeMs >= before - 2) stable = false;
+        stats.push([f, st.mtimeMs, st.size]);
+      } catch {
+        stable = false;
+      }
+    }
+    if (stable) {
+      bundleCache.set(cacheKey, { stage: prepared, inputs: stats });
+      if (bundleCache.size > BUNDLE_CACHE_MAX) bundleCache.delete(bundleCache.keys().next().value!);
+    }
   }
   return out;
 }

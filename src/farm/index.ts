@@ -1,8 +1,28 @@
-export { TaskFarm, type IndexedOutput, type ResultsOptions } from './task-farm.js';
-export { resolveTaskFarmOptions, type TaskFarmOptions, type ResolvedTaskFarmOptions } from './options.js';
-export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, RunEvents } from './run.js';
+export { TaskFarm, type RunEvents } from './task-farm.js';
+export { FarmPool, bundleProgram, type BundledProgram, type FallbackEvent, type PoolEvents, type PoolWorker } from './pool.js';
+export {
+  FarmJob,
+  type FarmProgress,
+  type FarmStats,
+  type WorkerStats,
+  type WorkerLostEvent,
+  type IndexedOutput,
+  type ResultsOptions,
+  type JobEvents,
+  type JobStatus,
+} from './job.js';
+export {
+  resolveTaskFarmOptions,
+  resolvePoolOptions,
+  resolveJobOptions,
+  type TaskFarmOptions,
+  type FarmPoolOptions,
+  type JobOptions,
+  type ResolvedPoolOptions,
+  type ResolvedJobOptions,
+} from './options.js';
 export type { WorkerInfo } from './link.js';
 export { preferCachedThenFastest, firstComeFirstServed, type SchedulingPolicy, type WorkerView } from './scheduling.js';
-export type { InputSource } from './repository.js';
+export { MemoryTaskRepository, type InputSource, type TaskRecord, type TaskRepository, type ResultSink } from './repository.js';
 export { prepareStages, type PreparedStage } from './bundler.js';
 export { sharedFile, SharedFile } from './shared.js';

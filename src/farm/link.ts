@@ -1,5 +1,7 @@
 import type { FarmError } from '../errors.js';
-import type { ExecBatch, ExecResults } from '../worker/executor.js';
+import type { ExecBatch, ExecResults } from '../protocol/index.js';
+import type { PreparedStage } from './bundler.js';
+import type { PreparedShared } from './shared.js';
 
 /** Who a worker is, as events and stats report it. */
 export interface WorkerInfo {
@@ -15,28 +17,57 @@ export interface WorkerInfo {
   readonly local: boolean;
 }
 
-/** What a link tells the control loop. Called on the event loop, never re-entrantly from `send`. */
+/** What a link tells the pool. Called on the event loop, never re-entrantly from `send`. */
 export interface LinkHandlers {
   onResults(results: ExecResults): void;
-  /** The worker is gone (died, silent, stream broken, drained). Called at most once. */
-  onLost(error: FarmError): void;
+  /**
+   * The worker is gone: died, silent, stream broken (`released` false), or it ended the lease itself
+   * and said why (`released` true: drained, our lease expired). Called at most once, never after
+   * our own {@link WorkerLink.close}.
+   */
+  onLost(error: FarmError, released: boolean): void;
   /** The worker is shutting down: send it nothing more. */
   onDraining(): void;
 }
 
-/** A recruited worker, ready to compute: the control loop's view of it. */
+/** A program as a link installs and starts it: its stages, shared data and the tasks' time limit. */
+export interface LinkProgram {
+  /** Identity of all of the below: equal keys are the same program on a link. */
+  readonly key: string;
+  readonly stages: readonly PreparedStage[];
+  readonly shared: readonly PreparedShared[];
+  readonly taskTimeoutMs: number;
+}
+
+/** What preparing a program on a link cost. */
+export interface PrepareResult {
+  /** Code bundles that had to be sent (0 when the worker had them all). */
+  readonly bundlesSent: number;
+  /** Bytes of shared data that had to be uploaded (0 when the worker had them). */
+  readonly sharedBytesSent: number;
+}
+
+/** A recruited worker, ready to compute several programs: the pool's view of it. */
 export interface WorkerLink {
   readonly info: WorkerInfo;
-  /** Code bundles this client had to send to the worker (0 when it had them all cached). */
-  readonly bundlesSent: number;
-  /** Bytes of shared data this client had to upload to the worker (0 when it had them cached). */
-  readonly sharedBytesSent: number;
   /** The most tasks the worker accepts in flight. */
   readonly maxInFlight: number;
   /** The largest packed batch of inputs this worker accepts in one message, in bytes. */
   readonly maxPayloadBytes: number;
-  /** Sends a packed batch of tasks (seqs unique on this link; at most maxPayloadBytes of inputs). */
-  send(batch: ExecBatch): void;
+  /** Programs the worker may have started at once on this link. */
+  readonly maxPrograms: number;
+  /**
+   * Installs what the worker lacks of a program and starts it; resolves when its tasks may be sent.
+   * Rejects with StageSetupError (it failed to load there), InvalidStageError (too large for the
+   * worker), or WorkerLostError. Idempotent per program key while it is started.
+   */
+  prepare(program: LinkProgram): Promise<PrepareResult>;
+  /** True when the program is started on the link (its tasks may be sent). */
+  isReady(programKey: string): boolean;
+  /** Forgets a started program (the worker may keep it loaded for later). */
+  unload(programKey: string): void;
+  /** Sends a packed batch of tasks of a ready program (seqs unique on this link; at most maxPayloadBytes of inputs). */
+  send(programKey: string, batch: ExecBatch, priority: number): void;
   /** Asks the worker to drop these tasks (no result will come for them). */
   cancel(seqs: readonly number[]): void;
   /** Ends the lease and closes the connection. Never rejects. */

@@ -3,13 +3,15 @@ import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../worker/options.js';
-import { expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
+import { describeValue, expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
 import { preferCachedThenFastest, type SchedulingPolicy } from './scheduling.js';
 import { resolveFarmKey } from '../security/farm-key.js';
 import type { Discovery } from '../discovery/index.js';
 
-/** Options of a {@link TaskFarm}. Every field is optional. */
-export interface TaskFarmOptions {
+/**
+ * Options of a {@link FarmPool}: how workers are found, trusted and kept. Every field is optional.
+ */
+export interface FarmPoolOptions {
   /**
    * Worker daemons to use, as `host:port` strings (static discovery, for networks where mDNS
    * does not reach). Exclusive with `discovery`.
@@ -41,6 +43,41 @@ export interface TaskFarmOptions {
   readonly localFallback?: boolean;
   /** How long to wait for a first worker (and for a new one after all were lost), in ms. @default 3000 */
   readonly workerWaitMs?: number;
+  /** Which of several idle workers gets work first. @default preferCachedThenFastest */
+  readonly scheduling?: SchedulingPolicy;
+  /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
+  readonly heartbeatMs?: number;
+  /** A worker silent for this long is declared lost, in ms. @default 1500 */
+  readonly heartbeatTimeoutMs?: number;
+  /** A worker ends our lease after this long without hearing from us, in ms. @default 3000 */
+  readonly leaseTimeoutMs?: number;
+  /** Bound of one connect attempt (Describe/Recruit/Install) to one address, in ms. @default 2000 */
+  readonly connectTimeoutMs?: number;
+  /** Bound of loading the stages (import + setup()) on a worker, in ms. @default 120000 */
+  readonly setupTimeoutMs?: number;
+  /** Folder for bundles when computing on local threads. @default the daemon's default cache folder */
+  readonly cacheDir?: string;
+  /** Folder that relative module-stage paths resolve against. @default process.cwd() */
+  readonly cwd?: string;
+  /** Where log lines go. @default silent (or stderr for subsystems named in TASKFARM_TRACE) */
+  readonly logger?: Logger;
+}
+
+/** Options of one job on a pool ({@link FarmPool.run}). Every field is optional. */
+export interface JobOptions {
+  /** A name shown in stats and logs. @default 'job-<n>' */
+  readonly name?: string;
+  /** Jobs of higher priority get the workers first (an integer). @default 0 */
+  readonly priority?: number;
+  /** Share of the workers among jobs of equal priority, in proportion to the weights (> 0). @default 1 */
+  readonly weight?: number;
+  /**
+   * What a task that fails (after its retries) does: `'fail'` fails the job with the task's error;
+   * `'collect'` settles the task as failed and the job goes on (`results()` yields `{ index, error }`,
+   * `compute()` puts the TaskError in the output's place, `stats().failed` lists the indices).
+   * @default 'fail'
+   */
+  readonly errors?: 'fail' | 'collect';
   /** A task whose execution crashed its thread this many times fails the job. @default 3 */
   readonly maxAttempts?: number;
   /** A task that was in flight on this many lost workers fails the job. @default 10 */
@@ -69,30 +106,17 @@ export interface TaskFarmOptions {
    * structured-cloned once per thread.
    */
   readonly shared?: Readonly<Record<string, unknown>>;
-  /** Which of several idle workers gets work first. @default preferCachedThenFastest */
-  readonly scheduling?: SchedulingPolicy;
-  /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
-  readonly heartbeatMs?: number;
-  /** A worker silent for this long is declared lost, in ms. @default 1500 */
-  readonly heartbeatTimeoutMs?: number;
-  /** A worker ends our lease after this long without hearing from us, in ms. @default 3000 */
-  readonly leaseTimeoutMs?: number;
-  /** Bound of one connect attempt (Describe/Recruit/Install) to one address, in ms. @default 2000 */
-  readonly connectTimeoutMs?: number;
-  /** Bound of loading the stages (import + setup()) on a worker, in ms. @default 120000 */
-  readonly setupTimeoutMs?: number;
-  /** Folder for bundles when computing on local threads. @default the daemon's default cache folder */
-  readonly cacheDir?: string;
-  /** Folder that relative module-stage paths resolve against. @default process.cwd() */
-  readonly cwd?: string;
   /** Cancels the run: compute() rejects with FarmAbortError and the workers are released. */
   readonly signal?: AbortSignal;
-  /** Where log lines go. @default silent (or stderr for subsystems named in TASKFARM_TRACE) */
-  readonly logger?: Logger;
+  /** Folder that relative module-stage paths resolve against. @default the pool's `cwd` */
+  readonly cwd?: string;
 }
 
-/** {@link TaskFarmOptions} with defaults filled in. */
-export interface ResolvedTaskFarmOptions {
+/** Options of a {@link TaskFarm}: a private pool's options and its one job's. */
+export interface TaskFarmOptions extends FarmPoolOptions, Omit<JobOptions, 'cwd' | 'name' | 'priority' | 'weight'> {}
+
+/** {@link FarmPoolOptions} with defaults filled in. */
+export interface ResolvedPoolOptions {
   readonly discovery: 'mdns' | 'local' | Discovery | { readonly peers: readonly string[] };
   readonly farm: string;
   readonly interface: string | undefined;
@@ -104,14 +128,7 @@ export interface ResolvedTaskFarmOptions {
   readonly threads: number;
   readonly localFallback: boolean;
   readonly workerWaitMs: number;
-  readonly maxAttempts: number;
-  readonly maxWorkerLosses: number;
-  readonly retries: number;
-  readonly taskTimeoutMs: number;
-  /** Speculation settings, or false. */
-  readonly speculation: false | { readonly multiplier: number; readonly minMs: number };
   readonly scheduling: SchedulingPolicy;
-  readonly shared: Readonly<Record<string, unknown>>;
   readonly heartbeatMs: number;
   readonly heartbeatTimeoutMs: number;
   readonly leaseTimeoutMs: number;
@@ -119,11 +136,27 @@ export interface ResolvedTaskFarmOptions {
   readonly setupTimeoutMs: number;
   readonly cacheDir: string;
   readonly cwd: string;
-  readonly signal: AbortSignal | undefined;
   readonly logger: Logger;
 }
 
-const known = new Set([
+/** {@link JobOptions} with defaults filled in. */
+export interface ResolvedJobOptions {
+  readonly name: string | undefined;
+  readonly priority: number;
+  readonly weight: number;
+  readonly errors: 'fail' | 'collect';
+  readonly maxAttempts: number;
+  readonly maxWorkerLosses: number;
+  readonly retries: number;
+  readonly taskTimeoutMs: number;
+  /** Speculation settings, or false. */
+  readonly speculation: false | { readonly multiplier: number; readonly minMs: number };
+  readonly shared: Readonly<Record<string, unknown>>;
+  readonly signal: AbortSignal | undefined;
+  readonly cwd: string;
+}
+
+const POOL_KEYS = [
   'peers',
   'discovery',
   'farm',
@@ -134,13 +167,7 @@ const known = new Set([
   'threads',
   'localFallback',
   'workerWaitMs',
-  'maxAttempts',
-  'maxWorkerLosses',
-  'retries',
-  'taskTimeoutMs',
-  'speculation',
   'scheduling',
-  'shared',
   'heartbeatMs',
   'heartbeatTimeoutMs',
   'leaseTimeoutMs',
@@ -148,20 +175,44 @@ const known = new Set([
   'setupTimeoutMs',
   'cacheDir',
   'cwd',
-  'signal',
   'logger',
-]);
+] as const;
+const JOB_KEYS = [
+  'name',
+  'priority',
+  'weight',
+  'errors',
+  'maxAttempts',
+  'maxWorkerLosses',
+  'retries',
+  'taskTimeoutMs',
+  'speculation',
+  'shared',
+  'signal',
+  'cwd',
+] as const;
+const TASK_FARM_KEYS = new Set<string>([...POOL_KEYS, ...JOB_KEYS.filter((k) => k !== 'name' && k !== 'priority' && k !== 'weight')]);
 
-/** Fills in defaults and validates every field. Throws {@link InvalidOptionError}. */
-export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTaskFarmOptions {
-  if (typeof input !== 'object' || input === null) throw new InvalidOptionError(`Expected options to be an object, got ${typeof input}`);
+function checkKnown(what: string, input: object, known: ReadonlySet<string>): void {
+  if (typeof input !== 'object' || input === null) throw new InvalidOptionError(`Expected ${what} to be an object, got ${typeof input}`);
   for (const key of Object.keys(input)) {
     if (!known.has(key)) throw new InvalidOptionError(`Unknown option \`${key}\`; known options: ${[...known].join(', ')}`);
   }
+}
+
+function pick<T extends object>(input: T, keys: readonly string[]): Partial<T> {
+  const out: Record<string, unknown> = {};
+  for (const k of keys) if (k in input) out[k] = (input as Record<string, unknown>)[k];
+  return out as Partial<T>;
+}
+
+/** Fills in defaults and validates every field of a pool's options. Throws {@link InvalidOptionError}. */
+export function resolvePoolOptions(input: FarmPoolOptions = {}): ResolvedPoolOptions {
+  checkKnown('pool options', input, new Set(POOL_KEYS));
   if (input.peers !== undefined && input.discovery !== undefined) {
     throw new InvalidOptionError('Give either `peers` or `discovery`, not both');
   }
-  let discovery: ResolvedTaskFarmOptions['discovery'];
+  let discovery: ResolvedPoolOptions['discovery'];
   if (input.peers !== undefined) {
     if (!Array.isArray(input.peers)) throw new InvalidOptionError('Expected `peers` to be an array of "host:port" strings');
     for (const p of input.peers as unknown[]) {
@@ -186,7 +237,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   // Local threads need no key; a malformed key is still an error wherever workers are used.
   const resolvedKey = discovery === 'local' || insecure ? undefined : resolveFarmKey({ key: input.key, keyFile: input.keyFile });
   const envFarm = process.env['TASKFARM_FARM'];
-  const o: ResolvedTaskFarmOptions = {
+  const o: ResolvedPoolOptions = {
     discovery,
     farm: input.farm ?? (envFarm !== undefined && envFarm.length > 0 ? envFarm : 'default'),
     interface: input.interface,
@@ -196,13 +247,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     threads: input.threads ?? availableParallelism(),
     localFallback: input.localFallback ?? true,
     workerWaitMs: input.workerWaitMs ?? 3000,
-    maxAttempts: input.maxAttempts ?? 3,
-    maxWorkerLosses: input.maxWorkerLosses ?? 10,
-    retries: input.retries ?? 0,
-    taskTimeoutMs: input.taskTimeoutMs ?? 0,
-    speculation: input.speculation === false ? false : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
     scheduling: input.scheduling ?? preferCachedThenFastest,
-    shared: input.shared ?? {},
     heartbeatMs: input.heartbeatMs ?? 500,
     heartbeatTimeoutMs: input.heartbeatTimeoutMs ?? 1500,
     leaseTimeoutMs: input.leaseTimeoutMs ?? 3000,
@@ -210,7 +255,6 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     setupTimeoutMs: input.setupTimeoutMs ?? 120_000,
     cacheDir: input.cacheDir ?? defaultCacheDir(),
     cwd: input.cwd ?? process.cwd(),
-    signal: input.signal,
     logger: input.logger ?? silentLogger,
   };
   expectString('farm', o.farm);
@@ -220,6 +264,43 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   expectInteger('threads', o.threads, 1, 1024);
   expectBoolean('localFallback', o.localFallback);
   expectInteger('workerWaitMs', o.workerWaitMs, 0);
+  if (typeof o.scheduling !== 'object' || o.scheduling === null || typeof o.scheduling.compare !== 'function') {
+    throw new InvalidOptionError('Expected `scheduling` to be a SchedulingPolicy (an object with compare(a, b))');
+  }
+  expectInteger('heartbeatMs', o.heartbeatMs, 10);
+  expectInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, o.heartbeatMs + 1);
+  expectInteger('leaseTimeoutMs', o.leaseTimeoutMs, 300);
+  expectInteger('connectTimeoutMs', o.connectTimeoutMs, 10);
+  expectInteger('setupTimeoutMs', o.setupTimeoutMs, 10);
+  expectString('cacheDir', o.cacheDir);
+  expectString('cwd', o.cwd);
+  return Object.freeze(o);
+}
+
+/** Fills in defaults and validates every field of a job's options. Throws {@link InvalidOptionError}. */
+export function resolveJobOptions(input: JobOptions = {}, poolCwd: string = process.cwd()): ResolvedJobOptions {
+  checkKnown('job options', input, new Set(JOB_KEYS));
+  const o: ResolvedJobOptions = {
+    name: input.name,
+    priority: input.priority ?? 0,
+    weight: input.weight ?? 1,
+    errors: input.errors ?? 'fail',
+    maxAttempts: input.maxAttempts ?? 3,
+    maxWorkerLosses: input.maxWorkerLosses ?? 10,
+    retries: input.retries ?? 0,
+    taskTimeoutMs: input.taskTimeoutMs ?? 0,
+    speculation: input.speculation === false ? false : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
+    shared: input.shared ?? {},
+    signal: input.signal,
+    cwd: input.cwd ?? poolCwd,
+  };
+  if (o.name !== undefined) expectString('name', o.name);
+  expectInteger('priority', o.priority, -1_000_000, 1_000_000);
+  if (typeof o.weight !== 'number' || !Number.isFinite(o.weight) || o.weight <= 0) {
+    throw new InvalidOptionError(`Expected \`weight\` to be a number > 0, got ${describeValue(o.weight)}`);
+  }
+  if (o.errors !== 'fail' && o.errors !== 'collect')
+    throw new InvalidOptionError(`Expected \`errors\` to be 'fail' or 'collect', got ${describeValue(o.errors)}`);
   expectInteger('maxAttempts', o.maxAttempts, 1);
   expectInteger('maxWorkerLosses', o.maxWorkerLosses, 1);
   expectInteger('retries', o.retries, 0);
@@ -231,16 +312,15 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   if (typeof o.shared !== 'object' || o.shared === null || Array.isArray(o.shared)) {
     throw new InvalidOptionError('Expected `shared` to be an object of name → value (or sharedFile(path))');
   }
-  if (typeof o.scheduling !== 'object' || o.scheduling === null || typeof o.scheduling.compare !== 'function') {
-    throw new InvalidOptionError('Expected `scheduling` to be a SchedulingPolicy (an object with compare(a, b))');
-  }
-  expectInteger('heartbeatMs', o.heartbeatMs, 10);
-  expectInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, o.heartbeatMs + 1);
-  expectInteger('leaseTimeoutMs', o.leaseTimeoutMs, 300);
-  expectInteger('connectTimeoutMs', o.connectTimeoutMs, 10);
-  expectInteger('setupTimeoutMs', o.setupTimeoutMs, 10);
-  expectString('cacheDir', o.cacheDir);
   expectString('cwd', o.cwd);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new InvalidOptionError('Expected `signal` to be an AbortSignal');
   return Object.freeze(o);
+}
+
+/** Splits and resolves a {@link TaskFarm}'s options into its pool's and its job's. Throws {@link InvalidOptionError}. */
+export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): { pool: ResolvedPoolOptions; job: ResolvedJobOptions } {
+  checkKnown('options', input, TASK_FARM_KEYS);
+  const pool = resolvePoolOptions(pick(input, POOL_KEYS));
+  const job = resolveJobOptions(pick(input, JOB_KEYS) as JobOptions, pool.cwd);
+  return { pool, job };
 }

@@ -1,10 +1,12 @@
 /**
- * The shared task repository of a run: inputs are pulled lazily from the source (an array, an
- * iterable or an async iterable), requeued tasks go to the front, and each task is handed to one
- * control loop at a time.
+ * The task repository of a job: the contract between the pool and whatever holds a job's tasks (a
+ * task source and a result sink, in the spirit of BullMQ's backend interface), and the in-memory
+ * implementation over an array, an iterable or an async iterable. A persistent store implements the
+ * same contract over a window of its tasks; test/helpers/repository-conformance.ts is the suite any
+ * implementation must pass.
  */
 import { findUnsendable } from '../protocol/codec.js';
-import { UnsendableInputError } from '../errors.js';
+import { UnsendableInputError, type FarmError } from '../errors.js';
 
 /** One input's task. */
 export interface TaskRecord {
@@ -28,8 +30,54 @@ export interface TaskRecord {
 /** Inputs a TaskFarm accepts. */
 export type InputSource<T> = Iterable<T> | AsyncIterable<T>;
 
-/** See the module comment. */
-export class TaskRepository {
+/**
+ * A job's tasks as the pool sees them. Every method is synchronous and called on the event loop;
+ * an implementation that commits to a database does so in the background and reports through
+ * {@link TaskRepository.onAvailable}. Invariants the pool relies on (and the conformance suite checks):
+ * - `take` hands out each task once until it is requeued; requeued tasks come before new ones;
+ * - `complete` and `fail` settle a task at most once (the first call wins, later ones return false);
+ * - `done` counts settled tasks whose settlement is durable (committed); `isComplete` is true once
+ *   every input was taken and every task's settlement is durable;
+ * - memory is bounded: an implementation keeps a window of tasks, never the whole job.
+ */
+export interface TaskRepository {
+  /** Number of inputs, when known in advance. */
+  readonly total: number | undefined;
+  /** Tasks settled (output or failure) and committed. */
+  readonly done: number;
+  /** Tasks put back after a worker was lost, a thread crashed or a retry. */
+  readonly requeued: number;
+  /** True when every input was taken and every task's settlement is committed. */
+  readonly isComplete: boolean;
+  /** True when nothing is left to take now and no new input will come (all taken, none requeued). */
+  readonly isSourceDrained: boolean;
+  /** An error from the source (an async iterator that threw, a store that failed), if any: the job fails with it. */
+  readonly sourceError: unknown;
+  /** Set by the pool: called when `take` may return more than it did, or when a commit finished. */
+  onAvailable: () => void;
+  /**
+   * Up to `max` tasks to send, requeued ones first. With `pullNew` false (backpressure) only
+   * requeued tasks and tasks already in memory. May throw {@link UnsendableInputError}.
+   */
+  take(max: number, pullNew: boolean): TaskRecord[];
+  /** Puts tasks back at the front. */
+  requeue(recs: readonly TaskRecord[]): void;
+  /** Settles a task with its output. False when it was settled already (a duplicate result). */
+  complete(rec: TaskRecord, output: unknown): boolean;
+  /** Settles a task as failed (errors: 'collect'). False when it was settled already. */
+  fail(rec: TaskRecord, error: FarmError): boolean;
+  /** The job ended (done, failed or cancelled): stop pulling, release what is held. */
+  close(): void;
+}
+
+/** Where a {@link MemoryTaskRepository} delivers settled tasks. */
+export interface ResultSink {
+  output(index: number, value: unknown): void;
+  failure(index: number, error: FarmError): void;
+}
+
+/** The in-memory repository. See the module comment. */
+export class MemoryTaskRepository implements TaskRepository {
   readonly #sync: Iterator<unknown> | undefined;
   readonly #async: AsyncIterator<unknown> | undefined;
   readonly #array: readonly unknown[] | undefined;
@@ -46,9 +94,11 @@ export class TaskRepository {
   #error: unknown;
   /** Called when new tasks became available after take() came up short. */
   onAvailable: () => void = () => {};
+  readonly #sink: ResultSink;
 
-  constructor(source: InputSource<unknown>, lookahead = 8192) {
+  constructor(source: InputSource<unknown>, sink: ResultSink, lookahead = 8192) {
     this.#lookahead = lookahead;
+    this.#sink = sink;
     if (Array.isArray(source)) {
       this.#array = source;
       this.#sourceDone = source.length === 0;
@@ -111,8 +161,9 @@ export class TaskRepository {
    * {@link UnsendableInputError} for an input of an iterable source that cannot be sent (array
    * sources are checked up front).
    */
-  take(max: number, pullNew = true): TaskRecord[] {
+  take(max: number, pullNew: boolean): TaskRecord[] {
     const out: TaskRecord[] = [];
+    if (this.#closed) return out;
     if (this.#front.length > 0) {
       const k = Math.min(max, this.#front.length);
       for (let i = 0; i < k; i++) out.push(this.#front[i]!);
@@ -211,17 +262,29 @@ export class TaskRepository {
     this.#front = recs.concat(this.#front);
   }
 
-  /** Marks a task done. Returns false when it already was (a duplicate result). */
-  complete(rec: TaskRecord): boolean {
+  complete(rec: TaskRecord, output: unknown): boolean {
     if (rec.done) return false;
     rec.done = true;
     rec.input = undefined;
     this.#done++;
+    this.#sink.output(rec.index, output);
     return true;
   }
 
-  /** Stops pulling from the source (the run ended early). */
+  fail(rec: TaskRecord, error: FarmError): boolean {
+    if (rec.done) return false;
+    rec.done = true;
+    rec.input = undefined;
+    this.#done++;
+    this.#sink.failure(rec.index, error);
+    return true;
+  }
+
+  #closed = false;
+
+  /** Stops pulling from the source (the job ended). */
   close(): void {
+    this.#closed = true;
     this.#sourceDone = true;
     void this.#async?.return?.();
     this.#sync?.return?.();

@@ -43,10 +43,21 @@ export interface PreparedShared {
   readonly file?: string;
 }
 
-async function hashFile(path: string): Promise<string> {
+/** File hashes by path, valid while the file's modification time and size are unchanged. */
+const fileHashes = new Map<string, { mtimeMs: number; size: number; hash: string }>();
+
+async function hashFile(path: string, mtimeMs: number, size: number): Promise<string> {
+  const known = fileHashes.get(path);
+  if (known !== undefined && known.mtimeMs === mtimeMs && known.size === size) return known.hash;
+  const before = Date.now();
   const h = createHash('sha256');
   for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
-  return h.digest('hex');
+  const hash = h.digest('hex');
+  if (mtimeMs < before - 2) {
+    fileHashes.set(path, { mtimeMs, size, hash });
+    if (fileHashes.size > 1024) fileHashes.delete(fileHashes.keys().next().value!);
+  }
+  return hash;
 }
 
 /** Validates, encodes and hashes the `shared` option's values. */
@@ -57,14 +68,16 @@ export async function prepareShared(shared: Readonly<Record<string, unknown>>): 
       throw new InvalidOptionError(`Expected \`shared\` names to be identifiers (letters, digits, _ . $ -), got ${JSON.stringify(name)}`);
     if (value instanceof SharedFile) {
       let size: number;
+      let mtimeMs: number;
       try {
         const st = statSync(value.path);
         if (!st.isFile()) throw new Error('not a regular file');
         size = st.size;
+        mtimeMs = st.mtimeMs;
       } catch (err) {
         throw new InvalidOptionError(`Shared file "${name}" (${value.path}) cannot be read: ${(err as Error).message}`);
       }
-      out.push({ name, kind: 'bytes', hash: await hashFile(value.path), size, file: value.path });
+      out.push({ name, kind: 'bytes', hash: await hashFile(value.path, mtimeMs, size), size, file: value.path });
       continue;
     }
     if (value instanceof Uint8Array) {

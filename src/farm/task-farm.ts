@@ -1,39 +1,53 @@
 import { EventEmitter } from 'node:events';
-import { FarmAbortError } from '../errors.js';
-import { expectInteger } from '../util/validate.js';
-import { normalForm, stagesOf, type NormalForm, type Program } from '../skeleton/index.js';
-import { checkStages, prepareStages } from './bundler.js';
-import { prepareShared } from './shared.js';
-import { resolveTaskFarmOptions, type ResolvedTaskFarmOptions, type TaskFarmOptions } from './options.js';
-import { TaskRepository, type InputSource } from './repository.js';
-import { Run, type FarmStats, type RunEvents } from './run.js';
+import { normalForm, type NormalForm, type Program } from '../skeleton/index.js';
+import { resolveTaskFarmOptions, type FarmPoolOptions, type JobOptions, type TaskFarmOptions } from './options.js';
+import { FarmPool, type FallbackEvent } from './pool.js';
+import type { FarmJob, FarmProgress, FarmStats, IndexedOutput, ResultsOptions, WorkerLostEvent } from './job.js';
+import type { InputSource } from './repository.js';
+import type { WorkerInfo } from './link.js';
 
-/** Options of {@link TaskFarm.results}. */
-export interface ResultsOptions {
-  /** Yield outputs in input order (through a bounded reorder buffer). @default false */
-  readonly ordered?: boolean;
-  /** Outputs waiting for the consumer before no new input is pulled. @default 10000 */
-  readonly highWater?: number;
+/** The events a {@link TaskFarm} reports. */
+export interface RunEvents {
+  recruited: [worker: WorkerInfo];
+  lost: [event: WorkerLostEvent];
+  progress: [progress: FarmProgress];
+  /** The run computes on local threads instead of workers, and why (no farm key, no worker answered, …). */
+  fallback: [event: FallbackEvent];
 }
 
-/** One output, as {@link TaskFarm.results} yields it. */
-export interface IndexedOutput<O> {
-  /** Index of the input this output belongs to. */
-  readonly index: number;
-  readonly output: O;
-}
+const POOL_KEYS = new Set<string>([
+  'peers',
+  'discovery',
+  'farm',
+  'interface',
+  'key',
+  'keyFile',
+  'insecure',
+  'threads',
+  'localFallback',
+  'workerWaitMs',
+  'scheduling',
+  'heartbeatMs',
+  'heartbeatTimeoutMs',
+  'leaseTimeoutMs',
+  'connectTimeoutMs',
+  'setupTimeoutMs',
+  'cacheDir',
+  'cwd',
+  'logger',
+]);
 
 /**
  * A task farm: computes `program` on every input, on the workers it finds, and gives the outputs
- * back in input order.
+ * back in input order. A one-shot facade over a private {@link FarmPool}: one job, then the pool closes.
  *
  * The program is reduced to its normal form `farm(seq(s1; …; sn))` first, so every worker runs the
  * whole chain of stages on each task. Workers are recruited as they are found (also mid-run);
  * a worker that dies, hangs or drops off the network is detected and its tasks computed elsewhere;
  * each input gets exactly one output.
  *
- * Events: `recruited` (WorkerInfo), `lost` ({ worker, reason, requeued }), `progress`
- * ({ done, total, inFlight, workers }).
+ * Events: `recruited` (WorkerInfo), `lost` ({ worker, reason, requeued, released }), `progress`
+ * ({ done, total, inFlight, workers }), `fallback` ({ reason }).
  *
  * @example
  * const farm = new TaskFarm('./render-tile.ts', tiles, { peers: ['node1:7000', 'node2:7000'] });
@@ -44,8 +58,9 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
   /** The normal form that is run. */
   readonly program: NormalForm;
   readonly #inputs: InputSource<I>;
-  readonly #options: ResolvedTaskFarmOptions;
-  #run: Run | undefined;
+  readonly #pool: FarmPoolOptions;
+  readonly #job: JobOptions;
+  #current: FarmJob<O> | undefined;
 
   /**
    * @param program - a skeleton (`farm`, `pipeline`, `seq`), a bare stage, or an array of stages
@@ -56,118 +71,61 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
   constructor(program: Program, inputs: InputSource<I>, options: TaskFarmOptions = {}) {
     super();
     this.program = normalForm(program);
-    this.#options = resolveTaskFarmOptions(options);
+    resolveTaskFarmOptions(options); // validates everything now
     if (inputs === null || typeof inputs !== 'object' || !(Symbol.iterator in inputs || Symbol.asyncIterator in inputs)) {
       throw new TypeError('Expected `inputs` to be an array, an iterable or an async iterable');
     }
     this.#inputs = inputs;
+    const pool: Record<string, unknown> = {};
+    const job: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(options)) (POOL_KEYS.has(k) ? pool : job)[k] = v;
+    this.#pool = pool as FarmPoolOptions;
+    this.#job = job as JobOptions;
   }
 
-  async #execute(sink: (index: number, output: unknown) => void, signal?: AbortSignal, canPullNew?: () => boolean): Promise<void> {
-    const stages = stagesOf(this.program);
-    const o = this.#options;
-    const repo = new TaskRepository(this.#inputs as InputSource<unknown>);
-    // Everything that can be checked without running anything is checked first.
-    repo.validateArray();
-    checkStages(stages, o.cwd);
-    const prepared = await prepareStages(stages, o.cwd);
-    const shared = await prepareShared(o.shared);
-    const combined = signal === undefined ? o.signal : o.signal === undefined ? signal : AbortSignal.any([o.signal, signal]);
-    const run = new Run({ ...o, signal: combined }, prepared, shared, repo, this, sink, canPullNew);
-    this.#run = run;
-    await run.execute();
+  /** Opens the private pool and starts the one job, forwarding the pool's and the job's events. */
+  #start(): { pool: FarmPool; job: FarmJob<O> } {
+    const pool = new FarmPool(this.#pool);
+    pool.on('recruited', (w) => this.emit('recruited', w));
+    pool.on('lost', (e) => this.emit('lost', e));
+    pool.on('fallback', (e) => this.emit('fallback', e));
+    const job = pool.run<I, O>(this.program, this.#inputs, this.#job);
+    job.on('progress', (p) => this.emit('progress', p));
+    this.#current = job;
+    return { pool, job };
   }
 
   /**
-   * Computes every input. Resolves with the outputs in input order; rejects with the first fatal
-   * error (TaskError, TaskCrashedError, NoWorkersError, FarmAbortError, …), after releasing the workers.
+   * Computes every input. Resolves with the outputs in input order (with errors: 'collect', a
+   * TaskError in place of each failed output); rejects with the first fatal error (TaskError,
+   * TaskCrashedError, NoWorkersError, FarmAbortError, …), after releasing the workers.
    */
   async compute(): Promise<O[]> {
-    const outputs: O[] = [];
-    await this.#execute((index, output) => {
-      outputs[index] = output as O;
-    });
-    return outputs;
+    const { pool, job } = this.#start();
+    try {
+      return await job.compute();
+    } finally {
+      await pool.close();
+    }
   }
 
   /**
-   * Computes every input and yields `{ index, output }` as outputs arrive, or in input order with
-   * `{ ordered: true }`. Memory stays bounded: when `highWater` outputs wait for the consumer (or,
-   * ordered, wait behind an earlier input that is still computing), no new input is pulled until
-   * the consumer catches up. Breaking out of the loop cancels the run and releases the workers.
+   * Computes every input and yields `{ index, output }` as outputs arrive (`{ index, error }` for a
+   * failed task with errors: 'collect'), or in input order with `{ ordered: true }`. Memory stays
+   * bounded: when `highWater` results wait for the consumer, no new input is pulled. Breaking out of
+   * the loop cancels the run and releases the workers.
    */
   async *results(options: ResultsOptions = {}): AsyncGenerator<IndexedOutput<O>, void, undefined> {
-    const ordered = options.ordered ?? false;
-    const highWater = options.highWater ?? 10_000;
-    expectInteger('highWater', highWater, 1);
-    const queue: IndexedOutput<O>[] = [];
-    let head = 0;
-    const early = new Map<number, O>(); // ordered: outputs that arrived before their turn
-    let next = 0;
-    let wake: (() => void) | undefined;
-    let ended = false;
-    let failure: unknown;
-    let paused = false;
-    const waiting = (): number => queue.length - head + early.size;
-    const controller = new AbortController();
-    const done = this.#execute(
-      (index, output) => {
-        if (ordered) {
-          early.set(index, output as O);
-          while (early.has(next)) {
-            queue.push({ index: next, output: early.get(next)! });
-            early.delete(next);
-            next++;
-          }
-        } else queue.push({ index, output: output as O });
-        wake?.();
-      },
-      controller.signal,
-      () => {
-        paused = waiting() >= highWater;
-        return !paused;
-      },
-    ).then(
-      () => {
-        ended = true;
-        wake?.();
-      },
-      (err: unknown) => {
-        ended = true;
-        failure = err;
-        wake?.();
-      },
-    );
+    const { pool, job } = this.#start();
     try {
-      for (;;) {
-        while (head < queue.length) {
-          const item = queue[head]!;
-          queue[head++] = undefined as unknown as IndexedOutput<O>;
-          if (head > 1024 && head * 2 > queue.length) {
-            queue.splice(0, head);
-            head = 0;
-          }
-          if (paused && waiting() < highWater / 2) {
-            paused = false;
-            this.#run?.resume();
-          }
-          yield item;
-        }
-        if (ended) break;
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
-      if (failure !== undefined) throw failure;
+      yield* job.results(options);
     } finally {
-      if (!ended) {
-        controller.abort(new FarmAbortError('results() consumer stopped early'));
-        await done;
-      }
+      await pool.close();
     }
   }
 
   /** Figures of the current (or last) run. */
   stats(): FarmStats {
-    return this.#run?.stats() ?? { elapsedMs: 0, completed: 0, requeued: 0, speculated: 0, medianTaskMs: -1, workers: [] };
+    return this.#current?.stats() ?? { elapsedMs: 0, completed: 0, failed: [], requeued: 0, speculated: 0, medianTaskMs: -1, workers: [] };
   }
 }

@@ -9,6 +9,19 @@
 import { deserialize, serialize } from 'node:v8';
 import type { RemoteErrorMessage } from './messages.js';
 
+/** Tasks to run: their seqs and their inputs, packed in the same order (see the module comment). */
+export interface ExecBatch {
+  readonly seqs: Uint32Array;
+  readonly inputs: Uint8Array;
+}
+
+/** Outcomes of some tasks: seqs, packed outcomes in the same order, and run times in ms. */
+export interface ExecResults {
+  readonly seqs: Uint32Array;
+  readonly outcomes: Uint8Array;
+  readonly durations: Float32Array;
+}
+
 /** What one task produced. */
 export type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: RemoteErrorMessage };
 

@@ -14,4 +14,15 @@ export {
 export { fromServiceError, type WorkerOperation } from './status.js';
 export { encodeValue, decodeValue, encodeInput, findUnsendable } from './codec.js';
 export * from './messages.js';
-export { encodeInputs, decodeInputs, encodeOutcomes, decodeOutcomes, encodeFailures, asRemoteError, ownBytes, type Outcome } from './batch.js';
+export {
+  encodeInputs,
+  decodeInputs,
+  encodeOutcomes,
+  decodeOutcomes,
+  encodeFailures,
+  asRemoteError,
+  ownBytes,
+  type Outcome,
+  type ExecBatch,
+  type ExecResults,
+} from './batch.js';

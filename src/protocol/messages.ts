@@ -18,6 +18,7 @@ export interface WorkerDescription {
   max_bundle_bytes: number;
   max_in_flight: number;
   max_shared_bytes: number;
+  max_programs: number;
 }
 
 export interface DescribeRequest {
@@ -80,6 +81,8 @@ export interface SharedRef {
 export interface TaskBatchMessage {
   seqs: number[];
   inputs: Uint8Array;
+  program: number;
+  priority: number;
 }
 
 /** Packed outcomes (see batch.ts). */
@@ -98,17 +101,28 @@ export interface RemoteErrorMessage {
 }
 
 export type ClientMessage =
-  | { body?: 'start'; start: { chain: string[]; task_timeout_ms: number; shared: SharedRef[] } }
+  | { body?: 'start'; start: { chain: string[]; task_timeout_ms: number; shared: SharedRef[]; program: number } }
   | { body?: 'tasks'; tasks: TaskBatchMessage }
   | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
-  | { body?: 'cancel'; cancel: { seqs: number[] } };
+  | { body?: 'cancel'; cancel: { seqs: number[] } }
+  | { body?: 'unload'; unload: { programs: number[] } };
 
 export type WorkerMessage =
-  | { body?: 'ready'; ready: { threads: number } }
+  | { body?: 'ready'; ready: { threads: number; program: number } }
   | { body?: 'results'; results: ResultBatchMessage }
   | { body?: 'heartbeat'; heartbeat: { sent_at_ms: number } }
   | { body?: 'draining'; draining: { grace_ms: number } }
-  | { body?: 'start_failed'; start_failed: { error: RemoteErrorMessage } };
+  | { body?: 'start_failed'; start_failed: { error: RemoteErrorMessage; program: number } }
+  | { body?: 'goodbye'; goodbye: { reason: string; detail: string } };
+
+/** Why a worker ended a lease itself ({@link WorkerMessage} `goodbye`). */
+export const GoodbyeReason = {
+  RELEASED: 'released',
+  DRAINING: 'draining',
+  EXPIRED: 'expired',
+  PROTOCOL_ERROR: 'protocol-error',
+} as const;
+export type GoodbyeReason = (typeof GoodbyeReason)[keyof typeof GoodbyeReason];
 
 /** Metadata key that carries the lease token on every call after Recruit. */
 export const LEASE_METADATA_KEY = 'taskfarm-lease';

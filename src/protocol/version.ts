@@ -5,7 +5,7 @@ import { findPackageFile } from '../util/package-root.js';
  * Version of the wire protocol. Bumped on any incompatible change to proto/taskfarm.proto or to
  * the meaning of its messages; checked on Recruit.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The taskfarm package version (from package.json). */
 export const PACKAGE_VERSION: string = (() => {

@@ -1,60 +1,98 @@
 /**
- * A pool of worker threads that all run one stage chain. Work arrives in packed batches (many
- * tasks' inputs in one buffer); each batch goes whole to the least-loaded thread, which runs its
- * tasks in order and sends their outcomes back packed. A thread that dies (process.exit, out of
- * memory) is replaced; the task it was running is reported as crashed and the tasks queued behind
- * it are run by the other threads.
+ * A pool of worker threads that runs several programs (stage chains) at once. Programs are loaded
+ * on every thread (bounded, least recently used evicted) and stay loaded across leases. Work arrives
+ * in packed batches (many tasks' inputs in one buffer) naming their program; each batch goes whole to
+ * the least-loaded thread, highest priority first, which runs its tasks in order and sends their
+ * outcomes back packed. A thread that dies (process.exit, out of memory) is replaced; the task it
+ * was running is reported as crashed and the tasks queued behind it are run by the other threads. A
+ * thread stuck in one task far longer than the program's tasks take gives back the tasks it has not
+ * started (see STATE_GATE), so they run on the other threads instead of waiting behind it.
  */
 import { Worker, type ResourceLimits } from 'node:worker_threads';
-import { silentLogger, type Logger } from '../log.js';
-import { decodeInputs, encodeFailures, encodeInputs, ownBytes } from '../protocol/batch.js';
-import type { RemoteErrorMessage } from '../protocol/messages.js';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { silentLogger, type Logger } from '../log.js';
+import { decodeInputs, encodeFailures, encodeInputs, ownBytes, type ExecBatch, type ExecResults } from '../protocol/batch.js';
+import type { RemoteErrorMessage } from '../protocol/messages.js';
 import {
+  GATE_CUT,
+  GATE_OPEN,
+  STATE_BYTES,
+  STATE_GATE,
   STATE_RUNNING,
   STATE_SEQ,
   STATE_STARTED,
-  type BatchMessage,
+  STATE_VOID,
   type ChainEntry,
+  type MainMessage,
   type SharedEntry,
   type ThreadInit,
   type ThreadMessage,
+  type ThreadProgram,
 } from './thread-protocol.js';
 
-/** Tasks to run: their seqs and their inputs, packed in the same order (protocol/batch.ts). */
-export interface ExecBatch {
-  readonly seqs: Uint32Array;
-  readonly inputs: Uint8Array;
+/** A batch for {@link Executor.submit}: which program runs it, and how urgently. */
+export interface ExecSubmission extends ExecBatch {
+  /** Key of a loaded program ({@link ProgramSpec.key}). */
+  readonly program: string;
+  /** Higher runs first; equal priorities run in submission order. @default 0 */
+  readonly priority?: number;
+  /** A task of this batch running longer is stopped (its thread replaced), in ms; 0: no limit. @default 0 */
+  readonly timeoutMs?: number;
 }
 
-/** Outcomes of some tasks: seqs, packed outcomes in the same order, and run times in ms. */
-export interface ExecResults {
-  readonly seqs: Uint32Array;
-  readonly outcomes: Uint8Array;
-  readonly durations: Float32Array;
+/** A program to load: its stage chain and the shared values its stages see. */
+export interface ProgramSpec {
+  /** Identity of the program's content (chain and shared values): equal keys are the same program. */
+  readonly key: string;
+  readonly chain: readonly ChainEntry[];
+  /** Shared values the stages see as `ctx.shared` (files in the shared-data cache). */
+  readonly shared?: readonly { readonly name: string; readonly kind: 'bytes' | 'value'; readonly path: string }[];
 }
 
 /** Options of an {@link Executor}. */
 export interface ExecutorOptions {
   /** Number of worker threads. */
   readonly threads: number;
-  /** The stage chain every task runs through. */
-  readonly chain: readonly ChainEntry[];
-  /** Shared values the stages see as `ctx.shared` (files in the shared-data cache). */
-  readonly shared?: readonly { readonly name: string; readonly kind: 'bytes' | 'value'; readonly path: string }[];
   /** Worker id shown to stages as `ctx.workerId`. */
   readonly workerId: string;
   /** Hostname shown to stages as `ctx.hostname`. */
   readonly hostname: string;
   /** Limits of each thread (a thread over its heap limit dies alone and is replaced). */
   readonly resourceLimits?: ResourceLimits;
+  /** Programs kept loaded at most; beyond it the least recently used idle one is unloaded. @default 16 */
+  readonly maxPrograms?: number;
   /** Called with every batch of outcomes, in the order the threads produced them. */
   readonly onResults: (results: ExecResults) => void;
   readonly logger?: Logger;
 }
 
+interface Program {
+  readonly id: number;
+  readonly spec: ProgramSpec;
+  readonly thread: ThreadProgram;
+  state: 'loading' | 'loaded' | 'failed';
+  /** Threads that have not yet answered its load. */
+  readonly waiting: Set<Slot>;
+  readonly ready: Promise<void>;
+  resolve: () => void;
+  reject: (err: ExecutorStartError) => void;
+  /** Tasks of it queued or running. */
+  tasks: number;
+  lastUsed: number;
+  /** Recent task time (ms; -1 until known). */
+  avgTaskMs: number;
+}
+
+interface Queued extends ExecBatch {
+  readonly program: Program;
+  readonly priority: number;
+  readonly timeoutMs: number;
+}
+
 interface Outstanding {
-  readonly batch: ExecBatch;
+  batch: Queued;
+  /** Its number on the thread (see STATE_VOID). */
+  readonly no: number;
   /** How many of its tasks the thread has answered. */
   done: number;
 }
@@ -65,7 +103,10 @@ interface Slot {
   readonly startedAt: Float64Array;
   /** Batches sent to the thread and not fully answered, in the order it runs them. */
   readonly outstanding: Outstanding[];
+  /** Programs loaded on the thread (ids). */
+  readonly programs: Set<number>;
   tasks: number;
+  nextNo: number;
   ready: boolean;
   /** Set when we terminate the thread ourselves: its exit is not a crash. */
   retiring: boolean;
@@ -81,8 +122,12 @@ const MAX_BATCHES_SHORT = 2;
 const MAX_BATCHES_LONG = 1;
 const LONG_TASK_MS = 1;
 const MAX_RESPAWNS_WITHOUT_PROGRESS = 5;
+/** A task running this long, and {@link STUCK_FACTOR} × its program's task time, holds its batch-mates no longer. */
+const STUCK_MIN_MS = 250;
+const STUCK_FACTOR = 20;
+const WATCHDOG_MS = 50;
 
-/** The setup of a chain failed on a thread. */
+/** The setup of a program failed on a thread. */
 export class ExecutorStartError extends Error {
   override name = 'ExecutorStartError';
   readonly remote: RemoteErrorMessage;
@@ -92,18 +137,29 @@ export class ExecutorStartError extends Error {
   }
 }
 
-/** The subset of a batch at the given positions, repacked (rare paths: crashes, cancellations). */
-function subBatch(batch: ExecBatch, keep: readonly number[]): ExecBatch {
+/** The subset of a batch at the given positions, repacked (rare paths: crashes, cancellations, cuts). */
+function subBatch(batch: Queued, keep: readonly number[]): Queued {
   const inputs = decodeInputs(batch.inputs, batch.seqs.length);
-  return { seqs: Uint32Array.from(keep, (i) => batch.seqs[i]!), inputs: encodeInputs(keep.map((i) => inputs[i])) };
+  return {
+    seqs: Uint32Array.from(keep, (i) => batch.seqs[i]!),
+    inputs: encodeInputs(keep.map((i) => inputs[i])),
+    program: batch.program,
+    priority: batch.priority,
+    timeoutMs: batch.timeoutMs,
+  };
 }
 
-/** A pool of threads running one chain. See the module comment. */
+/** A pool of threads running programs. See the module comment. */
 export class Executor {
   readonly #options: ExecutorOptions;
   readonly #log: Logger;
   readonly #slots = new Set<Slot>();
-  #queue: ExecBatch[] = [];
+  readonly #programs = new Map<string, Program>();
+  readonly #byId = new Map<number, Program>();
+  /** Shared bytes read into memory every thread sees, by file path (one copy for all programs). */
+  readonly #sharedBytes = new Map<string, SharedArrayBuffer>();
+  #nextProgram = 1;
+  #queue: Queued[] = [];
   #queuedTasks = 0;
   #closed = false;
   #respawnsWithoutProgress = 0;
@@ -111,7 +167,6 @@ export class Executor {
   #crashed = 0;
   #maxResultBytes = 4 * 1024 * 1024;
   #avgTaskMs = 0;
-  #taskTimeoutMs = 0;
   #watchdog: NodeJS.Timeout | undefined;
 
   constructor(options: ExecutorOptions) {
@@ -141,57 +196,8 @@ export class Executor {
     this.#maxResultBytes = bytes;
   }
 
-  /**
-   * A task running longer than this (ms; 0: no limit) is stopped: its thread is terminated and
-   * replaced (an infinite loop must not keep a core), and it is reported with kind `timeout`.
-   */
-  set taskTimeoutMs(ms: number) {
-    this.#taskTimeoutMs = ms;
-    clearInterval(this.#watchdog);
-    this.#watchdog = undefined;
-    if (ms > 0 && !this.#closed) {
-      this.#watchdog = setInterval(() => this.#checkTimeouts(), Math.max(10, Math.min(250, Math.floor(ms / 4))));
-      this.#watchdog.unref();
-    }
-  }
-
-  #checkTimeouts(): void {
-    const limit = this.#taskTimeoutMs;
-    const now = Date.now();
-    for (const slot of [...this.#slots]) {
-      if (!slot.ready || slot.retiring || Atomics.load(slot.state, STATE_RUNNING) !== 1) continue;
-      const ran = now - slot.startedAt[STATE_STARTED]!;
-      if (ran <= limit) continue;
-      const seq = Atomics.load(slot.state, STATE_SEQ) >>> 0;
-      this.#stop(slot, seq, {
-        kind: 'timeout',
-        name: 'TaskTimeout',
-        message: `the task ran for more than ${limit} ms (taskTimeoutMs); its thread was stopped and replaced`,
-        stack: '',
-        code: '',
-      });
-    }
-  }
-
-  #sharedEntries: SharedEntry[] = [];
-
-  /** Starts every thread; resolves when all have loaded the chain and run setup(). */
+  /** Starts every thread; resolves when all are ready (with every program loaded so far). */
   async start(): Promise<void> {
-    // Shared bytes are read once, into memory every thread sees (no copy per thread).
-    this.#sharedEntries = (this.#options.shared ?? []).map((s) => {
-      if (s.kind !== 'bytes') return { name: s.name, kind: s.kind, path: s.path };
-      const size = statSync(s.path).size;
-      const data = new SharedArrayBuffer(size);
-      const fd = openSync(s.path, 'r');
-      try {
-        let off = 0;
-        while (off < size)
-          off += readSync(fd, new Uint8Array(data, off, Math.min(size - off, 16 * 1024 * 1024)), 0, Math.min(size - off, 16 * 1024 * 1024), off);
-      } finally {
-        closeSync(fd);
-      }
-      return { name: s.name, kind: s.kind, data };
-    });
     const starts: Promise<void>[] = [];
     for (let i = 0; i < this.#options.threads; i++) starts.push(this.#spawn());
     const outcomes = await Promise.allSettled(starts);
@@ -200,14 +206,139 @@ export class Executor {
       await this.close();
       throw failed.reason;
     }
+    this.#watchdog = setInterval(() => this.#check(), WATCHDOG_MS);
+    this.#watchdog.unref();
+  }
+
+  /** True when the program is loaded on the threads. Marks it recently used. */
+  isLoaded(key: string): boolean {
+    const p = this.#programs.get(key);
+    if (p === undefined || p.state !== 'loaded') return false;
+    p.lastUsed = performance.now();
+    return true;
+  }
+
+  /**
+   * Loads a program on every thread (import its stages, run their setup()). Resolves at once when
+   * it is loaded already; rejects with {@link ExecutorStartError} when it fails to load (it is then
+   * not kept). Beyond `maxPrograms` the least recently used program without tasks is unloaded.
+   */
+  loadProgram(spec: ProgramSpec): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('executor is closed'));
+    const existing = this.#programs.get(spec.key);
+    if (existing !== undefined) {
+      existing.lastUsed = performance.now();
+      return existing.ready;
+    }
+    this.#evict(Math.max(1, this.#options.maxPrograms ?? 16) - 1);
+    const shared: SharedEntry[] = (spec.shared ?? []).map((s) =>
+      s.kind === 'bytes' ? { name: s.name, kind: s.kind, data: this.#bytesOf(s.path) } : { name: s.name, kind: s.kind, path: s.path },
+    );
+    const id = this.#nextProgram++;
+    let resolve!: () => void;
+    let reject!: (err: ExecutorStartError) => void;
+    const ready = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    ready.catch(() => {}); // callers get it through the returned promise
+    const program: Program = {
+      id,
+      spec,
+      thread: { id, chain: spec.chain, shared },
+      state: 'loading',
+      waiting: new Set(),
+      ready,
+      resolve,
+      reject,
+      tasks: 0,
+      lastUsed: performance.now(),
+      avgTaskMs: -1,
+    };
+    this.#programs.set(spec.key, program);
+    this.#byId.set(id, program);
+    for (const slot of this.#slots) {
+      if (!slot.ready || slot.retiring) continue; // threads still starting load it once ready
+      program.waiting.add(slot);
+      this.#post(slot, { type: 'load', program: program.thread });
+    }
+    this.#settleLoad(program);
+    return ready;
+  }
+
+  /** Unloads a program from every thread; its queued tasks fail as cancelled. */
+  unloadProgram(key: string): void {
+    const p = this.#programs.get(key);
+    if (p === undefined) return;
+    this.#drop(p);
+  }
+
+  #drop(p: Program): void {
+    this.#programs.delete(p.spec.key);
+    this.#byId.delete(p.id);
+    if (p.state === 'loading') {
+      p.state = 'failed';
+      p.reject(new ExecutorStartError({ kind: 'setup', name: 'Unloaded', message: 'the program was unloaded while it loaded', stack: '', code: '' }));
+    }
+    for (const slot of this.#slots) {
+      if (slot.programs.delete(p.id)) this.#post(slot, { type: 'unload', program: p.id });
+    }
+    this.#releaseShared();
+  }
+
+  #evict(keep: number): void {
+    if (this.#programs.size <= keep) return;
+    const idle = [...this.#programs.values()].filter((p) => p.tasks === 0 && p.state !== 'loading').sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const p of idle) {
+      if (this.#programs.size <= keep) break;
+      this.#log.debug('unloading the least recently used program', { program: p.id });
+      this.#drop(p);
+    }
+  }
+
+  #bytesOf(path: string): SharedArrayBuffer {
+    const known = this.#sharedBytes.get(path);
+    if (known !== undefined) return known;
+    const size = statSync(path).size;
+    const data = new SharedArrayBuffer(size);
+    const fd = openSync(path, 'r');
+    try {
+      const chunk = 16 * 1024 * 1024;
+      let off = 0;
+      while (off < size) off += readSync(fd, new Uint8Array(data, off, Math.min(size - off, chunk)), 0, Math.min(size - off, chunk), off);
+    } finally {
+      closeSync(fd);
+    }
+    this.#sharedBytes.set(path, data);
+    return data;
+  }
+
+  /** Forgets shared bytes no loaded program uses. */
+  #releaseShared(): void {
+    const used = new Set<SharedArrayBuffer>();
+    for (const p of this.#programs.values()) for (const s of p.thread.shared) if (s.data !== undefined) used.add(s.data);
+    for (const [path, data] of this.#sharedBytes) if (!used.has(data)) this.#sharedBytes.delete(path);
+  }
+
+  #settleLoad(p: Program): void {
+    if (p.state !== 'loading' || p.waiting.size > 0) return;
+    p.state = 'loaded';
+    p.resolve();
+    this.#pump();
+  }
+
+  #post(slot: Slot, msg: MainMessage): void {
+    slot.worker.postMessage(msg);
   }
 
   #spawn(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const sab = new SharedArrayBuffer(16);
+      const sab = new SharedArrayBuffer(STATE_BYTES);
+      const state = new Int32Array(sab);
+      Atomics.store(state, STATE_VOID, 0);
+      const loaded = [...this.#programs.values()].filter((p) => p.state === 'loaded');
       const init: ThreadInit = {
-        chain: this.#options.chain,
-        shared: this.#sharedEntries,
+        programs: loaded.map((p) => p.thread),
         workerId: this.#options.workerId,
         hostname: this.#options.hostname,
         state: sab,
@@ -219,10 +350,12 @@ export class Executor {
       });
       const slot: Slot = {
         worker,
-        state: new Int32Array(sab),
+        state,
         startedAt: new Float64Array(sab),
         outstanding: [],
+        programs: new Set(loaded.map((p) => p.id)),
         tasks: 0,
+        nextNo: 1,
         ready: false,
         retiring: false,
         lastError: undefined,
@@ -234,6 +367,12 @@ export class Executor {
           case 'ready':
             slot.ready = true;
             settled = true;
+            // Programs loaded since this thread started (or that it lacks) are loaded now.
+            for (const p of this.#programs.values()) {
+              if (p.state === 'failed' || slot.programs.has(p.id)) continue;
+              if (p.state === 'loading') p.waiting.add(slot);
+              this.#post(slot, { type: 'load', program: p.thread });
+            }
             resolve();
             this.#pump();
             return;
@@ -243,6 +382,30 @@ export class Executor {
             void worker.terminate();
             reject(new ExecutorStartError(msg.error));
             return;
+          case 'loaded': {
+            slot.programs.add(msg.program);
+            const p = this.#byId.get(msg.program);
+            if (p === undefined) {
+              this.#post(slot, { type: 'unload', program: msg.program }); // unloaded meanwhile
+              return;
+            }
+            p.waiting.delete(slot);
+            this.#settleLoad(p);
+            this.#pump();
+            return;
+          }
+          case 'load-failed': {
+            const p = this.#byId.get(msg.program);
+            if (p === undefined) return;
+            const wasLoading = p.state === 'loading';
+            this.#drop(p);
+            if (wasLoading) {
+              p.state = 'failed';
+              p.reject(new ExecutorStartError(msg.error));
+            }
+            this.#failQueued((b) => b.program === p, msg.error);
+            return;
+          }
           case 'results':
             this.#onResults(slot, msg);
             return;
@@ -253,6 +416,9 @@ export class Executor {
       });
       worker.on('exit', (code) => {
         this.#slots.delete(slot);
+        for (const p of this.#programs.values()) {
+          if (p.waiting.delete(slot)) this.#settleLoad(p);
+        }
         if (!settled) {
           settled = true;
           const err = slot.lastError;
@@ -277,22 +443,32 @@ export class Executor {
     const head = slot.outstanding[0];
     if (head !== undefined) {
       head.done += n;
-      if (msg.batchDone) slot.outstanding.shift();
+      head.batch.program.tasks -= n;
+      if (msg.batchDone) {
+        slot.outstanding.shift();
+        // Tasks the thread never reported (a cut raced the end of the batch) are no longer its.
+        head.batch.program.tasks -= Math.max(0, head.batch.seqs.length - head.done);
+      }
     }
     slot.tasks -= n;
     if (n > 0) {
       this.#respawnsWithoutProgress = 0;
       let sum = 0;
       for (let i = 0; i < n; i++) sum += msg.durations[i]!;
-      this.#avgTaskMs = this.#avgTaskMs * 0.7 + (sum / n) * 0.3;
+      const avg = sum / n;
+      this.#avgTaskMs = this.#avgTaskMs * 0.7 + avg * 0.3;
+      if (head !== undefined) {
+        const p = head.batch.program;
+        p.avgTaskMs = p.avgTaskMs < 0 ? avg : p.avgTaskMs * 0.7 + avg * 0.3;
+      }
+      this.#options.onResults({ seqs: msg.seqs, outcomes: msg.outcomes, durations: msg.durations });
     }
-    if (n > 0) this.#options.onResults({ seqs: msg.seqs, outcomes: msg.outcomes, durations: msg.durations });
     this.#pump();
     this.#checkIdle();
   }
 
   /** Tasks of the slot's batches that it has not answered, as (batch, positions) pairs. */
-  #unanswered(slot: Slot): { batch: ExecBatch; positions: number[] }[] {
+  #unanswered(slot: Slot): { batch: Queued; positions: number[] }[] {
     return slot.outstanding.map((o) => ({
       batch: o.batch,
       positions: Array.from({ length: o.batch.seqs.length - o.done }, (_, k) => o.done + k),
@@ -304,7 +480,7 @@ export class Executor {
     const running = Atomics.load(slot.state, STATE_RUNNING) === 1;
     const err = slot.lastError;
     const failed = this.#takeUnanswered(slot, running ? Atomics.load(slot.state, STATE_SEQ) >>> 0 : undefined);
-    this.#log.warn('worker thread died; replacing it', { exitCode: code, crashedTask: failed });
+    this.#log.warn('worker thread died; replacing it', { exitCode: code, crashedSeq: failed });
     if (failed !== undefined) {
       const error: RemoteErrorMessage = {
         kind: 'crashed',
@@ -320,13 +496,104 @@ export class Executor {
     this.#pump();
   }
 
+  /** Periodic checks of the running tasks: time limits, and tasks stuck far beyond their program's task time. */
+  #check(): void {
+    const now = Date.now();
+    for (const slot of [...this.#slots]) {
+      if (!slot.ready || slot.retiring || Atomics.load(slot.state, STATE_RUNNING) !== 1) continue;
+      const head = slot.outstanding[0];
+      if (head === undefined) continue;
+      const ran = now - slot.startedAt[STATE_STARTED]!;
+      const limit = head.batch.timeoutMs;
+      if (limit > 0 && ran > limit) {
+        const seq = Atomics.load(slot.state, STATE_SEQ) >>> 0;
+        this.#stop(slot, seq, {
+          kind: 'timeout',
+          name: 'TaskTimeout',
+          message: `the task ran for more than ${limit} ms (taskTimeoutMs); its thread was stopped and replaced`,
+          stack: '',
+          code: '',
+        });
+        continue;
+      }
+      const avg = head.batch.program.avgTaskMs;
+      if (ran > Math.max(STUCK_MIN_MS, STUCK_FACTOR * Math.max(avg, 0)) && slot.tasks > 1) this.#cut(slot);
+    }
+  }
+
+  /**
+   * Takes back every task a thread has not started (it is stuck in one): they go to the front of
+   * the queue for the other threads. The thread learns it through the gate before its next task.
+   */
+  #cut(slot: Slot): void {
+    if (Atomics.load(slot.state, STATE_GATE) === GATE_CUT) return;
+    Atomics.store(slot.state, STATE_VOID, slot.nextNo - 1);
+    // The gate is held busy only for the few instructions of a task start: wait those out.
+    let acquired = false;
+    for (let spins = 0; spins < 100_000; spins++) {
+      if (Atomics.compareExchange(slot.state, STATE_GATE, GATE_OPEN, GATE_CUT) === GATE_OPEN) {
+        acquired = true;
+        break;
+      }
+    }
+    if (!acquired) return; // next watchdog round
+    // The thread starts nothing more; `last` is the last task it started.
+    const last = Atomics.load(slot.state, STATE_SEQ) >>> 0;
+    const stolen: Queued[] = [];
+    let at = -1;
+    let pos = -1;
+    for (let i = 0; i < slot.outstanding.length && at < 0; i++) {
+      const seqs = slot.outstanding[i]!.batch.seqs;
+      for (let k = 0; k < seqs.length; k++) {
+        if (seqs[k] === last) {
+          at = i;
+          pos = k;
+          break;
+        }
+      }
+    }
+    // Batches before `at` (their end is on its way) and `last`'s batch up to `last` stay the thread's.
+    const from = at < 0 ? 0 : at + 1;
+    if (at >= 0) {
+      const o = slot.outstanding[at]!;
+      const len = o.batch.seqs.length;
+      if (pos < len - 1) {
+        const rest = Array.from({ length: len - pos - 1 }, (_, k) => pos + 1 + k);
+        stolen.push(subBatch(o.batch, rest));
+        o.batch = subBatch(
+          o.batch,
+          Array.from({ length: pos + 1 }, (_, k) => k),
+        );
+      }
+    } else {
+      // `last` was answered with its batch: every outstanding task is unstarted.
+      for (const o of slot.outstanding) {
+        const keep = Array.from({ length: o.batch.seqs.length - o.done }, (_, k) => o.done + k);
+        if (keep.length > 0) stolen.push(keep.length === o.batch.seqs.length ? o.batch : subBatch(o.batch, keep));
+      }
+    }
+    for (const o of slot.outstanding.splice(from)) if (at >= 0) stolen.push(o.batch);
+    let n = 0;
+    for (const b of stolen) n += b.seqs.length;
+    if (n === 0) return;
+    for (const b of stolen) b.program.tasks -= b.seqs.length;
+    slot.tasks -= n;
+    this.#log.info('a task is stuck: its batch-mates go to other threads', { seq: last, tasks: n });
+    this.#requeueFront(stolen);
+    this.#pump();
+  }
+
   /** Stops a thread that runs `seq` too long: it is terminated and replaced, `seq` fails with `error`. */
   #stop(slot: Slot, seq: number, error: RemoteErrorMessage): void {
     const failed = this.#takeUnanswered(slot, seq);
-    this.#log.warn('stopping a worker thread whose task ran over its time limit', { task: seq });
+    this.#log.warn('stopping a worker thread whose task ran over its time limit', { seq });
     this.#retire(slot);
     if (failed !== undefined) {
-      this.#options.onResults({ seqs: Uint32Array.of(failed), outcomes: encodeFailures(1, error), durations: Float32Array.of(this.#taskTimeoutMs) });
+      this.#options.onResults({
+        seqs: Uint32Array.of(failed),
+        outcomes: encodeFailures(1, error),
+        durations: Float32Array.of(Date.now() - slot.startedAt[STATE_STARTED]!),
+      });
     }
     this.#pump();
   }
@@ -336,9 +603,10 @@ export class Executor {
    * the front of the queue. Returns `failedSeq` if it was among them.
    */
   #takeUnanswered(slot: Slot, failedSeq: number | undefined): number | undefined {
-    const again: ExecBatch[] = [];
+    const again: Queued[] = [];
     let failed: number | undefined;
     for (const { batch, positions } of this.#unanswered(slot)) {
+      batch.program.tasks -= positions.length;
       const keep = positions.filter((p) => batch.seqs[p] !== failedSeq);
       if (keep.length < positions.length) failed = failedSeq;
       if (keep.length === 0) continue;
@@ -354,68 +622,118 @@ export class Executor {
     if (this.#closed) return;
     if (afterCrash && ++this.#respawnsWithoutProgress > MAX_RESPAWNS_WITHOUT_PROGRESS * this.#options.threads) {
       this.#log.error('worker threads keep dying without finishing a task; not replacing more', {});
-      this.#failQueue('worker threads keep dying without finishing a task');
+      this.#failQueued(() => true, { kind: 'crashed', name: 'ThreadExit', message: 'worker threads keep dying without finishing a task', stack: '', code: '' });
       return;
     }
     this.#spawn().catch((err: unknown) => {
       if (this.#closed) return; // shutting down: the replacement was terminated while it loaded
       this.#log.error('replacing a worker thread failed', { error: err instanceof Error ? err.message : String(err) });
-      if (this.#slots.size === 0) this.#failQueue(`replacing a crashed worker thread failed: ${err instanceof Error ? err.message : String(err)}`);
-      else this.#respawnsWithoutProgress++;
+      if (this.#slots.size === 0) {
+        this.#failQueued(() => true, {
+          kind: 'crashed',
+          name: 'ThreadExit',
+          message: `replacing a crashed worker thread failed: ${err instanceof Error ? err.message : String(err)}`,
+          stack: '',
+          code: '',
+        });
+      } else this.#respawnsWithoutProgress++;
     });
   }
 
-  #failQueue(message: string): void {
-    const batches = this.#takeQueue();
-    for (const b of batches) {
-      this.#options.onResults({
-        seqs: b.seqs,
-        outcomes: encodeFailures(b.seqs.length, { kind: 'crashed', name: 'ThreadExit', message, stack: '', code: '' }),
-        durations: new Float32Array(b.seqs.length),
-      });
+  /** Fails the queued batches that match with `error`. */
+  #failQueued(match: (b: Queued) => boolean, error: RemoteErrorMessage): void {
+    const failed: Queued[] = [];
+    this.#queue = this.#queue.filter((b) => {
+      if (!match(b)) return true;
+      failed.push(b);
+      return false;
+    });
+    for (const b of failed) {
+      this.#queuedTasks -= b.seqs.length;
+      b.program.tasks -= b.seqs.length;
+      this.#options.onResults({ seqs: b.seqs, outcomes: encodeFailures(b.seqs.length, error), durations: new Float32Array(b.seqs.length) });
     }
     this.#checkIdle();
   }
 
-  #requeueFront(batches: ExecBatch[]): void {
-    this.#queue = batches.concat(this.#queue);
-    for (const b of batches) this.#queuedTasks += b.seqs.length;
+  #requeueFront(batches: Queued[]): void {
+    for (const b of batches) {
+      b.program.tasks += b.seqs.length;
+      this.#queuedTasks += b.seqs.length;
+    }
+    // Before every queued batch of the same priority, after those of higher priority.
+    for (const b of batches.reverse()) {
+      let i = 0;
+      while (i < this.#queue.length && this.#queue[i]!.priority > b.priority) i++;
+      this.#queue.splice(i, 0, b);
+    }
   }
 
-  #takeQueue(): ExecBatch[] {
+  #takeQueue(): Queued[] {
     const q = this.#queue;
     this.#queue = [];
     this.#queuedTasks = 0;
+    for (const b of q) b.program.tasks -= b.seqs.length;
     return q;
   }
 
-  /** Queues a batch; batches run in submission order as threads free up. */
-  submit(batch: ExecBatch): void {
+  /**
+   * Queues a batch; batches run highest priority first, in submission order among equals, as
+   * threads free up. A batch for a program that is not loaded fails at once (kind `setup`).
+   */
+  submit(batch: ExecSubmission): void {
     if (this.#closed) throw new Error('executor is closed');
     if (batch.seqs.length === 0) return;
-    this.#queue.push({ seqs: batch.seqs, inputs: ownBytes(batch.inputs) });
-    this.#queuedTasks += batch.seqs.length;
+    const program = this.#programs.get(batch.program);
+    if (program === undefined || program.state === 'failed') {
+      const error: RemoteErrorMessage = { kind: 'setup', name: 'ProgramNotLoaded', message: 'the program of these tasks is not loaded', stack: '', code: '' };
+      this.#options.onResults({ seqs: batch.seqs, outcomes: encodeFailures(batch.seqs.length, error), durations: new Float32Array(batch.seqs.length) });
+      return;
+    }
+    program.lastUsed = performance.now();
+    const q: Queued = { seqs: batch.seqs, inputs: ownBytes(batch.inputs), program, priority: batch.priority ?? 0, timeoutMs: batch.timeoutMs ?? 0 };
+    program.tasks += q.seqs.length;
+    this.#queuedTasks += q.seqs.length;
+    let i = this.#queue.length;
+    while (i > 0 && this.#queue[i - 1]!.priority < q.priority) i--;
+    if (i === this.#queue.length) this.#queue.push(q);
+    else this.#queue.splice(i, 0, q);
     this.#pump();
   }
 
   #pump(): void {
     const perThread = this.#avgTaskMs >= LONG_TASK_MS ? MAX_BATCHES_LONG : MAX_BATCHES_SHORT;
-    while (this.#queue.length > 0) {
+    for (let i = 0; i < this.#queue.length;) {
+      const batch = this.#queue[i]!;
       let best: Slot | undefined;
       for (const s of this.#slots) {
-        if (!s.ready || s.retiring || s.outstanding.length >= perThread) continue;
+        if (!s.ready || s.retiring || s.outstanding.length >= perThread || !s.programs.has(batch.program.id)) continue;
+        if (Atomics.load(s.state, STATE_GATE) === GATE_CUT) continue;
         if (best === undefined || s.tasks < best.tasks) best = s;
       }
-      if (best === undefined) return;
-      const batch = this.#queue.shift()!;
+      if (best === undefined) {
+        // No thread can take it now. Every other batch waits for the same threads, unless this
+        // one's program is still loading on them.
+        if (batch.program.state === 'loaded' && this.#hasFreeThread(perThread)) {
+          i++;
+          continue;
+        }
+        return;
+      }
+      this.#queue.splice(i, 1);
       this.#queuedTasks -= batch.seqs.length;
-      best.outstanding.push({ batch, done: 0 });
+      const no = best.nextNo++;
+      best.outstanding.push({ batch, no, done: 0 });
       best.tasks += batch.seqs.length;
       // The thread gets its own copy of the inputs (transferring would take them from us, and a
       // crash needs them to requeue what the thread had not run).
-      const msg: BatchMessage = { type: 'batch', seqs: batch.seqs, inputs: batch.inputs, maxResultBytes: this.#maxResultBytes };
-      best.worker.postMessage(msg);
+      this.#post(best, { type: 'batch', no, program: batch.program.id, seqs: batch.seqs, inputs: batch.inputs, maxResultBytes: this.#maxResultBytes });
     }
+  }
+
+  #hasFreeThread(perThread: number): boolean {
+    for (const s of this.#slots) if (s.ready && !s.retiring && s.outstanding.length < perThread) return true;
+    return false;
   }
 
   /**
@@ -425,7 +743,7 @@ export class Executor {
   cancel(seqs: ReadonlySet<number>): void {
     if (seqs.size === 0) return;
     const queue = this.#takeQueue();
-    const kept: ExecBatch[] = [];
+    const kept: Queued[] = [];
     for (const b of queue) {
       const keep: number[] = [];
       for (let i = 0; i < b.seqs.length; i++) if (!seqs.has(b.seqs[i]!)) keep.push(i);
@@ -436,8 +754,9 @@ export class Executor {
     for (const slot of [...this.#slots]) {
       const unanswered = this.#unanswered(slot);
       if (!unanswered.some(({ batch, positions }) => positions.some((p) => seqs.has(batch.seqs[p]!)))) continue;
-      const again: ExecBatch[] = [];
+      const again: Queued[] = [];
       for (const { batch, positions } of unanswered) {
+        batch.program.tasks -= positions.length;
         const keep = positions.filter((p) => !seqs.has(batch.seqs[p]!));
         if (keep.length > 0) again.push(keep.length === batch.seqs.length ? batch : subBatch(batch, keep));
       }
@@ -455,6 +774,7 @@ export class Executor {
     this.#takeQueue();
     for (const slot of [...this.#slots]) {
       if (slot.tasks === 0) continue;
+      for (const { batch, positions } of this.#unanswered(slot)) batch.program.tasks -= positions.length;
       slot.outstanding.length = 0;
       slot.tasks = 0;
       this.#retire(slot);
@@ -465,6 +785,7 @@ export class Executor {
   #retire(slot: Slot): void {
     slot.retiring = true;
     this.#slots.delete(slot);
+    for (const p of this.#programs.values()) if (p.waiting.delete(slot)) this.#settleLoad(p);
     void slot.worker.terminate();
     this.#respawn(false);
   }
@@ -490,6 +811,12 @@ export class Executor {
     const slots = [...this.#slots];
     this.#slots.clear();
     for (const s of slots) s.retiring = true;
+    for (const p of this.#programs.values()) {
+      if (p.state === 'loading') {
+        p.state = 'failed';
+        p.reject(new ExecutorStartError({ kind: 'setup', name: 'Closed', message: 'the executor closed while the program loaded', stack: '', code: '' }));
+      }
+    }
     await Promise.all(slots.map((s) => s.worker.terminate()));
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];

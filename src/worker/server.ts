@@ -28,11 +28,13 @@ import {
   type WorkerDescription,
   type WorkerMessage,
   type RemoteErrorMessage,
+  GoodbyeReason,
 } from '../protocol/index.js';
 import { MdnsAdvertiser } from '../discovery/mdns.js';
 import { WorkerNonces, clientProof, loadOrCreateTlsIdentity, proofsEqual, workerProof, type TlsIdentity } from '../security/index.js';
 import { CodeCache, BundleRejectedError } from './code-cache.js';
-import { Executor, ExecutorStartError, type ExecResults } from './executor.js';
+import { Executor, ExecutorStartError } from './executor.js';
+import type { ExecResults } from '../protocol/batch.js';
 import { encodeFailures } from '../protocol/batch.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
@@ -67,9 +69,17 @@ interface Lease {
 
 type ComputeCall = grpc.ServerDuplexStream<ClientMessage, WorkerMessage>;
 
+/** A program started on a stream: which loaded program it is, and its tasks' time limit. */
+interface StreamProgram {
+  readonly key: string;
+  readonly timeoutMs: number;
+  ready: boolean;
+}
+
 interface Session {
   readonly call: ComputeCall;
-  executor: Executor | undefined;
+  /** Programs started on this stream, by the client's number. */
+  readonly programs: Map<number, StreamProgram>;
   heartbeat: NodeJS.Timeout | undefined;
   /** When we last wrote to the client (heartbeats are skipped while other messages flow). */
   lastWritten: number;
@@ -79,6 +89,8 @@ interface Session {
 }
 
 const MIN_LEASE_TIMEOUT_MS = 300;
+/** Programs one lease may have started at once (and the executor keeps loaded). */
+const MAX_PROGRAMS = 16;
 const DEFAULT_LEASE_TIMEOUT_MS = 3000;
 const DEFAULT_HEARTBEAT_MS = 500;
 
@@ -103,7 +115,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #advertiser: MdnsAdvertiser | undefined;
   #lease: Lease | undefined;
   #state: WorkerState = 'free';
-  #warm: { key: string; executor: Executor } | undefined;
+  /** The thread pool: created for the first lease, kept warm (with its loaded programs) across leases. */
+  #executor: Executor | undefined;
+  #executorStarting: Promise<Executor> | undefined;
   #port = 0;
   #started = false;
   #closed = false;
@@ -142,7 +156,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       Release: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         const lease = this.#leaseOf(call.metadata);
         if (lease === undefined) return cb(statusError(grpc.status.UNAUTHENTICATED, NO_LEASE));
-        this.#endLease(lease, 'released by the client');
+        this.#endLease(lease, 'released by the client', GoodbyeReason.RELEASED);
         cb(null, {});
       },
     });
@@ -262,6 +276,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       max_bundle_bytes: this.options.maxBundleBytes,
       max_in_flight: this.options.maxInFlight,
       max_shared_bytes: this.options.maxSharedBytes,
+      max_programs: MAX_PROGRAMS,
       id: this.id,
       hostname: this.options.hostname,
       threads: this.options.threads,
@@ -318,7 +333,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       session: undefined,
       streamOpened: false,
       timer: setInterval(() => {
-        if (Date.now() - lease.lastSeen > lease.timeoutMs) this.#endLease(lease, `expired: no message from the client for ${lease.timeoutMs} ms`);
+        if (Date.now() - lease.lastSeen > lease.timeoutMs) {
+          this.#endLease(lease, `expired: no message from the client for ${lease.timeoutMs} ms`, GoodbyeReason.EXPIRED);
+        }
       }, check).unref(),
     };
     this.#lease = lease;
@@ -463,7 +480,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     lease.streamOpened = true;
     const session: Session = {
       call,
-      executor: undefined,
+      programs: new Map(),
       heartbeat: undefined,
       lastWritten: 0,
       ended: false,
@@ -482,17 +499,65 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     call.on('end', () => this.#endLease(lease, 'the stream ended (the client closed it, or the connection dropped)'));
     call.on('error', (err) => this.#endLease(lease, `stream error: ${err.message}`));
     call.on('cancelled', () => this.#endLease(lease, 'the client cancelled the stream'));
+    // The threads start with the first stream (and stay for later leases); the client learns the
+    // stream is open, and how many threads run, from Ready{program 0}.
+    this.#threads().then(
+      (executor) => {
+        if (this.#lease !== lease || session.ended) return;
+        executor.maxResultBytes = lease.maxMessageBytes - 1024;
+        this.#write(session, { ready: { threads: executor.threads, program: 0 } });
+        this.emit('computing', lease.clientId);
+      },
+      (err: unknown) => this.#failStream(lease, `the worker's threads failed to start: ${(err as Error).message}`, grpc.status.INTERNAL),
+    );
+  }
+
+  /** The daemon's executor, started once. */
+  #threads(): Promise<Executor> {
+    if (this.#executor !== undefined) return Promise.resolve(this.#executor);
+    this.#executorStarting ??= (async () => {
+      const executor = new Executor({
+        threads: this.options.threads,
+        workerId: this.id,
+        hostname: this.options.hostname,
+        resourceLimits: { maxOldGenerationSizeMb: this.options.threadMemoryMb },
+        maxPrograms: MAX_PROGRAMS,
+        logger: this.#log,
+        onResults: (results) => this.#onResults(results),
+      });
+      try {
+        await executor.start();
+      } catch (err) {
+        this.#executorStarting = undefined;
+        throw err;
+      }
+      if (this.#closed) {
+        await executor.close();
+        throw new Error('the worker is shutting down');
+      }
+      this.#executor = executor;
+      return executor;
+    })();
+    return this.#executorStarting;
   }
 
   #onClientMessage(lease: Lease, session: Session, msg: ClientMessage): void {
     switch (msg.body) {
-      case 'start':
-        if (session.executor !== undefined) return this.#failStream(lease, 'Start sent twice on one stream');
-        void this.#start(lease, session, msg.start.chain, msg.start.task_timeout_ms, msg.start.shared);
+      case 'start': {
+        const id = msg.start.program;
+        if (!Number.isInteger(id) || id <= 0) return this.#failStream(lease, 'Start must name a program number above 0 (protocol 3)');
+        if (session.programs.has(id)) return this.#failStream(lease, `program ${id} started twice on one stream`);
+        if (session.programs.size >= MAX_PROGRAMS) {
+          return this.#failStream(lease, `more than ${MAX_PROGRAMS} programs started on one stream (Unload some first)`, grpc.status.RESOURCE_EXHAUSTED);
+        }
+        void this.#start(lease, session, id, msg.start.chain, msg.start.task_timeout_ms, msg.start.shared);
         return;
+      }
       case 'tasks': {
-        if (session.executor === undefined) return this.#failStream(lease, 'tasks sent before Start');
-        const { seqs, inputs } = msg.tasks;
+        const { seqs, inputs, program } = msg.tasks;
+        const p = session.programs.get(program);
+        if (p === undefined || !p.ready || this.#executor === undefined)
+          return this.#failStream(lease, `tasks sent for program ${program}, which is not ready on this stream`);
         if (seqs.length === 0) return;
         if (this.#state === 'draining') {
           // Too late: tell the client these never ran, so it requeues them without counting an attempt.
@@ -507,15 +572,19 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         if (session.inFlight.size !== before + seqs.length) {
           return this.#failStream(lease, 'a sequence id was sent twice while in flight');
         }
-        session.executor.submit({ seqs: Uint32Array.from(seqs), inputs });
+        this.#executor.submit({ seqs: Uint32Array.from(seqs), inputs, program: p.key, priority: msg.tasks.priority, timeoutMs: p.timeoutMs });
         return;
       }
       case 'cancel': {
         const seqs = new Set(msg.cancel.seqs);
         for (const s of seqs) session.inFlight.delete(s);
-        session.executor?.cancel(seqs);
+        this.#executor?.cancel(seqs);
         return;
       }
+      case 'unload':
+        // The client is done with them; the executor keeps them loaded (least recently used go first).
+        for (const id of msg.unload.programs) session.programs.delete(id);
+        return;
       case 'heartbeat':
         return;
       default:
@@ -523,83 +592,46 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     }
   }
 
-  async #start(lease: Lease, session: Session, chain: readonly string[], taskTimeoutMs: number, sharedRefs: readonly SharedRef[]): Promise<void> {
+  async #start(lease: Lease, session: Session, id: number, chain: readonly string[], taskTimeoutMs: number, sharedRefs: readonly SharedRef[]): Promise<void> {
+    const startFailed = (name: string, message: string): void => {
+      session.programs.delete(id);
+      this.#write(session, { start_failed: { program: id, error: { kind: 'setup', name, message, stack: '', code: '' } } });
+    };
+    // Reserved at once: a second Start with this number is a protocol error even while this one loads.
+    session.programs.set(id, { key: '', timeoutMs: 0, ready: false });
+    if (chain.length === 0 || chain.length > 256) return startFailed('BadProgram', `a program has 1 to 256 stages, this one ${chain.length}`);
     const entries: ChainEntry[] = [];
     for (const hash of chain) {
-      if (!this.#cache.has(hash)) {
-        this.#write(session, {
-          start_failed: {
-            error: {
-              kind: 'setup',
-              name: 'BundleMissing',
-              message: `bundle ${hash} is not installed on this worker (call Install first)`,
-              stack: '',
-              code: '',
-            },
-          },
-        });
-        return this.#endLease(lease, 'Start named a bundle that is not installed');
-      }
+      if (!this.#cache.has(hash)) return startFailed('BundleMissing', `bundle ${hash} is not installed on this worker (call Install first)`);
       const path = this.#cache.pathOf(hash);
       entries.push({ hash, path, inline: isInlineBundle(path) });
     }
     const shared: { name: string; kind: 'bytes' | 'value'; path: string }[] = [];
     for (const ref of sharedRefs) {
       if (!this.#sharedCache.has(ref.hash) || (ref.kind !== 'bytes' && ref.kind !== 'value') || ref.name.length === 0) {
-        this.#write(session, {
-          start_failed: {
-            error: {
-              kind: 'setup',
-              name: 'SharedMissing',
-              message: `shared data "${ref.name}" (${ref.hash}) is not uploaded to this worker, or malformed`,
-              stack: '',
-              code: '',
-            },
-          },
-        });
-        return this.#endLease(lease, 'Start named shared data that is not uploaded');
+        return startFailed('SharedMissing', `shared data "${ref.name}" (${ref.hash}) is not uploaded to this worker, or malformed`);
       }
       shared.push({ name: ref.name, kind: ref.kind, path: this.#sharedCache.pathOf(ref.hash) });
     }
     const key = [...chain, ...sharedRefs.map((r) => `${r.name}=${r.kind}:${r.hash}`)].join(',');
-    let executor: Executor;
-    if (this.#warm !== undefined && this.#warm.key === key) {
-      executor = this.#warm.executor;
-    } else {
-      const old = this.#warm;
-      this.#warm = undefined;
-      if (old !== undefined) await old.executor.close();
-      executor = new Executor({
-        threads: this.options.threads,
-        chain: entries,
-        shared,
-        workerId: this.id,
-        hostname: this.options.hostname,
-        resourceLimits: { maxOldGenerationSizeMb: this.options.threadMemoryMb },
-        logger: this.#log,
-        onResults: (results) => this.#onResults(results),
-      });
-      session.executor = executor;
-      try {
-        await executor.start();
-      } catch (err) {
-        session.executor = undefined;
-        const remote: RemoteErrorMessage =
-          err instanceof ExecutorStartError
-            ? err.remote
-            : { kind: 'setup', name: 'Error', message: (err as Error).message, stack: (err as Error).stack ?? '', code: '' };
-        this.#write(session, { start_failed: { error: remote } });
-        return this.#endLease(lease, `loading the stages failed: ${remote.message}`);
-      }
-      this.#warm = { key, executor };
+    try {
+      const executor = await this.#threads();
+      await executor.loadProgram({ key, chain: entries, shared });
+    } catch (err) {
+      if (this.#lease !== lease || session.ended) return;
+      const remote: RemoteErrorMessage =
+        err instanceof ExecutorStartError
+          ? err.remote
+          : { kind: 'setup', name: 'Error', message: (err as Error).message, stack: (err as Error).stack ?? '', code: '' };
+      this.#log.warn('loading a program failed', { client: lease.clientId, error: remote.message });
+      session.programs.delete(id);
+      this.#write(session, { start_failed: { program: id, error: remote } });
+      return;
     }
-    session.executor = executor;
-    executor.maxResultBytes = lease.maxMessageBytes - 1024;
-    executor.taskTimeoutMs = taskTimeoutMs;
-    this.#log.debug('chain loaded', { stages: entries.length });
-    if (this.#lease !== lease || session.ended) return;
-    this.#write(session, { ready: { threads: executor.threads } });
-    this.emit('computing', lease.clientId);
+    if (this.#lease !== lease || session.ended || !session.programs.has(id)) return;
+    session.programs.set(id, { key, timeoutMs: taskTimeoutMs, ready: true });
+    this.#log.debug('program loaded', { program: id, stages: entries.length });
+    this.#write(session, { ready: { threads: this.options.threads, program: id } });
   }
 
   #onResults(results: ExecResults): void {
@@ -629,19 +661,22 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     this.#log.warn('protocol error from the client', { client: lease.clientId, why });
     const session = lease.session;
     if (session !== undefined && !session.ended) {
+      this.#write(session, { goodbye: { reason: GoodbyeReason.PROTOCOL_ERROR, detail: why } });
       session.ended = true;
       session.call.emit('error', statusError(code, why));
     }
     this.#endLease(lease, `protocol error: ${why}`);
   }
 
-  #endLease(lease: Lease, reason: string): void {
+  /** Ends the lease; `goodbye` tells the client why when it is the worker's own decision. */
+  #endLease(lease: Lease, reason: string, goodbye?: GoodbyeReason): void {
     if (this.#lease !== lease) return;
     this.#lease = undefined;
     clearInterval(lease.timer);
     const session = lease.session;
     if (session !== undefined) {
       clearInterval(session.heartbeat);
+      if (goodbye !== undefined) this.#write(session, { goodbye: { reason: goodbye, detail: reason } });
       if (!session.ended) {
         session.ended = true;
         try {
@@ -651,7 +686,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         }
       }
       if (session.inFlight.size > 0) {
-        session.executor?.cancelAll();
+        this.#executor?.cancel(session.inFlight);
         session.inFlight.clear();
       }
     }
@@ -672,7 +707,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     const session = lease?.session;
     if (lease !== undefined && session !== undefined && !session.ended) {
       this.#write(session, { draining: { grace_ms: graceMs } });
-      const executor = session.executor;
+      const executor = this.#executor;
       if (executor !== undefined) {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([executor.onIdle(), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
@@ -683,7 +718,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       this.#writeFailures(session, [...session.inFlight], cancelled('the worker shut down before this task finished'));
       session.inFlight.clear();
     }
-    if (lease !== undefined) this.#endLease(lease, 'the worker is shutting down');
+    if (lease !== undefined) this.#endLease(lease, 'the worker is shutting down', GoodbyeReason.DRAINING);
     await goodbye;
     await this.close();
   }
@@ -694,11 +729,11 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     this.#closed = true;
     this.#state = 'draining';
     const goodbye = this.#advertiser?.close();
-    if (this.#lease !== undefined) this.#endLease(this.#lease, 'the worker is shutting down');
+    if (this.#lease !== undefined) this.#endLease(this.#lease, 'the worker is shutting down', GoodbyeReason.DRAINING);
     await goodbye;
-    const warm = this.#warm;
-    this.#warm = undefined;
-    await warm?.executor.close();
+    const executor = this.#executor ?? (await this.#executorStarting?.catch(() => undefined));
+    this.#executor = undefined;
+    await executor?.close();
     // Stop accepting; the listener's close completes once every connection is gone (below).
     const net = this.#net;
     const listenerClosed = new Promise<void>((resolve) => (net === undefined ? resolve() : net.close(() => resolve())));

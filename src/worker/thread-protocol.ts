@@ -23,42 +23,71 @@ export interface SharedEntry {
   readonly path?: string;
 }
 
-/** workerData of every thread. */
-export interface ThreadInit {
+/** A program as a thread loads it: a stage chain and the shared values its stages see. */
+export interface ThreadProgram {
+  /** The executor's number for it (unique within the executor, never reused). */
+  readonly id: number;
   readonly chain: readonly ChainEntry[];
   readonly shared: readonly SharedEntry[];
+}
+
+/** workerData of every thread. */
+export interface ThreadInit {
+  /** Programs to load before the thread reports ready (a replacement thread gets the loaded ones). */
+  readonly programs: readonly ThreadProgram[];
   readonly workerId: string;
   readonly hostname: string;
-  /**
-   * 16 bytes shared with the executor: Int32 [0] = 1 while a task runs, Int32 [1] = seq of the task
-   * running (or last run), Float64 [1] = when it started (Date.now(), for the task time limit).
-   */
+  /** Shared with the executor; layout: the STATE_* indexes below. */
   readonly state: SharedArrayBuffer;
   /** Results are flushed to the main thread at least this often while a batch runs (ms). */
   readonly flushMs: number;
 }
 
-/** Index of the "a task is running" flag in the shared state. */
+/** Bytes of the shared state of one thread. */
+export const STATE_BYTES = 32;
+/** Int32 index: 1 while a task runs. */
 export const STATE_RUNNING = 0;
-/** Index of the running task's seq in the shared state. */
+/** Int32 index: seq of the task running (or last run). */
 export const STATE_SEQ = 1;
-/** Index of the running task's start time in the Float64 view of the shared state. */
-export const STATE_STARTED = 1;
+/**
+ * Int32 index: the gate a thread passes before it starts a task. 0 open; 1 the thread is starting a
+ * task (a few instructions); 2 cut: the executor took back every task the thread has not started
+ * (see {@link STATE_VOID}); the thread reopens it once it has dropped them.
+ */
+export const STATE_GATE = 2;
+/** Int32 index: batches numbered up to this were taken back by the executor: the thread skips them. */
+export const STATE_VOID = 3;
+/** Float64 index: when the running task started (Date.now(), for time limits). */
+export const STATE_STARTED = 2;
 
-/** Main → thread: run these tasks in order. */
-export interface BatchMessage {
-  readonly type: 'batch';
-  readonly seqs: Uint32Array;
-  /** The inputs, packed (see protocol/batch.ts). */
-  readonly inputs: Uint8Array;
-  /** Result messages must stay below this many bytes. */
-  readonly maxResultBytes: number;
-}
+export const GATE_OPEN = 0;
+export const GATE_BUSY = 1;
+export const GATE_CUT = 2;
+
+/** Main → thread. */
+export type MainMessage =
+  | {
+      /** Run these tasks in order. */
+      readonly type: 'batch';
+      /** Batch number, increasing per thread (see STATE_VOID). */
+      readonly no: number;
+      /** Which loaded program runs them. */
+      readonly program: number;
+      readonly seqs: Uint32Array;
+      /** The inputs, packed (see protocol/batch.ts). */
+      readonly inputs: Uint8Array;
+      /** Result messages must stay below this many bytes. */
+      readonly maxResultBytes: number;
+    }
+  | { readonly type: 'load'; readonly program: ThreadProgram }
+  | { readonly type: 'unload'; readonly program: number };
 
 /** Thread → main. */
 export type ThreadMessage =
   | { readonly type: 'ready' }
   | { readonly type: 'failed'; readonly error: RemoteErrorMessage }
+  | { readonly type: 'loaded'; readonly program: number }
+  | { readonly type: 'load-failed'; readonly program: number; readonly error: RemoteErrorMessage }
   | {
       readonly type: 'results';
       readonly seqs: Uint32Array;

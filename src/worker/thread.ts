@@ -9,7 +9,20 @@ import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { RemoteErrorMessage } from '../protocol/messages.js';
-import { STATE_RUNNING, STATE_SEQ, STATE_STARTED, type BatchMessage, type ThreadInit, type ThreadMessage } from './thread-protocol.js';
+import {
+  GATE_BUSY,
+  GATE_CUT,
+  GATE_OPEN,
+  STATE_GATE,
+  STATE_RUNNING,
+  STATE_SEQ,
+  STATE_STARTED,
+  STATE_VOID,
+  type MainMessage,
+  type ThreadInit,
+  type ThreadMessage,
+  type ThreadProgram,
+} from './thread-protocol.js';
 
 process.setSourceMapsEnabled(true);
 
@@ -81,28 +94,36 @@ function asStage(exported: unknown, index: number): StageFn {
   return exported as StageFn;
 }
 
-const stages: StageFn[] = [];
-const contexts: object[] = [];
-const inline: boolean[] = [];
+interface LoadedProgram {
+  readonly stages: StageFn[];
+  readonly contexts: object[];
+  readonly inline: boolean[];
+}
 
-async function load(): Promise<void> {
+const programs = new Map<number, LoadedProgram>();
+
+async function load(program: ThreadProgram): Promise<void> {
   const shared: Record<string, unknown> = {};
-  for (const s of init.shared) {
+  for (const s of program.shared) {
     shared[s.name] = s.kind === 'bytes' ? new Uint8Array(s.data!) : deserialize(readFileSync(s.path!));
   }
   Object.freeze(shared);
-  for (let i = 0; i < init.chain.length; i++) {
-    const entry = init.chain[i]!;
+  const loaded: LoadedProgram = { stages: [], contexts: [], inline: [] };
+  for (let i = 0; i < program.chain.length; i++) {
+    const entry = program.chain[i]!;
     const mod = (await import(pathToFileURL(entry.path).href)) as { default?: unknown; setup?: unknown };
     const ctx = Object.freeze({ workerId: init.workerId, hostname: init.hostname, threadId, stageIndex: i, shared });
-    stages.push(asStage(mod.default, i));
-    contexts.push(ctx);
-    inline.push(entry.inline === true);
+    loaded.stages.push(asStage(mod.default, i));
+    loaded.contexts.push(ctx);
+    loaded.inline.push(entry.inline === true);
     if (typeof mod.setup === 'function') await (mod.setup as (ctx: unknown) => unknown)(ctx);
   }
+  programs.set(program.id, loaded);
 }
 
-const queue: BatchMessage[] = [];
+type BatchMessage = Extract<MainMessage, { type: 'batch' }>;
+
+const queue: MainMessage[] = [];
 let running = false;
 
 // Outcomes of the batch that runs, not yet sent.
@@ -191,8 +212,8 @@ function flush(batchDone: boolean, maxBytes: number): void {
   send(batchDone);
 }
 
-function failureOf(err: unknown, stage: number): RemoteErrorMessage {
-  if (inline[stage] === true && err instanceof ReferenceError) {
+function failureOf(err: unknown, program: LoadedProgram, stage: number): RemoteErrorMessage {
+  if (program.inline[stage] === true && err instanceof ReferenceError) {
     return errorInfo(err, 'thrown', 'inline stages must be self-contained: they run on the worker without their enclosing scope');
   }
   return errorInfo(err, 'thrown');
@@ -206,26 +227,61 @@ function record(seq: number, ok: boolean, value: unknown, started: number): void
   outDurations.push(performance.now() - started);
 }
 
+/** True when the executor took back this batch (its tasks run elsewhere). */
+function isVoid(batch: BatchMessage): boolean {
+  return batch.no <= Atomics.load(state, STATE_VOID);
+}
+
+/**
+ * Passes the gate before a task starts: false when the executor has cut this thread's work (the
+ * task and everything queued behind it were taken back). See STATE_GATE.
+ */
+function enter(seq: number): boolean {
+  if (Atomics.compareExchange(state, STATE_GATE, GATE_OPEN, GATE_BUSY) !== GATE_OPEN) return false;
+  Atomics.store(state, STATE_SEQ, seq | 0);
+  startedAt[STATE_STARTED] = Date.now();
+  Atomics.store(state, STATE_RUNNING, 1);
+  Atomics.store(state, STATE_GATE, GATE_OPEN);
+  return true;
+}
+
+/** After a cut: everything queued was taken back; the gate opens for batches sent from now on. */
+function acceptCut(): void {
+  for (let i = queue.length - 1; i >= 0; i--) {
+    const m = queue[i]!;
+    if (m.type === 'batch' && isVoid(m)) queue.splice(i, 1);
+  }
+  Atomics.store(state, STATE_GATE, GATE_OPEN);
+}
+
 /** Runs one batch; synchronous stages run without a single await. */
 async function runBatch(batch: BatchMessage): Promise<void> {
   const n = batch.seqs.length;
   const max = batch.maxResultBytes;
+  if (isVoid(batch)) return;
+  const program = programs.get(batch.program);
   let inputs: unknown[];
   try {
+    if (program === undefined) throw new Error(`program ${batch.program} is not loaded on this thread`);
     inputs = decodeInputs(batch.inputs, n);
   } catch (err) {
-    const e = errorInfo(err, 'bad-input');
+    const e = errorInfo(err, program === undefined ? 'setup' : 'bad-input');
     for (let i = 0; i < n; i++) record(batch.seqs[i]!, false, e, performance.now());
     flush(true, max);
     return;
   }
+  const { stages, contexts } = program;
   const last = stages.length;
   for (let i = 0; i < n; i++) {
     const seq = batch.seqs[i]!;
+    if (!enter(seq)) {
+      // Cut: the rest of this batch (and the batches queued behind it) run elsewhere. The executor
+      // still tracks this batch only if a task of it ran (the one it saw running at the cut).
+      if (i > 0) flush(true, max);
+      acceptCut();
+      return;
+    }
     const started = performance.now();
-    Atomics.store(state, STATE_SEQ, seq | 0);
-    startedAt[STATE_STARTED] = Date.now();
-    Atomics.store(state, STATE_RUNNING, 1);
     let v = inputs[i];
     inputs[i] = undefined;
     let stage = 0;
@@ -236,25 +292,46 @@ async function runBatch(batch: BatchMessage): Promise<void> {
       }
       record(seq, true, v, started);
     } catch (err) {
-      record(seq, false, failureOf(err, stage), started);
+      record(seq, false, failureOf(err, program, stage), started);
     }
     if (performance.now() - lastFlush >= init.flushMs) flush(false, max);
   }
   flush(true, max);
+  if (Atomics.load(state, STATE_GATE) === GATE_CUT) acceptCut();
+}
+
+async function handle(msg: MainMessage): Promise<void> {
+  switch (msg.type) {
+    case 'batch':
+      return runBatch(msg);
+    case 'load':
+      try {
+        await load(msg.program);
+        port!.postMessage({ type: 'loaded', program: msg.program.id } satisfies ThreadMessage);
+      } catch (err) {
+        port!.postMessage({ type: 'load-failed', program: msg.program.id, error: errorInfo(err, 'setup') } satisfies ThreadMessage);
+      }
+      return;
+    case 'unload':
+      programs.delete(msg.program);
+      return;
+  }
 }
 
 async function drain(): Promise<void> {
   running = true;
-  while (queue.length > 0) await runBatch(queue.shift()!);
+  while (queue.length > 0) await handle(queue.shift()!);
   running = false;
 }
 
-port.on('message', (msg: BatchMessage) => {
+port.on('message', (msg: MainMessage) => {
   queue.push(msg);
   if (!running) void drain();
 });
 
-load().then(
+(async () => {
+  for (const program of init.programs) await load(program);
+})().then(
   () => port.postMessage({ type: 'ready' } satisfies ThreadMessage),
   (err: unknown) => port.postMessage({ type: 'failed', error: errorInfo(err, 'setup') } satisfies ThreadMessage),
 );

@@ -184,6 +184,7 @@ export class FakeWorker {
           max_bundle_bytes: 32 * 1024 * 1024,
           max_shared_bytes: 0,
           max_in_flight: 65_536,
+          max_programs: 16,
         };
         Promise.resolve(opts.behaviour.describe?.(desc, call.request) ?? desc).then(
           (d) => cb(null, d),
@@ -261,8 +262,10 @@ export class FakeWorker {
             call.emit('error', { code, details });
           },
         };
+        // Protocol 3: the stream is open (Ready{program 0}); each Start is answered Ready{program}.
+        call.write({ ready: { threads, program: 0 } });
         call.on('data', (msg: ClientMessage) => {
-          if (msg.body === 'start') stream.send({ ready: { threads } });
+          if (msg.body === 'start') stream.send({ ready: { threads, program: msg.start.program } });
           else if (msg.body === 'tasks') {
             const batch = msg.tasks.seqs;
             stats.tasksReceived += batch.length;

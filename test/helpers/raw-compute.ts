@@ -20,12 +20,12 @@ export interface TaskResult {
 
 /** A TaskBatch message: `seqs` with `inputs` packed in one v8-serialized array. */
 export function taskBatch(seqs: readonly number[], inputs: readonly unknown[]): ClientMessage {
-  return { tasks: { seqs: [...seqs], inputs: encodeInputs(inputs) } };
+  return { tasks: { seqs: [...seqs], inputs: encodeInputs(inputs), program: 1, priority: 0 } };
 }
 
 /** A TaskBatch message with `inputs` bytes as they are (not necessarily a valid packed array). */
 export function rawTaskBatch(seqs: readonly number[], inputs: Uint8Array): ClientMessage {
-  return { tasks: { seqs: [...seqs], inputs } };
+  return { tasks: { seqs: [...seqs], inputs, program: 1, priority: 0 } };
 }
 
 /** A stage bundle that doubles its input. */
@@ -125,13 +125,19 @@ export class ComputeSession {
     });
   }
 
-  /** Sends Start and waits for Ready (or StartFailed, which it returns). */
+  /**
+   * Sends Start (as program 1, which {@link taskBatch} names) and waits for its Ready (or
+   * StartFailed, which it returns).
+   */
   async start(chain: string[], timeoutMs = 10_000): Promise<WorkerMessage> {
-    this.write({ start: { chain, task_timeout_ms: 0, shared: [] } });
+    this.write({ start: { chain, task_timeout_ms: 0, shared: [], program: 1 } });
     let found: WorkerMessage | undefined;
     await this.until(
       'Ready or StartFailed',
-      () => (found = this.messages.find((m) => m.body === 'ready' || m.body === 'start_failed')) !== undefined || this.error !== undefined || this.ended,
+      () =>
+        (found = this.messages.find((m) => (m.body === 'ready' && m.ready.program === 1) || m.body === 'start_failed')) !== undefined ||
+        this.error !== undefined ||
+        this.ended,
       timeoutMs,
     );
     if (found === undefined) throw new Error(`the stream ended before Ready: ${this.error?.code} ${this.error?.details}`);

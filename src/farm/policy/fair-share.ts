@@ -1,0 +1,31 @@
+/**
+ * Fair share of a known-size job between workers, as a pure function: no worker holds more than its
+ * share of what is left, so a short run of tiny tasks is not swallowed whole by the worker that was
+ * ready first; and while workers found together are still being recruited, each keeps a share for them.
+ */
+
+/** What the share of one worker in one job depends on. */
+export interface ShareInput {
+  /** Inputs of the job (known size). */
+  readonly total: number;
+  /** Tasks of the job settled. */
+  readonly done: number;
+  /** Workers computing the job plus workers still being recruited. */
+  readonly contenders: number;
+  /** Workers still in their first recruit attempt. */
+  readonly recruiting: number;
+  readonly threads: number;
+  /** The job's tasks in flight on this worker. */
+  readonly inFlight: number;
+  /** The job's tasks sent to this worker so far. */
+  readonly assigned: number;
+}
+
+/** How many more of the job's tasks this worker may take now (≥ 0). */
+export function shareRoom(s: ShareInput): number {
+  const contenders = Math.max(1, s.contenders);
+  const share = Math.ceil((s.total - s.done) / contenders);
+  let room = Math.max(Math.max(1, s.threads) * 2 + 1, share) - s.inFlight;
+  if (s.recruiting > 0) room = Math.min(room, Math.ceil(s.total / contenders) - s.assigned);
+  return Math.max(0, room);
+}
