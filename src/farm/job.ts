@@ -116,6 +116,8 @@ export interface Lane {
   speculative: number;
   bundlesSent: number;
   sharedBytesSent: number;
+  /** True once it is known that the worker already held the program (nothing was sent). */
+  cached: boolean;
   lost: string | undefined;
 }
 
@@ -136,6 +138,8 @@ export class JobState {
   batches = 0;
   /** Live workers on which the job's program is ready. */
   readyWorkers = 0;
+  /** Live workers on which the job's program is being installed and started (they hold a share). */
+  preparingWorkers = 0;
   /** Tasks of this job in flight on all workers (copies counted). */
   inFlight = 0;
   /** Lanes, for stats (also of workers that are gone). */
@@ -210,7 +214,7 @@ export class JobState {
         completed: l.completed,
         bundlesSent: l.bundlesSent,
         sharedBytesSent: l.sharedBytesSent,
-        cached: l.bundlesSent === 0 && l.sharedBytesSent === 0,
+        cached: l.cached,
         avgTaskMs: l.avgTaskMs,
         speculative: l.speculative,
         ...(l.lost === undefined ? {} : { lost: l.lost }),

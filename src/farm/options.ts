@@ -206,6 +206,14 @@ function pick<T extends object>(input: T, keys: readonly string[]): Partial<T> {
   return out as Partial<T>;
 }
 
+/** Options objects made by {@link resolvePoolOptions} (the key is resolved once, when they are made). */
+const resolvedPools = new WeakSet<object>();
+
+/** True for an object {@link resolvePoolOptions} returned. */
+export function isResolvedPoolOptions(o: unknown): o is ResolvedPoolOptions {
+  return typeof o === 'object' && o !== null && resolvedPools.has(o);
+}
+
 /** Fills in defaults and validates every field of a pool's options. Throws {@link InvalidOptionError}. */
 export function resolvePoolOptions(input: FarmPoolOptions = {}): ResolvedPoolOptions {
   checkKnown('pool options', input, new Set(POOL_KEYS));
@@ -274,7 +282,9 @@ export function resolvePoolOptions(input: FarmPoolOptions = {}): ResolvedPoolOpt
   expectInteger('setupTimeoutMs', o.setupTimeoutMs, 10);
   expectString('cacheDir', o.cacheDir);
   expectString('cwd', o.cwd);
-  return Object.freeze(o);
+  const frozen = Object.freeze(o);
+  resolvedPools.add(frozen);
+  return frozen;
 }
 
 /** Fills in defaults and validates every field of a job's options. Throws {@link InvalidOptionError}. */

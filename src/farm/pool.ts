@@ -38,7 +38,7 @@ import { FarmJob, JobState, type FarmProgress, type Lane, type WorkerLostEvent }
 import type { LinkHandlers, LinkProgram, WorkerInfo, WorkerLink } from './link.js';
 import { LocalLink } from './local-link.js';
 import { RemoteLink } from './remote-link.js';
-import { resolveJobOptions, resolvePoolOptions, type FarmPoolOptions, type JobOptions, type ResolvedPoolOptions } from './options.js';
+import { isResolvedPoolOptions, resolveJobOptions, resolvePoolOptions, type FarmPoolOptions, type JobOptions, type ResolvedPoolOptions } from './options.js';
 import { MemoryTaskRepository, type InputSource, type TaskRecord, type TaskRepository } from './repository.js';
 import { firstComeFirstServed, type WorkerView } from './scheduling.js';
 import {
@@ -207,9 +207,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
    * @param options - see {@link FarmPoolOptions}
    * @throws InvalidOptionError when an option is invalid
    */
-  constructor(options: FarmPoolOptions = {}) {
+  constructor(options: FarmPoolOptions | ResolvedPoolOptions = {}) {
     super();
-    this.#o = resolvePoolOptions(options);
+    this.#o = isResolvedPoolOptions(options) ? options : resolvePoolOptions(options);
     this.#log = componentLogger('farm', this.#o.logger);
   }
 
@@ -355,23 +355,28 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       speculative: 0,
       bundlesSent: 0,
       sharedBytesSent: 0,
+      cached: false,
       lost: undefined,
     };
     m.lanes.set(job, lane);
     job.lanes.push(lane);
     if (m.link.isReady(program.key)) {
       lane.state = 'ready';
+      lane.cached = true;
       job.readyWorkers++;
       m.programs.set(program.key, performance.now());
       return;
     }
     this.#makeRoomForProgram(m);
     m.programs.set(program.key, performance.now());
+    job.preparingWorkers++;
     m.link.prepare(program).then(
       (cost) => {
         lane.bundlesSent = cost.bundlesSent;
         lane.sharedBytesSent = cost.sharedBytesSent;
+        lane.cached = cost.bundlesSent === 0 && cost.sharedBytesSent === 0;
         if (job.finished || !m.alive) return;
+        job.preparingWorkers--;
         lane.state = 'ready';
         job.readyWorkers++;
         this.#hungry.add(m);
@@ -380,6 +385,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       (err: unknown) => {
         m.programs.delete(program.key);
         if (lane.state === 'failed' || !m.alive) return;
+        job.preparingWorkers--;
         lane.state = 'failed';
         const fe = err instanceof FarmError ? err : new StageSetupError(m.link.info.id, remoteOf(err));
         lane.lost = fe.message;
@@ -830,14 +836,16 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     let room = m.link.maxInFlight - m.inFlight.size;
     const total = job.repo.total;
     if (total !== undefined) {
-      const contenders = this.#firstAttempts + job.readyWorkers;
+      // Workers still being recruited, or still installing the job's program, keep a share.
+      const waiting = this.#firstAttempts + job.preparingWorkers;
+      const contenders = waiting + job.readyWorkers;
       room = Math.min(
         room,
         shareRoom({
           total,
           done: job.repo.done,
           contenders,
-          recruiting: this.#firstAttempts,
+          recruiting: waiting,
           threads: m.link.info.threads,
           inFlight: lane.inFlight,
           assigned: lane.assigned,
@@ -852,7 +860,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (members.size < 2 || this.#o.scheduling === firstComeFirstServed) return [...members];
     const view = (m: Member): WorkerView => {
       let cached = true;
-      for (const l of m.lanes.values()) if (l.bundlesSent > 0 || l.sharedBytesSent > 0) cached = false;
+      for (const l of m.lanes.values()) if (!l.cached) cached = false;
       return { id: m.link.info.id, host: m.link.info.host, threads: m.link.info.threads, cached, avgTaskMs: m.avgTaskMs, inFlight: m.inFlight.size };
     };
     const policy = this.#o.scheduling;
@@ -1158,6 +1166,8 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     for (const [job, lane] of m.lanes) {
       lane.lost = reason;
       if (lane.state === 'ready') job.readyWorkers--;
+      if (lane.state === 'preparing') job.preparingWorkers--;
+      lane.state = 'failed';
     }
     const byJob = new Map<JobState, TaskRecord[]>();
     for (const f of m.inFlight.values()) {

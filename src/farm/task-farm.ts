@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { normalForm, type NormalForm, type Program } from '../skeleton/index.js';
-import { resolveTaskFarmOptions, type FarmPoolOptions, type JobOptions, type TaskFarmOptions } from './options.js';
+import { resolveTaskFarmOptions, type JobOptions, type ResolvedPoolOptions, type TaskFarmOptions } from './options.js';
 import { FarmPool, type FallbackEvent } from './pool.js';
 import type { FarmJob, FarmProgress, FarmStats, IndexedOutput, ResultsOptions, WorkerLostEvent } from './job.js';
 import type { InputSource } from './repository.js';
@@ -58,7 +58,7 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
   /** The normal form that is run. */
   readonly program: NormalForm;
   readonly #inputs: InputSource<I>;
-  readonly #pool: FarmPoolOptions;
+  readonly #pool: ResolvedPoolOptions;
   readonly #job: JobOptions;
   #current: FarmJob<O> | undefined;
 
@@ -71,15 +71,15 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
   constructor(program: Program, inputs: InputSource<I>, options: TaskFarmOptions = {}) {
     super();
     this.program = normalForm(program);
-    resolveTaskFarmOptions(options); // validates everything now
+    // Validates everything now, and resolves the farm key now (from the environment as it is).
+    const resolved = resolveTaskFarmOptions(options);
     if (inputs === null || typeof inputs !== 'object' || !(Symbol.iterator in inputs || Symbol.asyncIterator in inputs)) {
       throw new TypeError('Expected `inputs` to be an array, an iterable or an async iterable');
     }
     this.#inputs = inputs;
-    const pool: Record<string, unknown> = {};
     const job: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(options)) (POOL_KEYS.has(k) ? pool : job)[k] = v;
-    this.#pool = pool as FarmPoolOptions;
+    for (const [k, v] of Object.entries(options)) if (!POOL_KEYS.has(k)) job[k] = v;
+    this.#pool = resolved.pool;
     this.#job = job as JobOptions;
   }
 

@@ -13,6 +13,7 @@
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { serialize } from 'node:v8';
+import { encodeInputs } from '../../dist/src/protocol/batch.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION, TaskFarm } from '../../dist/src/index.js';
 import { createWorkerClient, fetchServerCertificate, grpc, pemFingerprint, workerServiceDefinition, type WorkerClient } from '../../dist/src/protocol/grpc.js';
@@ -445,7 +446,15 @@ describe('fuzzing a daemon (bounded)', () => {
       expect(reply.body, what).toBe('start_failed');
       if (reply.body === 'start_failed') expect(reply.start_failed.error.kind, what).toBe('setup');
       counts.add('bundle.not-a-module');
-      // The daemon ended that lease itself.
+      // Protocol 3: a program that fails to load fails alone; the lease goes on, and a good
+      // program still runs on it.
+      expect((await c.describe(2000)).state, what).toBe('recruited');
+      const good = await installBundle(c, l.token, DOUBLE_BUNDLE);
+      s.write({ start: { chain: [good], task_timeout_ms: 0, shared: [], program: 2 } });
+      s.write({ tasks: { seqs: [1], inputs: encodeInputs([21]), program: 2, priority: 0 } });
+      await s.until('the good program computes', () => s.results.some((r) => r.seq === 1));
+      expect(s.results.find((r) => r.seq === 1)?.value, what).toBe(42);
+      await c.release(l.token, 2000);
       expect((await c.describe(2000)).state, what).toBe('free');
       s.close();
     }
