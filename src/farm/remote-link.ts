@@ -11,6 +11,7 @@ import {
   pemFingerprint,
   type ChannelSecurity,
   fromServiceError,
+  Liveness,
   PROTOCOL_VERSION,
   PACKAGE_VERSION,
   type ClientMessage,
@@ -82,10 +83,8 @@ export class RemoteLink implements WorkerLink {
   readonly #options: RemoteLinkOptions;
   readonly #desc: WorkerDescription;
   #handlers: LinkHandlers | undefined;
-  #lastHeard = Date.now();
   #failStart: ((err: FarmError) => void) | undefined;
-  #lastWritten = 0;
-  #timer: NodeJS.Timeout | undefined;
+  #liveness: Liveness | undefined;
   #gone = false;
   #goodbye: { reason: string; detail: string } | undefined;
   readonly #programs = new Map<string, StreamProgram>();
@@ -222,7 +221,7 @@ export class RemoteLink implements WorkerLink {
       await link.#open();
     } catch (err) {
       link.#gone = true;
-      clearInterval(link.#timer);
+      link.#liveness?.stop();
       stream.cancel();
       // The lease is given back before the channel closes, so the worker is free at once.
       await client.release(token, 1000).catch(() => {});
@@ -384,7 +383,7 @@ export class RemoteLink implements WorkerLink {
       // A worker that goes silent before the stream is open (missed heartbeats) fails the open at once.
       this.#failStart = fail;
       this.#stream.on('data', (msg: WorkerMessage) => {
-        this.#lastHeard = Date.now();
+        this.#liveness?.heard();
         switch (msg.body) {
           case 'results':
             this.#handlers?.onResults({
@@ -443,26 +442,21 @@ export class RemoteLink implements WorkerLink {
           ),
         );
       });
-      this.#timer = setInterval(() => this.#beat(), this.#options.heartbeatMs);
+      // Any message is a sign of life: a heartbeat only goes out when nothing else did lately (a farm
+      // of a thousand busy workers then spends nothing on heartbeats).
+      this.#liveness = new Liveness({
+        heartbeatMs: this.#options.heartbeatMs,
+        timeoutMs: this.#options.heartbeatTimeoutMs,
+        sendHeartbeat: () => this.#write({ heartbeat: { sent_at_ms: Date.now() } }),
+        onSilent: (silent) => this.#lost(new WorkerLostError(this.info.id, `missed heartbeats: nothing heard for ${silent} ms`)),
+      });
       // The first message opens the stream on the worker's side.
       this.#write({ heartbeat: { sent_at_ms: Date.now() } });
     });
   }
 
-  #beat(): void {
-    if (this.#gone) return;
-    const silent = Date.now() - this.#lastHeard;
-    if (silent > this.#options.heartbeatTimeoutMs) {
-      this.#lost(new WorkerLostError(this.info.id, `missed heartbeats: nothing heard for ${silent} ms`));
-      return;
-    }
-    // Any message is a sign of life: a heartbeat is only needed when nothing else went out lately
-    // (a farm of a thousand busy workers then spends nothing on heartbeats).
-    if (Date.now() - this.#lastWritten >= this.#options.heartbeatMs * 0.9) this.#write({ heartbeat: { sent_at_ms: Date.now() } });
-  }
-
   #write(msg: ClientMessage): void {
-    this.#lastWritten = Date.now();
+    this.#liveness?.wrote();
     try {
       this.#stream.write(msg);
     } catch (err) {
@@ -473,7 +467,7 @@ export class RemoteLink implements WorkerLink {
   #lost(err: FarmError): void {
     if (this.#gone) return;
     this.#gone = true;
-    clearInterval(this.#timer);
+    this.#liveness?.stop();
     this.#stream.cancel();
     this.#client.close();
     const released = this.#goodbye !== undefined;
@@ -501,7 +495,7 @@ export class RemoteLink implements WorkerLink {
   async close(): Promise<void> {
     if (this.#gone) return;
     this.#gone = true;
-    clearInterval(this.#timer);
+    this.#liveness?.stop();
     const closed = new WorkerLostError(this.info.id, 'released');
     for (const entry of this.#programs.values()) this.#settle(entry, closed);
     try {

@@ -12,6 +12,7 @@ export {
   type WorkerClient,
 } from './grpc.js';
 export { fromServiceError, type WorkerOperation } from './status.js';
+export { Liveness, type LivenessOptions } from './liveness.js';
 export { encodeValue, decodeValue, encodeInput, findUnsendable } from './codec.js';
 export * from './messages.js';
 export {

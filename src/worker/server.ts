@@ -29,6 +29,7 @@ import {
   type WorkerMessage,
   type RemoteErrorMessage,
   GoodbyeReason,
+  Liveness,
 } from '../protocol/index.js';
 import { MdnsAdvertiser } from '../discovery/mdns.js';
 import { WorkerNonces, clientProof, loadOrCreateTlsIdentity, proofsEqual, workerProof, type TlsIdentity } from '../security/index.js';
@@ -61,8 +62,8 @@ interface Lease {
   readonly heartbeatMs: number;
   /** Result messages stay below this size (the smaller of the client's and our limit). */
   readonly maxMessageBytes: number;
-  lastSeen: number;
-  readonly timer: NodeJS.Timeout;
+  /** Expiry of the lease (nothing heard from the client) and heartbeats on its stream. */
+  readonly liveness: Liveness;
   session: Session | undefined;
   streamOpened: boolean;
 }
@@ -80,9 +81,6 @@ interface Session {
   readonly call: ComputeCall;
   /** Programs started on this stream, by the client's number. */
   readonly programs: Map<number, StreamProgram>;
-  heartbeat: NodeJS.Timeout | undefined;
-  /** When we last wrote to the client (heartbeats are skipped while other messages flow). */
-  lastWritten: number;
   ended: boolean;
   /** seqs accepted on this stream and not yet answered. */
   readonly inFlight: Set<number>;
@@ -321,7 +319,6 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     );
     const heartbeatMs = Math.max(50, Math.min(timeoutMs, req.heartbeat_ms > 0 ? req.heartbeat_ms : DEFAULT_HEARTBEAT_MS));
     const token = randomBytes(24).toString('base64url');
-    const check = Math.max(50, Math.floor(Math.min(heartbeatMs, timeoutMs / 4)));
     const lease: Lease = {
       token,
       clientId: req.client_id.slice(0, 200),
@@ -329,14 +326,18 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       timeoutMs,
       heartbeatMs,
       maxMessageBytes: Math.min(this.options.maxMessageBytes, req.max_message_bytes > 0 ? req.max_message_bytes : 4 * 1024 * 1024),
-      lastSeen: Date.now(),
       session: undefined,
       streamOpened: false,
-      timer: setInterval(() => {
-        if (Date.now() - lease.lastSeen > lease.timeoutMs) {
-          this.#endLease(lease, `expired: no message from the client for ${lease.timeoutMs} ms`, GoodbyeReason.EXPIRED);
-        }
-      }, check).unref(),
+      // A heartbeat only when nothing else went to the client lately: results are signs of life too.
+      liveness: new Liveness({
+        heartbeatMs,
+        timeoutMs,
+        checkMs: Math.max(50, Math.floor(Math.min(heartbeatMs, timeoutMs / 4))),
+        sendHeartbeat: () => {
+          if (lease.session !== undefined) this.#write(lease.session, { heartbeat: { sent_at_ms: Date.now() } });
+        },
+        onSilent: () => this.#endLease(lease, `expired: no message from the client for ${lease.timeoutMs} ms`, GoodbyeReason.EXPIRED),
+      }),
     };
     this.#lease = lease;
     this.#state = 'recruited';
@@ -380,7 +381,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     const token = values.length === 1 && typeof values[0] === 'string' ? values[0] : undefined;
     const lease = this.#lease;
     if (token === undefined || lease === undefined || token !== lease.token) return undefined;
-    lease.lastSeen = Date.now();
+    lease.liveness.heard();
     return lease;
   }
 
@@ -431,7 +432,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     call.on('data', (chunk: UploadChunk) => {
       if (failed) return;
       if (this.#lease !== lease) return fail(grpc.status.UNAUTHENTICATED, 'the lease ended during the upload');
-      lease.lastSeen = Date.now();
+      lease.liveness.heard();
       try {
         if (put === undefined) {
           if (!CodeCache.isHash(chunk.hash)) return fail(grpc.status.INVALID_ARGUMENT, 'the first chunk must name the sha256 of the shared data');
@@ -481,19 +482,13 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     const session: Session = {
       call,
       programs: new Map(),
-      heartbeat: undefined,
-      lastWritten: 0,
       ended: false,
       inFlight: new Set(),
     };
     lease.session = session;
-    // A heartbeat only when nothing else went to the client lately: results are signs of life too.
-    session.heartbeat = setInterval(() => {
-      if (Date.now() - session.lastWritten >= lease.heartbeatMs * 0.9) this.#write(session, { heartbeat: { sent_at_ms: Date.now() } });
-    }, lease.heartbeatMs).unref();
     call.on('data', (msg: ClientMessage) => {
       if (this.#lease !== lease) return;
-      lease.lastSeen = Date.now();
+      lease.liveness.heard();
       this.#onClientMessage(lease, session, msg);
     });
     call.on('end', () => this.#endLease(lease, 'the stream ended (the client closed it, or the connection dropped)'));
@@ -649,7 +644,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
 
   #write(session: Session, msg: WorkerMessage): void {
     if (session.ended) return;
-    session.lastWritten = Date.now();
+    this.#lease?.liveness.wrote();
     try {
       session.call.write(msg);
     } catch (err) {
@@ -672,10 +667,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #endLease(lease: Lease, reason: string, goodbye?: GoodbyeReason): void {
     if (this.#lease !== lease) return;
     this.#lease = undefined;
-    clearInterval(lease.timer);
+    lease.liveness.stop();
     const session = lease.session;
     if (session !== undefined) {
-      clearInterval(session.heartbeat);
       if (goodbye !== undefined) this.#write(session, { goodbye: { reason: goodbye, detail: reason } });
       if (!session.ended) {
         session.ended = true;
