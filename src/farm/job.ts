@@ -149,6 +149,8 @@ export class JobState {
   speculated = 0;
   /** Recent task time over all workers (ms; -1 until known): sizes a new worker's first batches. */
   avgTaskMs = -1;
+  /** Workers' time its tasks took so far (sum of task times, ms): its share of the pool. */
+  workMs = 0;
   /** Longest task time seen (ms). */
   maxTaskMs = 0;
   readonly failedIndices: number[] = [];

@@ -801,12 +801,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
         const room = this.#roomFor(m, job, lane);
         if (room <= 0) continue;
         const score = (alloc.get(job) ?? 0) - job.batches;
-        if (
-          score > bestScore ||
-          (score === bestScore &&
-            best !== undefined &&
-            (job.options.priority > best.options.priority || (job.options.priority === best.options.priority && job.started < best.started)))
-        ) {
+        if (best === undefined || this.#before(job, score, best, bestScore)) {
           best = job;
           bestLane = lane;
           bestRoom = room;
@@ -829,6 +824,23 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       }
       return this.#send(m, best, bestLane, recs);
     }
+  }
+
+  /**
+   * True when `job` (deficit `score`: its allocated slots minus its batches in flight) should get a
+   * slot before `best`. Slots are whole batches, so deficits within one slot of each other are a
+   * tie among jobs of equal priority; the tie goes to the job that has had less of the workers' time
+   * for its weight, which makes the long-run shares follow the weights.
+   */
+  #before(job: JobState, score: number, best: JobState, bestScore: number): boolean {
+    if (job.options.priority === best.options.priority && Math.abs(score - bestScore) < 1) {
+      const a = job.workMs / job.options.weight;
+      const b = best.workMs / best.options.weight;
+      if (a !== b) return a < b;
+      return job.started < best.started;
+    }
+    if (score !== bestScore) return score > bestScore;
+    return job.options.priority > best.options.priority;
   }
 
   /** How many tasks of `job` the member may take now (its fair share of a known-size job). */
@@ -974,6 +986,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       acc.n++;
       sums.set(lane, acc);
       job.sample(d);
+      job.workMs += d;
       touched.add(lane);
       if (rec.done) continue;
       // The first copy to answer settles the task; any other copy is cancelled on its worker.

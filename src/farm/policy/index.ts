@@ -4,4 +4,4 @@ export { decideRetry, type FailureKind, type RetryDecision, type RetrySettings, 
 export { batchSizeFor, windowFor, ewma, MAX_BATCH, BATCH_TARGET_MS } from './batching.js';
 export { shareRoom, type ShareInput } from './fair-share.js';
 export { recruitBackoffMs, type RecruitFailure } from './backoff.js';
-export { stragglerThresholdMs, isStuck, STUCK_FACTOR, STUCK_MIN_MS, type SpeculationSettings } from './speculation.js';
+export { stragglerThresholdMs, isStuck, STUCK_FACTOR, type SpeculationSettings } from './speculation.js';

@@ -9,10 +9,8 @@ export interface SpeculationSettings {
   readonly minMs: number;
 }
 
-/** A task stuck this many times beyond the longest task seen is not copied (it would burn a second core). */
-export const STUCK_FACTOR = 10;
-/** ... and at least this long, in ms. */
-export const STUCK_MIN_MS = 5_000;
+/** A task in flight this many times longer than the longest task seen is stuck: it is not copied (a copy would burn a second core). */
+export const STUCK_FACTOR = 20;
 
 /** In-flight time beyond which a task is a straggler: `multiplier` × the median task time, at least `minMs` (-1: none yet). */
 export function stragglerThresholdMs(s: SpeculationSettings, medianTaskMs: number): number {
@@ -26,5 +24,5 @@ export function stragglerThresholdMs(s: SpeculationSettings, medianTaskMs: numbe
  * second core. `taskTimeoutMs` is the remedy for those.
  */
 export function isStuck(inFlightMs: number, maxTaskMs: number): boolean {
-  return inFlightMs > Math.max(STUCK_MIN_MS, STUCK_FACTOR * Math.max(0, maxTaskMs));
+  return maxTaskMs > 0 && inFlightMs > STUCK_FACTOR * maxTaskMs;
 }

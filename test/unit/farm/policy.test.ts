@@ -122,9 +122,9 @@ describe('speculation', () => {
     expect(stragglerThresholdMs({ multiplier: 3, minMs: 50 }, 100)).toBe(300);
   });
   it('a task far beyond every task time seen is stuck, not straggling', () => {
-    expect(isStuck(4_000, 10)).toBe(false); // under the 5 s floor
-    expect(isStuck(5_001, 10)).toBe(true);
-    expect(isStuck(9_000, 1000)).toBe(false); // under 10 × the longest task
-    expect(isStuck(10_001, 1000)).toBe(true);
+    expect(isStuck(60, 0.01)).toBe(true); // an infinite loop among tiny tasks: no copy
+    expect(isStuck(150, 20)).toBe(false); // a slow worker's 20 ms task: copied
+    expect(isStuck(401, 20)).toBe(true); // over 20 × the longest task seen
+    expect(isStuck(10_000, 0)).toBe(false); // nothing seen yet: not judged
   });
 });
