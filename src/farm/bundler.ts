@@ -8,7 +8,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidStageError } from '../errors.js';
 import { stageName, type Stage } from '../skeleton/index.js';
-import { bundleHash } from '../worker/code-cache.js';
+import { bundleHash } from '../protocol/index.js';
 import { inlineStageModule } from './inline.js';
 
 /** One stage, ready to ship: its bundle and the bundle's sha256. */

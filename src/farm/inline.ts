@@ -8,7 +8,7 @@ import { analyze } from 'eslint-scope';
 import { runInNewContext } from 'node:vm';
 import { InvalidStageError } from '../errors.js';
 import type { InlineStage, ProcessClass } from '../skeleton/index.js';
-import { INLINE_BUNDLE_MARKER } from '../worker/thread-protocol.js';
+import { INLINE_BUNDLE_MARKER } from '../protocol/index.js';
 
 // Globals a worker thread has: the language's own plus Node's.
 const NODE_GLOBALS = [

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { defaultCacheDir } from '../worker/options.js';
+import { defaultCacheDir } from '../util/paths.js';
 import { describeValue, expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
 import { preferCachedThenFastest, type SchedulingPolicy } from './scheduling.js';
 import { resolveFarmKey } from '../security/farm-key.js';

@@ -7,7 +7,7 @@
  * and a higher-priority job never waits for a recruit. Every wait has an owner that ends it: the
  * last output, the first fatal error, the abort signal, the wait for workers, or close().
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import PQueue from 'p-queue';
 import {
@@ -27,7 +27,16 @@ import {
   type RemoteErrorInfo,
 } from '../errors.js';
 import { componentLogger, type Logger } from '../log.js';
-import { asRemoteError, decodeOutcomes, encodeInputs, findUnsendable, PROTOCOL_VERSION, type ExecResults } from '../protocol/index.js';
+import {
+  asRemoteError,
+  decodeOutcomes,
+  encodeInputs,
+  bundleHash,
+  findUnsendable,
+  INLINE_BUNDLE_MARKER,
+  PROTOCOL_VERSION,
+  type ExecResults,
+} from '../protocol/index.js';
 import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
 import { MdnsDiscovery } from '../discovery/mdns.js';
 import { NO_KEY_HELP } from '../security/farm-key.js';
@@ -317,9 +326,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (bundled !== undefined) {
       prepared = bundled.stages.map((s) => {
         const code = typeof s.code === 'string' ? Buffer.from(s.code, 'utf8') : Buffer.from(s.code);
-        const hash = createHash('sha256').update(code).digest('hex');
+        const hash = bundleHash(code);
         if (hash !== s.hash) throw new InvalidStageError(`Bundled stage ${s.name}: its code does not match its hash ${s.hash}`);
-        return { name: s.name, hash, code, inline: code.toString('utf8', 0, 18) === '// taskfarm:inline' };
+        return { name: s.name, hash, code, inline: code.toString('utf8', 0, INLINE_BUNDLE_MARKER.length) === INLINE_BUNDLE_MARKER };
       });
     } else {
       // Everything that can be checked without running anything is checked first.

@@ -13,6 +13,7 @@ export {
 } from './grpc.js';
 export { fromServiceError, type WorkerOperation } from './status.js';
 export { Liveness, type LivenessOptions } from './liveness.js';
+export { INLINE_BUNDLE_MARKER, bundleHash } from './bundle.js';
 export { encodeValue, decodeValue, encodeInput, findUnsendable } from './codec.js';
 export * from './messages.js';
 export {

@@ -1,14 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { bundleHash } from '../protocol/bundle.js';
 import { mkdirSync, existsSync, readdirSync, statSync, rmSync, utimesSync, openSync, closeSync, writeSync } from 'node:fs';
 import { writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const HASH = /^[0-9a-f]{64}$/;
-
-/** sha256 of `code`, hex. */
-export function bundleHash(code: Uint8Array | string): string {
-  return createHash('sha256').update(code).digest('hex');
-}
 
 /** A bundle was refused by the cache. */
 export class BundleRejectedError extends Error {

@@ -95,6 +95,12 @@ interface Outstanding {
   readonly no: number;
   /** How many of its tasks the thread has answered. */
   done: number;
+  /**
+   * Set when its thread was cut (see #cut): `batch` then holds only the task the thread was running,
+   * and the thread may still report tasks that were taken back from it (run elsewhere too): those
+   * are passed on (the client keeps the first result) but not counted here.
+   */
+  cut?: boolean;
 }
 
 interface Slot {
@@ -439,23 +445,32 @@ export class Executor {
   }
 
   #onResults(slot: Slot, msg: Extract<ThreadMessage, { type: 'results' }>): void {
-    const n = msg.seqs.length;
     const head = slot.outstanding[0];
+    let n = msg.seqs.length;
+    if (head?.cut === true) {
+      // Only the task it kept counts; the others were taken back (and run elsewhere too).
+      const kept = new Set(head.batch.seqs.subarray(head.done));
+      n = 0;
+      for (const seq of msg.seqs) if (kept.has(seq)) n++;
+    }
     if (head !== undefined) {
       head.done += n;
       head.batch.program.tasks -= n;
       if (msg.batchDone) {
         slot.outstanding.shift();
         // Tasks the thread never reported (a cut raced the end of the batch) are no longer its.
-        head.batch.program.tasks -= Math.max(0, head.batch.seqs.length - head.done);
+        const left = Math.max(0, head.batch.seqs.length - head.done);
+        head.batch.program.tasks -= left;
+        slot.tasks -= left;
       }
     }
     slot.tasks -= n;
-    if (n > 0) {
+    const m = msg.seqs.length;
+    if (m > 0) {
       this.#respawnsWithoutProgress = 0;
       let sum = 0;
-      for (let i = 0; i < n; i++) sum += msg.durations[i]!;
-      const avg = sum / n;
+      for (let i = 0; i < m; i++) sum += msg.durations[i]!;
+      const avg = sum / m;
       this.#avgTaskMs = this.#avgTaskMs * 0.7 + avg * 0.3;
       if (head !== undefined) {
         const p = head.batch.program;
@@ -538,8 +553,8 @@ export class Executor {
     }
     if (!acquired) return; // next watchdog round
     // The thread starts nothing more; `last` is the last task it started.
+    const running = Atomics.load(slot.state, STATE_RUNNING) === 1;
     const last = Atomics.load(slot.state, STATE_SEQ) >>> 0;
-    const stolen: Queued[] = [];
     let at = -1;
     let pos = -1;
     for (let i = 0; i < slot.outstanding.length && at < 0; i++) {
@@ -552,32 +567,33 @@ export class Executor {
         }
       }
     }
-    // Batches before `at` (their end is on its way) and `last`'s batch up to `last` stay the thread's.
-    const from = at < 0 ? 0 : at + 1;
-    if (at >= 0) {
-      const o = slot.outstanding[at]!;
-      const len = o.batch.seqs.length;
-      if (pos < len - 1) {
-        const rest = Array.from({ length: len - pos - 1 }, (_, k) => pos + 1 + k);
-        stolen.push(subBatch(o.batch, rest));
-        o.batch = subBatch(
-          o.batch,
-          Array.from({ length: pos + 1 }, (_, k) => k),
-        );
-      }
-    } else {
-      // `last` was answered with its batch: every outstanding task is unstarted.
-      for (const o of slot.outstanding) {
-        const keep = Array.from({ length: o.batch.seqs.length - o.done }, (_, k) => o.done + k);
-        if (keep.length > 0) stolen.push(keep.length === o.batch.seqs.length ? o.batch : subBatch(o.batch, keep));
-      }
+    // Batches before `at` were finished by the thread (their end is on its way). Of `last`'s batch,
+    // the thread keeps only `last` if it still runs it: the tasks before it may be computed but not
+    // yet flushed (a synchronous infinite loop never flushes), so they run again elsewhere too.
+    const stolen: Queued[] = [];
+    const from = at < 0 ? 0 : at;
+    for (const o of slot.outstanding.slice(from)) {
+      const keep = Array.from({ length: o.batch.seqs.length - o.done }, (_, k) => o.done + k).filter(
+        (k) => !(o === slot.outstanding[at] && running && k === pos),
+      );
+      o.batch.program.tasks -= o.batch.seqs.length - o.done;
+      slot.tasks -= o.batch.seqs.length - o.done;
+      if (keep.length > 0) stolen.push(keep.length === o.batch.seqs.length ? o.batch : subBatch(o.batch, keep));
     }
-    for (const o of slot.outstanding.splice(from)) if (at >= 0) stolen.push(o.batch);
+    const record = at >= 0 ? slot.outstanding[at] : undefined;
+    slot.outstanding.length = from;
+    if (record !== undefined) {
+      // The thread ends this batch (it reports it done) when `last` returns or at its next task.
+      record.batch = subBatch(record.batch, running ? [pos] : []);
+      record.done = 0;
+      record.cut = true;
+      slot.outstanding.push(record);
+      record.batch.program.tasks += record.batch.seqs.length;
+      slot.tasks += record.batch.seqs.length;
+    }
     let n = 0;
     for (const b of stolen) n += b.seqs.length;
     if (n === 0) return;
-    for (const b of stolen) b.program.tasks -= b.seqs.length;
-    slot.tasks -= n;
     this.#log.info('a task is stuck: its batch-mates go to other threads', { seq: last, tasks: n });
     this.#requeueFront(stolen);
     this.#pump();

@@ -1,5 +1,5 @@
-import { availableParallelism, homedir, hostname as osHostname, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { defaultCacheDir } from '../util/paths.js';
+import { availableParallelism, hostname as osHostname, totalmem } from 'node:os';
 import { silentLogger, type Logger } from '../log.js';
 import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
@@ -67,12 +67,6 @@ export type ResolvedWorkerServerOptions = Readonly<Required<Omit<WorkerServerOpt
   /** The farm key's bytes; undefined only when insecure. */
   readonly key: Buffer | undefined;
 };
-
-/** The default folder for the daemon's cache and state. */
-export function defaultCacheDir(): string {
-  const xdg = process.env['XDG_CACHE_HOME'];
-  return join(xdg !== undefined && xdg.length > 0 ? xdg : join(homedir(), '.cache'), 'taskfarm');
-}
 
 /** Fills in defaults and validates; throws InvalidOptionError with the offending field. */
 export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): ResolvedWorkerServerOptions {

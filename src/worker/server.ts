@@ -29,6 +29,7 @@ import {
   type WorkerMessage,
   type RemoteErrorMessage,
   GoodbyeReason,
+  INLINE_BUNDLE_MARKER,
   Liveness,
 } from '../protocol/index.js';
 import { MdnsAdvertiser } from '../discovery/mdns.js';
@@ -39,7 +40,7 @@ import type { ExecResults } from '../protocol/batch.js';
 import { encodeFailures } from '../protocol/batch.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
-import { INLINE_BUNDLE_MARKER, type ChainEntry } from './thread-protocol.js';
+import type { ChainEntry } from './thread-protocol.js';
 
 /** State of a worker as reported by Describe. */
 export type WorkerState = 'free' | 'recruited' | 'draining';

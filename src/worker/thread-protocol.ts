@@ -1,9 +1,6 @@
 /** Messages between the executor (main thread) and its worker threads. */
 import type { RemoteErrorMessage } from '../protocol/messages.js';
 
-/** Marker on the first line of a bundle made from an inline function. */
-export const INLINE_BUNDLE_MARKER = '// taskfarm:inline';
-
 /** One stage of the chain, as a thread loads it. */
 export interface ChainEntry {
   /** sha256 of the bundle. */
