@@ -19,6 +19,7 @@ import { TaskFarm, generateFarmKey } from '../src/index.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
 import { ECHO_SERVICE } from './echo-service.js';
 import { poolCeiling } from './pool-ceiling.js';
+import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -253,6 +254,60 @@ async function main(): Promise<void> {
     });
     figures.push({ name: 'single-task round trip on a warm lease, p99', unit: 'ms', median: p(0.99), min: s[0]!, max: s[s.length - 1]!, runs: 1 });
     log(`round trip p50 ${p(0.5).toFixed(3)} ms, p99 ${p(0.99).toFixed(3)} ms`);
+    await stopAll(ds);
+  }
+
+  if (want('pool')) {
+    const ds = await daemonsOf(2, 1);
+    const peers = ds.map((d) => d.address);
+    const start = await warmStart(peers, smoke ? 5 : 200);
+    figures.push({
+      name: 'warm pool: run() → the first task starts on a worker (program held), p50',
+      unit: 'ms',
+      median: start.pool,
+      min: start.pool,
+      max: start.pool,
+      runs: 1,
+      ratios: { 'vs TaskFarm recruiting over TLS': start.pool / start.taskFarm },
+      target: '≤ 1 ms',
+      met: start.pool <= 1,
+      note: `a TaskFarm on idle daemons that hold its bundle: ${fmt(start.taskFarm)} ms (recruit over TLS, then start); over mDNS add discovery`,
+    });
+    log(`warm start p50 ${start.pool.toFixed(3)} ms; TaskFarm ${start.taskFarm.toFixed(1)} ms`);
+    const rt = await warmRoundTrips([peers[0]!], smoke ? 30 : 2_000);
+    for (const [what, xs] of [
+      ['one-task jobs in sequence', rt.jobs],
+      ['one task at a time within a job', rt.within],
+    ] as const) {
+      figures.push({
+        name: `warm pool: single-task round trip, ${what}, p50 (p99 ${fmt(percentile(xs, 0.99))})`,
+        unit: 'ms',
+        median: percentile(xs, 0.5),
+        min: Math.min(...xs),
+        max: Math.max(...xs),
+        runs: 1,
+        target: '≤ 0.25 ms',
+        met: percentile(xs, 0.5) <= 0.25,
+      });
+      log(`round trip (${what}) p50 ${percentile(xs, 0.5).toFixed(3)} ms, p99 ${percentile(xs, 0.99).toFixed(3)} ms`);
+    }
+    const n = smoke ? 4_000 : 400_000;
+    const one = await repeat(runs, () => concurrentJobs(peers, n, 1));
+    const eight = await repeat(runs, () => concurrentJobs(peers, n, 8));
+    record(`warm pool: ${n.toLocaleString('en-US')} tiny tasks as 1 job`, 'tasks/s', one);
+    const r8 = stats(eight).median / stats(one).median;
+    record(`warm pool: the same as 8 concurrent jobs`, 'tasks/s', eight, { ratios: { 'vs 1 job': r8 }, target: '≥ 0.9× 1 job', met: r8 >= 0.9 });
+    const split = await repeat(runs, () => equalSplit(peers, smoke ? 40 : 400, 2));
+    const sm = stats(split).median;
+    record('warm pool: two equal jobs (2 ms tasks), share of the first when one finishes', 'share', split, {
+      target: '0.5 ± 0.1',
+      met: Math.abs(sm - 0.5) <= 0.1,
+    });
+    const prio = await repeat(runs, async () => (await priorityJob(peers, smoke ? 20 : 200, 2)).ratio);
+    record('warm pool: priority-10 job (2 ms tasks) under a saturating priority-0 job, time over its time alone', '×', prio, {
+      target: '≤ 1.2×',
+      met: stats(prio).median <= 1.2,
+    });
     await stopAll(ds);
   }
 
