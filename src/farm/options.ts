@@ -41,7 +41,11 @@ export interface FarmPoolOptions {
   readonly threads?: number;
   /** When no worker can be recruited within `workerWaitMs`, compute on local threads. @default true */
   readonly localFallback?: boolean;
-  /** How long to wait for a first worker (and for a new one after all were lost), in ms. @default 3000 */
+  /**
+   * How long to wait for a first worker (and for a new one after all were lost), in ms; then local
+   * fallback or NoWorkersError. `Infinity`: jobs wait for workers as long as it takes (a job service).
+   * @default 3000
+   */
   readonly workerWaitMs?: number;
   /** Which of several idle workers gets work first. @default preferCachedThenFastest */
   readonly scheduling?: SchedulingPolicy;
@@ -271,7 +275,7 @@ export function resolvePoolOptions(input: FarmPoolOptions = {}): ResolvedPoolOpt
   }
   expectInteger('threads', o.threads, 1, 1024);
   expectBoolean('localFallback', o.localFallback);
-  expectInteger('workerWaitMs', o.workerWaitMs, 0);
+  if (o.workerWaitMs !== Number.POSITIVE_INFINITY) expectInteger('workerWaitMs', o.workerWaitMs, 0);
   if (typeof o.scheduling !== 'object' || o.scheduling === null || typeof o.scheduling.compare !== 'function') {
     throw new InvalidOptionError('Expected `scheduling` to be a SchedulingPolicy (an object with compare(a, b))');
   }

@@ -680,6 +680,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
 
   #armWait(): void {
     if (this.#waitTimer !== undefined || this.#closed || this.#local !== undefined || this.#jobs.size === 0) return;
+    if (this.#o.workerWaitMs === Number.POSITIVE_INFINITY) return; // jobs wait for workers
     this.#waitTimer = setTimeout(() => {
       this.#waitTimer = undefined;
       if (this.#closed || this.#members.size > 0 || this.#jobs.size === 0) return;
