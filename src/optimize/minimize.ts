@@ -51,7 +51,7 @@ export interface MinimizeOptions {
   readonly optimizer?: 'de' | 'bfgs' | Optimizer;
   /** Options of the built-in optimiser named by `optimizer` (JSON, so a service can pass them on). */
   readonly optimizerOptions?: DifferentialEvolutionOptions | BfgsOptions;
-  /** Members per population, for optimisers that have one (DE: at least 5). @default DE: max(10, 10 × dimension) */
+  /** Members per population, for optimisers that have one (DE: at least 5). @default DE: max(10, 4 × dimension) */
   readonly populationSize?: number;
   /**
    * Seed of the optimiser's random generator: the same seed, space and options give the same
@@ -562,10 +562,14 @@ export class Minimization extends EventEmitter<MinimizationEvents> {
     if (best.fun <= o.target) return this.#finish('target', true, `Found a cost ${best.fun} ≤ target ${o.target}`);
     const cur = this.#o.optimizer.current?.();
     if (cur !== undefined && cur.costs.length >= 2) {
+      // Computed on costs scaled by the largest magnitude, so that penalties near Number.MAX_VALUE do not overflow.
       const m = cur.costs.length;
-      const mean = cur.costs.reduce((s, c) => s + c, 0) / m;
-      const std = Math.sqrt(cur.costs.reduce((s, c) => s + (c - mean) ** 2, 0) / m);
-      if (std <= o.fun * Math.abs(mean) + o.funAbs) {
+      const scale = cur.costs.reduce((s, c) => Math.max(s, Math.abs(c)), 0) || 1;
+      const meanS = cur.costs.reduce((s, c) => s + c / scale, 0) / m;
+      const stdS = Math.sqrt(cur.costs.reduce((s, c) => s + (c / scale - meanS) ** 2, 0) / m);
+      const mean = meanS * scale;
+      const std = stdS * scale;
+      if (stdS <= o.fun * Math.abs(meanS) + o.funAbs / scale) {
         return this.#finish(
           'tolerance.fun',
           true,

@@ -101,20 +101,27 @@ export interface CurrentPopulation {
  *
  * @example A random search in a dozen lines
  * ```ts
- * import { SeededRandom, type Optimizer, type ResolvedSpace } from 'taskfarm';
+ * import { SeededRandom, type Optimizer, type OptimizerConfig, type ResolvedSpace } from 'taskfarm';
  *
  * class RandomSearch implements Optimizer {
  *   readonly name = 'random';
  *   #rng = new SeededRandom(0);
  *   #space!: ResolvedSpace;
  *   #size = 20;
- *   configure({ seed, populationSize }) { this.#rng = new SeededRandom(seed); this.#size = populationSize ?? 20; }
- *   start(space: ResolvedSpace) { this.#space = space; return this.next(); }
+ *   configure({ seed, populationSize }: OptimizerConfig) {
+ *     this.#rng = new SeededRandom(seed);
+ *     this.#size = populationSize ?? 20;
+ *   }
+ *   start(space: ResolvedSpace) {
+ *     this.#space = space;
+ *     return this.next();
+ *   }
  *   update() {} // the runner keeps the best point; a random search learns nothing
  *   next() {
  *     const { lower, upper, integer } = this.#space;
  *     return Array.from({ length: this.#size }, () =>
- *       lower.map((lo, i) => (integer[i] ? lo + this.#rng.int(upper[i]! - lo + 1) : this.#rng.uniform(lo, upper[i]!))));
+ *       lower.map((lo, i) => (integer[i] ? lo + this.#rng.int(upper[i]! - lo + 1) : this.#rng.uniform(lo, upper[i]!))),
+ *     );
  *   }
  * }
  * ```
