@@ -106,6 +106,9 @@ export class DifferentialEvolution implements Optimizer {
   #pop: number[][] = [];
   #costs: number[] = [];
   #trials: number[][] | undefined;
+  /** The members and the trials as points of the space (rounded at integer parameters). */
+  #popX: number[][] = [];
+  #trialX: number[][] = [];
   /** jDE: each member's F and CR, and those of the pending trials. */
   #f: number[] = [];
   #cr: number[] = [];
@@ -113,6 +116,10 @@ export class DifferentialEvolution implements Optimizer {
   #trialCr: number[] = [];
   #boxLo: number[] = [];
   #boxWidth: number[] = [];
+  // Plain (unfrozen) copies of the space's arrays for the hot loops: V8 reads frozen arrays slower.
+  #lower: number[] = [];
+  #upper: number[] = [];
+  #integer: boolean[] = [];
 
   constructor(options: DifferentialEvolutionOptions = {}) {
     const strategy: unknown = options.strategy ?? DeStrategy.CURRENT_TO_BEST1;
@@ -165,6 +172,9 @@ export class DifferentialEvolution implements Optimizer {
     this.#size = this.#requestedSize ?? defaultDePopulationSize(space.dimension);
     this.#boxLo = space.lower.map((lo, i) => (space.integer[i] === true ? lo - 0.5 : lo));
     this.#boxWidth = space.upper.map((hi, i) => (space.integer[i] === true ? hi + 0.5 : hi) - (this.#boxLo[i] as number));
+    this.#lower = [...space.lower];
+    this.#upper = [...space.upper];
+    this.#integer = [...space.integer];
   }
 
   /** The initial population: Latin hypercube (or uniform), with `space.x0` as member 0. */
@@ -183,7 +193,9 @@ export class DifferentialEvolution implements Optimizer {
     this.#trials = pop;
     this.#f = new Array<number>(np).fill(0.5);
     this.#cr = new Array<number>(np).fill(0.9);
-    return pop.map((u) => this.#toPoint(u));
+    this.#popX = [];
+    this.#trialX = pop.map((u) => this.#toPoint(u));
+    return this.#trialX.map((x) => [...x]);
   }
 
   /** Records the costs: the initial population's, or the trials' (each replaces its target when no worse). */
@@ -195,12 +207,14 @@ export class DifferentialEvolution implements Optimizer {
     }
     if (this.#pop.length === 0) {
       this.#pop = trials;
+      this.#popX = this.#trialX;
       this.#costs = [...costs];
     } else {
       for (let i = 0; i < trials.length; i++) {
         const c = costs[i] as number;
         if (c <= (this.#costs[i] as number)) {
           this.#pop[i] = trials[i] as number[];
+          this.#popX[i] = this.#trialX[i] as number[];
           this.#costs[i] = c;
           if (this.#jde) {
             this.#f[i] = this.#trialF[i] as number;
@@ -215,61 +229,62 @@ export class DifferentialEvolution implements Optimizer {
   /** The trial population of the next generation. DE never stops by itself: the runner's rules end it. */
   next(): Population {
     const n = this.#space?.dimension ?? 0;
-    const np = this.#pop.length;
+    const pop = this.#pop;
+    const costs = this.#costs;
+    const np = pop.length;
     if (np === 0) throw new Error('DifferentialEvolution.next() called before the initial population was evaluated');
+    const rng = this.#rng;
+    const rand1 = this.#strategy === DeStrategy.RAND1;
+    const best1 = this.#strategy === DeStrategy.BEST1;
+    const jde = this.#jde;
     let best = 0;
-    for (let i = 1; i < np; i++) if ((this.#costs[i] as number) < (this.#costs[best] as number)) best = i;
+    for (let i = 1; i < np; i++) if ((costs[i] as number) < (costs[best] as number)) best = i;
+    const xb = pop[best] as number[];
     const generationF = this.#drawF();
     const trials: number[][] = [];
     this.#trialF = [];
     this.#trialCr = [];
+    const picked: number[] = [];
     for (let i = 0; i < np; i++) {
       let f = this.#ditherMember ? this.#drawF() : generationF;
       let cr = this.#cr0;
-      if (this.#jde) {
-        f = this.#rng.next() < 0.1 ? 0.1 + 0.9 * this.#rng.next() : (this.#f[i] as number);
-        cr = this.#rng.next() < 0.1 ? this.#rng.next() : (this.#cr[i] as number);
+      if (jde) {
+        f = rng.next() < 0.1 ? 0.1 + 0.9 * rng.next() : (this.#f[i] as number);
+        cr = rng.next() < 0.1 ? rng.next() : (this.#cr[i] as number);
         this.#trialF.push(f);
         this.#trialCr.push(cr);
       }
-      const [r0, r1, r2] = this.#distinct(i, this.#strategy === DeStrategy.RAND1 ? 3 : 2);
-      const target = this.#pop[i] as number[];
-      const a = this.#pop[r0 as number] as number[];
-      const b = this.#pop[r1 as number] as number[];
-      const c = this.#strategy === DeStrategy.RAND1 ? (this.#pop[r2 as number] as number[]) : undefined;
-      const xb = this.#pop[best] as number[];
-      const jRand = this.#rng.int(n);
-      const trial = new Array<number>(n);
+      this.#distinct(i, rand1 ? 3 : 2, picked);
+      const target = pop[i] as number[];
+      const a = pop[picked[0] as number] as number[];
+      const b = pop[picked[1] as number] as number[];
+      const c = rand1 ? (pop[picked[2] as number] as number[]) : target;
+      const jRand = rng.int(n);
+      const trial: number[] = [];
       for (let j = 0; j < n; j++) {
-        const cross = this.#rng.next() < cr || j === jRand;
         const t = target[j] as number;
-        if (!cross) {
-          trial[j] = t;
+        if (!(rng.next() < cr || j === jRand)) {
+          trial.push(t);
           continue;
         }
+        const diff = f * ((a[j] as number) - (b[j] as number));
         let v: number;
-        switch (this.#strategy) {
-          case DeStrategy.RAND1:
-            v = (a[j] as number) + f * ((b[j] as number) - (c as number[])[j]!);
-            break;
-          case DeStrategy.BEST1:
-            v = (xb[j] as number) + f * ((a[j] as number) - (b[j] as number));
-            break;
-          default:
-            v = t + f * ((xb[j] as number) - t) + f * ((a[j] as number) - (b[j] as number));
-        }
-        trial[j] = this.#inside(v);
+        if (rand1) v = (c[j] as number) + diff;
+        else if (best1) v = (xb[j] as number) + diff;
+        else v = t + f * ((xb[j] as number) - t) + diff;
+        trial.push(v >= 0 && v <= 1 ? v : this.#inside(v));
       }
       trials.push(trial);
     }
     this.#trials = trials;
-    return trials.map((u) => this.#toPoint(u));
+    this.#trialX = trials.map((u) => this.#toPoint(u));
+    return this.#trialX.map((x) => [...x]);
   }
 
-  /** The survivors and their costs. */
+  /** The survivors and their costs (read-only views of the optimiser's own arrays: do not modify). */
   current(): CurrentPopulation | undefined {
     if (this.#pop.length === 0) return undefined;
-    return { x: this.#pop.map((u) => this.#toPoint(u)), costs: [...this.#costs] };
+    return { x: this.#popX, costs: this.#costs };
   }
 
   /** `{ kind: 'de', version, dimension, rng, population, costs, trials }`, in unit-cube coordinates. */
@@ -308,6 +323,8 @@ export class DifferentialEvolution implements Optimizer {
     this.#pop = st.population.map((u) => [...u]);
     this.#costs = [...st.costs];
     this.#trials = st.trials === null ? undefined : st.trials.map((u) => [...u]);
+    this.#popX = this.#pop.map((u) => this.#toPoint(u));
+    this.#trialX = this.#trials === undefined ? [] : this.#trials.map((u) => this.#toPoint(u));
     if (this.#jde) {
       const a = st.adaptive;
       if (a === undefined || !Array.isArray(a.f) || a.f.length !== size || !Array.isArray(a.cr) || a.cr.length !== size)
@@ -323,15 +340,14 @@ export class DifferentialEvolution implements Optimizer {
     return this.#fMin === this.#fMax ? this.#fMin : this.#rng.uniform(this.#fMin, this.#fMax);
   }
 
-  /** `k` distinct member indices, all different from `i`. */
-  #distinct(i: number, k: number): number[] {
-    const out: number[] = [];
+  /** `k` distinct member indices, all different from `i`, into `out`. */
+  #distinct(i: number, k: number, out: number[]): void {
+    out.length = 0;
     const np = this.#pop.length;
     while (out.length < k) {
       const r = this.#rng.int(np);
       if (r !== i && !out.includes(r)) out.push(r);
     }
-    return out;
   }
 
   /** Brings a unit-cube coordinate back into [0, 1]. */
@@ -343,12 +359,19 @@ export class DifferentialEvolution implements Optimizer {
   }
 
   #toPoint(u: readonly number[]): number[] {
-    const space = this.#space as ResolvedSpace;
-    return u.map((v, j) => {
-      const x = (this.#boxLo[j] as number) + v * (this.#boxWidth[j] as number);
-      const lo = space.lower[j] as number;
-      const hi = space.upper[j] as number;
-      return Math.min(hi, Math.max(lo, space.integer[j] === true ? Math.round(x) : x));
-    });
+    const lower = this.#lower;
+    const upper = this.#upper;
+    const integer = this.#integer;
+    const boxLo = this.#boxLo;
+    const boxWidth = this.#boxWidth;
+    const x = new Array<number>(u.length);
+    for (let j = 0; j < u.length; j++) {
+      let v = (boxLo[j] as number) + (u[j] as number) * (boxWidth[j] as number);
+      if (integer[j] === true) v = Math.round(v);
+      const lo = lower[j] as number;
+      const hi = upper[j] as number;
+      x[j] = (v < lo ? lo : v > hi ? hi : v) + 0; // + 0: no -0 from Math.round(-0.3)
+    }
+    return x;
   }
 }

@@ -101,19 +101,21 @@ export function checkPopulation(population: unknown, space: ResolvedSpace, who: 
         `(return { done: true, converged, message } from next() to stop)`,
     );
   }
-  population.forEach((x: unknown, m) => {
-    if (!Array.isArray(x) || x.length !== space.dimension) {
-      throw new InvalidOptionError(`Optimizer '${who}' proposed member ${m} = ${describeValue(x)}: expected an array of ${space.dimension} numbers`);
+  const { dimension, lower, upper, integer, names } = space;
+  // Plain loops: this runs on every generation.
+  for (let m = 0; m < population.length; m++) {
+    const x: unknown = population[m];
+    if (!Array.isArray(x) || x.length !== dimension) {
+      throw new InvalidOptionError(`Optimizer '${who}' proposed member ${m} = ${describeValue(x)}: expected an array of ${dimension} numbers`);
     }
-    x.forEach((v: unknown, i) => {
-      const lo = space.lower[i] as number;
-      const hi = space.upper[i] as number;
-      const ok = typeof v === 'number' && v >= lo && v <= hi && (space.integer[i] !== true || Number.isInteger(v));
-      if (!ok) {
-        throw new InvalidOptionError(
-          `Optimizer '${who}' proposed member ${m} with ${space.names[i]} = ${describeValue(v)}: expected a ${space.integer[i] === true ? 'integer' : 'number'} in [${lo}, ${hi}]`,
-        );
-      }
-    });
-  });
+    for (let i = 0; i < dimension; i++) {
+      const v: unknown = x[i];
+      const lo = lower[i] as number;
+      const hi = upper[i] as number;
+      if (typeof v === 'number' && v >= lo && v <= hi && (integer[i] !== true || Number.isInteger(v))) continue;
+      throw new InvalidOptionError(
+        `Optimizer '${who}' proposed member ${m} with ${names[i]} = ${describeValue(v)}: expected ${integer[i] === true ? 'an integer' : 'a number'} in [${lo}, ${hi}]`,
+      );
+    }
+  }
 }
