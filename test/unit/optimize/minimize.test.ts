@@ -285,9 +285,7 @@ describe('Minimization: your own optimiser', () => {
       ),
     ).rejects.toThrow("Optimizer 'constant' proposed member 1 with b = `7` (number): expected a number in [0, 1]");
     await expect(run(f(sphere.f), { bounds: [[0, 1]] }, { optimizer: new Constant([]) })).rejects.toThrow(/return \{ done: true/);
-    await expect(run(f(sphere.f), { bounds: [[0, 3]], integer: [0] }, { optimizer: new Constant([[1.5]]) })).rejects.toThrow(
-      /expected an integer in \[0, 3\]/,
-    );
+    await expect(run(f(sphere.f), { bounds: [[0, 3]], integer: [0] }, { optimizer: new Constant([[1.5]]) })).rejects.toThrow(/expected an integer in \[0, 3\]/);
   });
 });
 
