@@ -19,6 +19,7 @@ export const FarmErrorCode = {
   ABORTED: 'FARM_ERR_ABORTED',
   PROTOCOL: 'FARM_ERR_PROTOCOL',
   UNAUTHENTICATED: 'FARM_ERR_UNAUTHENTICATED',
+  INVALID_COST: 'FARM_ERR_INVALID_COST',
 } as const;
 
 /** One of the values of {@link FarmErrorCode}. */
@@ -214,5 +215,25 @@ export class AuthenticationError extends FarmError {
   override name = 'AuthenticationError';
   constructor(message: string, options?: FarmErrorOptions) {
     super(FarmErrorCode.UNAUTHENTICATED, message, options);
+  }
+}
+
+/**
+ * An optimisation's objective gave something other than a finite number as the cost of a point
+ * (`NaN`, `Infinity`, a string, nothing), and the run's `invalidCost` policy is `'fail'`.
+ */
+export class InvalidCostError extends FarmError {
+  override name = 'InvalidCostError';
+  /** Index of the generation (0 is the initial population). */
+  readonly generation: number;
+  /** Index of the member in its population. */
+  readonly index: number;
+  /** The parameter vector whose cost was invalid. */
+  readonly x: readonly number[];
+  constructor(message: string, context: { generation: number; index: number; x: readonly number[] }, options?: FarmErrorOptions) {
+    super(FarmErrorCode.INVALID_COST, message, options);
+    this.generation = context.generation;
+    this.index = context.index;
+    this.x = context.x;
   }
 }

@@ -30,6 +30,43 @@ export type {
   Program,
 } from './skeleton/index.js';
 
+// ---- Optimisation (the core: an Optimizer driven generation by generation through an Evaluator;
+// `minimize(objective, space, options)` on a FarmPool comes with the pool)
+export {
+  Minimization,
+  minimizeWith,
+  localEvaluator,
+  DifferentialEvolution,
+  DeStrategy,
+  Bfgs,
+  resolveSpace,
+  type MinimizeOptions,
+  type MinimizeResult,
+  type MinimizeCheckpoint,
+  type MinimizationEvents,
+  type GenerationEvent,
+  type HistoryEntry,
+  type BestPoint,
+  type StopReason,
+  type ToleranceOptions,
+  type DifferentialEvolutionOptions,
+  type BfgsOptions,
+  type Objective,
+  type ObjectiveModule,
+  type LocalEvaluatorOptions,
+  type Optimizer,
+  type OptimizerConfig,
+  type OptimizerDone,
+  type CurrentPopulation,
+  type Population,
+  type Space,
+  type ResolvedSpace,
+  type Evaluator,
+  type EvaluationContext,
+  type JsonValue,
+} from './optimize/index.js';
+export { SeededRandom, type RandomState } from './util/rng.js';
+
 // ---- Worker daemon
 export { WorkerServer, defaultCacheDir, type WorkerServerOptions, type WorkerServerEvents, type WorkerState } from './worker/index.js';
 
@@ -64,6 +101,7 @@ export {
   FarmAbortError,
   ProtocolError,
   AuthenticationError,
+  InvalidCostError,
   type FarmErrorOptions,
   type RemoteErrorInfo,
   type TaskErrorContext,

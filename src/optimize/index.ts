@@ -1,0 +1,28 @@
+export { Minimization, minimizeWith } from './minimize.js';
+export type {
+  MinimizeOptions,
+  MinimizeResult,
+  MinimizeCheckpoint,
+  MinimizationEvents,
+  GenerationEvent,
+  HistoryEntry,
+  BestPoint,
+  StopReason,
+  ToleranceOptions,
+} from './minimize.js';
+export { DifferentialEvolution, DeStrategy, defaultDePopulationSize, type DifferentialEvolutionOptions } from './de.js';
+export { Bfgs, type BfgsOptions } from './bfgs.js';
+export { localEvaluator, type Objective, type ObjectiveModule, type LocalEvaluatorOptions } from './local-evaluator.js';
+export { resolveSpace } from './space.js';
+export type {
+  Optimizer,
+  OptimizerConfig,
+  OptimizerDone,
+  CurrentPopulation,
+  Population,
+  Space,
+  ResolvedSpace,
+  Evaluator,
+  EvaluationContext,
+  JsonValue,
+} from './types.js';
