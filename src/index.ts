@@ -7,7 +7,16 @@
 export { TaskFarm, type TaskFarmOptions, type RunEvents } from './farm/index.js';
 export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, WorkerInfo, InputSource } from './farm/index.js';
 export type { IndexedOutput, ResultsOptions } from './farm/index.js';
-export { preferCachedThenFastest, firstComeFirstServed, sharedFile, SharedFile, type SchedulingPolicy, type WorkerView } from './farm/index.js';
+export {
+  preferCachedThenFastest,
+  firstComeFirstServed,
+  sharedFile,
+  SharedFile,
+  sharedValue,
+  SharedValue,
+  type SchedulingPolicy,
+  type WorkerView,
+} from './farm/index.js';
 
 // ---- A warm pool serving many jobs
 export { FarmPool, FarmJob, bundleProgram, type BundledProgram, type FallbackEvent, type PoolEvents, type PoolWorker } from './farm/index.js';

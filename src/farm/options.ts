@@ -107,7 +107,8 @@ export interface JobOptions {
    * Data every task may read, shipped once per worker instead of once per task and cached on the
    * workers' disks by content: stages see it as `ctx.shared[name]`. Files ({@link sharedFile}),
    * Buffers and Uint8Arrays arrive as a Uint8Array shared by the worker's threads; other values are
-   * structured-cloned once per thread.
+   * structured-cloned once per thread. Each job hashes its shared data when it starts: wrap a large
+   * value given to many jobs in {@link sharedValue} to hash it once.
    */
   readonly shared?: Readonly<Record<string, unknown>>;
   /** Cancels the run: compute() rejects with FarmAbortError and the workers are released. */

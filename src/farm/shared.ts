@@ -30,6 +30,45 @@ export function sharedFile(path: string): SharedFile {
   return new SharedFile(isAbsolute(path) ? path : resolve(process.cwd(), path));
 }
 
+/** A value whose encoding and hash were made once (see {@link sharedValue}). */
+export class SharedValue {
+  /** `bytes` (a Uint8Array on the worker) or `value` (decoded once per thread). */
+  readonly kind: 'bytes' | 'value';
+  /** sha256 of the encoded content, hex. */
+  readonly hash: string;
+  /** Size of the encoded content, in bytes. */
+  readonly size: number;
+  readonly #bytes: Uint8Array;
+  /** @internal Made by {@link sharedValue}. */
+  constructor(kind: 'bytes' | 'value', bytes: Uint8Array) {
+    this.kind = kind;
+    this.#bytes = bytes;
+    this.hash = createHash('sha256').update(bytes).digest('hex');
+    this.size = bytes.byteLength;
+  }
+  /** @internal The encoded content (never modified). */
+  get bytes(): Uint8Array {
+    return this.#bytes;
+  }
+}
+
+/**
+ * Snapshots a value for the `shared` option once: bytes (Buffer, Uint8Array) are copied, other
+ * values encoded, and the content hashed now, not again by every job that shares it. For a large
+ * dataset given to many jobs (one per generation of an optimisation, say), this saves hashing it
+ * per job. Changing `value` afterwards has no effect on the snapshot.
+ * @throws InvalidOptionError when the value cannot be sent to workers
+ * @example const data = sharedValue(measurements); for (const p of batches) await pool.map(fit, p, { shared: { data } });
+ */
+export function sharedValue(value: unknown): SharedValue {
+  if (value instanceof SharedValue) return value;
+  if (value instanceof SharedFile) throw new InvalidOptionError('sharedValue() takes bytes or a value; give a sharedFile() to `shared` directly');
+  if (value instanceof Uint8Array) return new SharedValue('bytes', new Uint8Array(value));
+  const bad = findUnsendable(value, 'value');
+  if (bad !== undefined) throw new InvalidOptionError(`The shared value cannot be sent to workers: ${bad[0]} is ${bad[1]}`);
+  return new SharedValue('value', serialize(value));
+}
+
 /** One shared value, ready to ship. */
 export interface PreparedShared {
   readonly name: string;
@@ -78,6 +117,10 @@ export async function prepareShared(shared: Readonly<Record<string, unknown>>): 
         throw new InvalidOptionError(`Shared file "${name}" (${value.path}) cannot be read: ${(err as Error).message}`);
       }
       out.push({ name, kind: 'bytes', hash: await hashFile(value.path, mtimeMs, size), size, file: value.path });
+      continue;
+    }
+    if (value instanceof SharedValue) {
+      out.push({ name, kind: value.kind, hash: value.hash, size: value.size, bytes: value.bytes });
       continue;
     }
     if (value instanceof Uint8Array) {
