@@ -211,6 +211,8 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #overdueCache: { at: number; threshold: number; members: Member[] } = { at: 0, threshold: 0, members: [] };
   /** Batch slots of the members that take work (alive, not draining). */
   #capacity = 0;
+  /** Recent task time (ms) of each program's last job, by program key: a new job of it sizes its first batches from it. */
+  readonly #taskMsByProgram = new Map<string, number>();
 
   /**
    * @param options - see {@link FarmPoolOptions}
@@ -340,6 +342,10 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (job.finished) return;
     const key = [...prepared.map((s) => s.hash), ...shared.map((s) => `${s.name}=${s.kind}:${s.hash}`), `t=${jo.taskTimeoutMs}`].join(',');
     job.program = { key, stages: prepared, shared, taskTimeoutMs: jo.taskTimeoutMs };
+    // A program the pool ran before (the next generation of an optimisation, say) starts with the
+    // batch size its tasks' time calls for, not one task per batch.
+    const knownMs = this.#taskMsByProgram.get(key);
+    if (knownMs !== undefined && job.avgTaskMs < 0) job.avgTaskMs = knownMs;
     job.status = 'running';
     this.#begin();
     for (const m of this.#members) if (m.alive) this.#prepareLane(m, job);
@@ -445,6 +451,12 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     }
     job.copies.clear();
     job.repo.close();
+    if (job.program !== undefined && job.avgTaskMs >= 0) {
+      const key = job.program.key;
+      this.#taskMsByProgram.delete(key);
+      this.#taskMsByProgram.set(key, job.avgTaskMs);
+      if (this.#taskMsByProgram.size > 256) this.#taskMsByProgram.delete(this.#taskMsByProgram.keys().next().value!);
+    }
     if (error === undefined) job.onProgress(job.progress(workers));
     if (error === undefined) job.result.resolve();
     else job.result.reject(error);
