@@ -39,9 +39,18 @@ export type {
   Program,
 } from './skeleton/index.js';
 
-// ---- Optimisation (the core: an Optimizer driven generation by generation through an Evaluator;
-// `minimize(objective, space, options)` on a FarmPool comes with the pool)
+// ---- Optimisation: minimize() on a FarmPool (one job per generation); the core underneath (an
+// Optimizer driven generation by generation through an Evaluator)
 export {
+  minimize,
+  FarmMinimization,
+  type FarmObjective,
+  type FarmMinimizeOptions,
+  type MinimizeJobOptions,
+  type FarmMinimizeResult,
+  type FarmSummary,
+  type EvaluatedEvent,
+  type FarmMinimizationEvents,
   Minimization,
   minimizeWith,
   localEvaluator,

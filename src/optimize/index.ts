@@ -1,4 +1,15 @@
 export { Minimization, minimizeWith } from './minimize.js';
+export {
+  FarmMinimization,
+  minimize,
+  type FarmObjective,
+  type FarmMinimizeOptions,
+  type MinimizeJobOptions,
+  type FarmMinimizeResult,
+  type FarmSummary,
+  type EvaluatedEvent,
+  type FarmMinimizationEvents,
+} from './farm-minimization.js';
 export type {
   MinimizeOptions,
   MinimizeResult,
