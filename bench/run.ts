@@ -1,7 +1,9 @@
 /**
  * `npm run bench`: taskfarm against ceilings measured in the same run, on loopback.
  *
- *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE]
+ *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…]
+ *
+ * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale.
  *
  * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
  * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
@@ -20,6 +22,7 @@ import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemo
 import { ECHO_SERVICE } from './echo-service.js';
 import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
+import { concurrentRate, generationOverhead, parallelEfficiency } from './optimize-farm.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -62,8 +65,8 @@ function stats(xs: number[]): { median: number; min: number; max: number } {
   return { median: s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2, min: s[0]!, max: s[s.length - 1]! };
 }
 
-async function repeat(n: number, f: () => Promise<number>): Promise<number[]> {
-  const xs: number[] = [];
+async function repeat<T = number>(n: number, f: () => Promise<T>): Promise<T[]> {
+  const xs: T[] = [];
   for (let i = 0; i < n; i++) xs.push(await f());
   return xs;
 }
@@ -311,6 +314,8 @@ async function main(): Promise<void> {
     await stopAll(ds);
   }
 
+  if (want('optimize')) await optimizeSection();
+
   if (want('cpu')) {
     const [one] = await daemonsOf(1, 1);
     const [two] = await daemonsOf(1, 2);
@@ -372,6 +377,50 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), smoke, runs, ceilings, figures }, null, 2) + '\n');
   log(`wrote ${out}`);
+}
+
+/** Issue 13: minimize() on a warm pool of 2 daemons × 1 thread. */
+async function optimizeSection(): Promise<void> {
+  const ds = await daemonsOf(2, 1);
+  const peers = ds.map((d) => d.address);
+  const eff = smoke ? { population: 8, taskMs: 20, generations: 3 } : { population: 40, taskMs: 20, generations: 10 };
+  const effRuns = await repeat(runs, () => parallelEfficiency(peers, eff));
+  const efficiency = effRuns.map((r) => r.idealMs / stats(r.generationMs).median);
+  const ideal = effRuns[0]!.idealMs;
+  record(
+    `optimize: generation of ${eff.population} × ${eff.taskMs} ms on 2 daemons × 1 thread, parallel efficiency (ideal / generation time)`,
+    '',
+    efficiency,
+    {
+      target: '≥ 0.95',
+      met: stats(efficiency).median >= 0.95,
+      note: `ideal ${fmt(ideal)} ms (population × task ms / threads); generation time p50 ${fmt(stats(effRuns.flatMap((r) => r.generationMs)).median)} ms`,
+    },
+  );
+  const over20 = effRuns.map((r) => stats(r.generationMs.map((g, i) => g - (r.slowestMs[i] ?? 0))).median);
+  record(`optimize: per-generation overhead with a ${eff.taskMs} ms objective (generation time − the slowest worker's compute time)`, 'ms', over20, {
+    target: '≤ 1 ms',
+    met: stats(over20).median <= 1,
+  });
+  const ov = smoke ? { population: 40, generations: 10 } : { population: 40, generations: 300 };
+  const ovRuns = await repeat(runs, () => generationOverhead(peers, ov));
+  const genMs = ovRuns.map((r) => stats(r.generationMs).median);
+  const mapMs = stats(ovRuns.map((r) => stats(r.mapMs).median)).median;
+  record(`optimize: generation of ${ov.population} × ~0 ms objective on a warm pool (per-generation overhead), p50`, 'ms', genMs, {
+    ratios: { 'vs a bare pool.map of the same tasks': stats(genMs).median / mapMs },
+    target: '≤ 1 ms',
+    met: stats(genMs).median <= 1,
+    note: `a bare pool.map of the same ${ov.population} tasks (bundled program, warm pool): ${fmt(mapMs)} ms p50`,
+  });
+  const cc = smoke ? { population: 40, taskMs: 0.01, generations: 5, runs: 4 } : { population: 40, taskMs: 0.01, generations: 200, runs: 4 };
+  const ccRuns = await repeat(runs, () => concurrentRate(peers, cc));
+  const ratio = ccRuns.map((r) => r.many / r.one);
+  record(`optimize: 10 µs objective, ${cc.runs} concurrent optimisations on one pool, evaluation rate over one alone`, '×', ratio, {
+    target: '≥ 3×',
+    met: stats(ratio).median >= 3,
+    note: `one alone ${fmt(stats(ccRuns.map((r) => r.one)).median)} evaluations/s, ${cc.runs} at once ${fmt(stats(ccRuns.map((r) => r.many)).median)} evaluations/s (population ${cc.population})`,
+  });
+  await stopAll(ds);
 }
 
 async function recovery(tasks: number): Promise<void> {

@@ -25,6 +25,8 @@ describe('npm run bench', () => {
       'executed twice',
       'peak RSS',
       'scale: per-task dispatch cost',
+      'optimize: generation of',
+      'optimize: 10 µs objective',
     ]) {
       expect(names).toContain(what);
     }
