@@ -5,7 +5,9 @@
  * events, bad input, a user-written optimiser. The objective is test/fixtures/optimize-objective.ts
  * (configured by `shared.config`), or an inline function.
  */
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   FarmMinimization,
@@ -441,5 +443,33 @@ describe('minimize() on a farm', () => {
     expect(run.best?.generation).toBeLessThanOrEqual(2);
     expect(pool.jobs()).toHaveLength(0);
     expect(await pool.map((x: number) => x - 1, [1])).toEqual([0]);
+  }, 120_000);
+});
+
+describe('the fitting example on a farm (client/fit-gaussians.ts)', () => {
+  const daemons = new Daemons();
+  afterEach(async () => {
+    await daemons.stopAll();
+  });
+  const example = new URL('../../dist/client/fit-gaussians.js', import.meta.url).pathname;
+  const small = ['--peaks', '1', '--points', '300', '--max-evaluations', '2000', '--seed', '2'];
+  const run = (args: string[]): Promise<{ stdout: string }> => promisify(execFile)(process.execPath, [example, ...args], { timeout: 90_000 });
+  /** The result block (the final χ² line without its time, and the table of peaks). */
+  const fitted = (out: string): string => out.slice(out.lastIndexOf('\nχ² =')).replace(/ in [\d.]+ s/, '');
+
+  it('fits the same peaks on worker daemons (--peers), the spectrum uploaded once per worker, as on local threads', async () => {
+    const ds = await daemons.start(2);
+    const farm = await run([...small, '--peers', ds.map((d) => d.address).join(',')]);
+    expect(farm.stdout).toMatch(/fitting 4 parameters on the farm at 127\.0\.0\.1/);
+    // Each worker got the objective once and the spectrum's (1 + 3 × 300) float64s once.
+    expect(farm.stdout).toContain(`de: objective bundles sent 2, spectrum bytes uploaded ${2 * (1 + 3 * 300) * 8}, evaluations requeued 0`);
+    expect(farm.stdout).toMatch(/bfgs: objective bundles sent 0, spectrum bytes uploaded 0/);
+    for (const d of ds) expect(farm.stdout).toContain(d.id);
+    const local = await run([...small, '--threads', '1']);
+    expect(local.stdout).toMatch(/on local threads/);
+    expect(fitted(local.stdout)).toBe(fitted(farm.stdout));
+    const reduced = Number(/χ²\/dof = ([\d.]+)/.exec(farm.stdout)?.[1]);
+    expect(reduced).toBeGreaterThan(0.7);
+    expect(reduced).toBeLessThan(1.3);
   }, 120_000);
 });
