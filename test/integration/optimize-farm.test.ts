@@ -19,6 +19,7 @@ import {
   Minimization,
   SeededRandom,
   TaskError,
+  bundleProgram,
   localEvaluator,
   minimize,
   type EvaluatedEvent,
@@ -414,6 +415,11 @@ describe('minimize() on a farm', () => {
     expect(r.evaluations).toBe(480);
     expect(r.fun).toBeLessThan(3);
     expect(outcome(r)).toEqual(outcome(await inProcess(space, { fn: 'sphere' }, { ...options, optimizer: new RandomSearch() })));
+    // The objective as a BundledProgram (what a job service stores and runs): the same run.
+    const bundled = await bundleProgram(objective);
+    const b = await minimize(bundled, space, { ...options, pool, optimizer: new RandomSearch(), shared: { config: { fn: 'sphere' } } });
+    expect(outcome(b)).toEqual(outcome(r));
+    expect(b.farm.bundlesSent).toBe(0); // the same code, already on both workers
   }, 120_000);
 
   it('runs on local threads with discovery: local (a pool opened for the run and closed at its end)', async () => {
