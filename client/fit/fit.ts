@@ -58,7 +58,7 @@ export interface Fit {
 }
 
 /** The objective as a module path for the workers: the compiled .js next to this file, or the .ts source (tests). */
-export function objectivePath(): string {
+function objectivePath(): string {
   const js = fileURLToPath(new URL('./gaussians.js', import.meta.url));
   return existsSync(js) ? js : fileURLToPath(new URL('./gaussians.ts', import.meta.url));
 }

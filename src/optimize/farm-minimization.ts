@@ -247,7 +247,7 @@ export class FarmMinimization extends EventEmitter<FarmMinimizationEvents> {
       }
       this.#givenPool = poolGiven;
     } else {
-      this.#poolOptions = resolvePoolOptions(pick(options, POOL_OPTION_KEYS) as FarmPoolOptions);
+      this.#poolOptions = resolvePoolOptions(pick(options, POOL_OPTION_KEYS));
     }
     this.#cwd = options.cwd ?? process.cwd();
     this.#name = options.name ?? 'minimize';
@@ -264,7 +264,7 @@ export class FarmMinimization extends EventEmitter<FarmMinimizationEvents> {
     ] as const) {
       if (f !== undefined && typeof f !== 'function') throw new InvalidOptionError(`Expected \`${k}\` to be a function, got ${describeValue(f)}`);
     }
-    this.#core = new Minimization((population, ctx) => this.#evaluate(population, ctx), space, pick(options, CORE_KEYS) as MinimizeOptions);
+    this.#core = new Minimization((population, ctx) => this.#evaluate(population, ctx), space, pick(options, CORE_KEYS));
     for (const event of ['generation', 'improved', 'progress'] as const) this.#core.on(event, (e) => this.emit(event, e));
     if (options.onGeneration !== undefined) this.on('generation', options.onGeneration);
     if (options.onImproved !== undefined) this.on('improved', options.onImproved);

@@ -258,7 +258,7 @@ describe('minimize() on a farm', () => {
     const space = { bounds: box(2, 5) };
     const runs = ['a', 'b', 'c'].map((tag, k) => ({
       tag,
-      config: { fn: k === 1 ? 'rosenbrock' : 'sphere', ms: 5, dir: log, tag } as ObjectiveConfig,
+      config: { fn: k === 1 ? ('rosenbrock' as const) : ('sphere' as const), ms: 5, dir: log, tag },
       options: { seed: 20 + k, populationSize: 6, maxGenerations: 8, tolerance: 0 },
     }));
     const order: string[] = [];
