@@ -297,7 +297,13 @@ export class FarmMinimization extends EventEmitter<FarmMinimizationEvents> {
     // Bundled once: every generation is the same program (same key), so no worker installs anything twice.
     this.#program = isBundled(objective) ? objective : await bundleProgram(objective, { cwd: this.#cwd });
     const snapshot: Record<string, unknown> = {};
-    for (const [name, value] of Object.entries(this.#shared)) snapshot[name] = value instanceof SharedFile ? value : sharedValue(value);
+    for (const [name, value] of Object.entries(this.#shared)) {
+      try {
+        snapshot[name] = value instanceof SharedFile ? value : sharedValue(value);
+      } catch (err) {
+        throw new InvalidOptionError(`Option \`shared.${name}\`: ${(err as Error).message}`, { cause: err });
+      }
+    }
     this.#sharedSnapshot = snapshot;
     const pool = this.#givenPool ?? new FarmPool(this.#poolOptions);
     this.#pool = pool;

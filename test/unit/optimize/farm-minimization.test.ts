@@ -49,4 +49,10 @@ describe('FarmMinimization options (no farm needed)', () => {
     const p = minimize(sphere, { bounds: [[1, 0]] });
     await expect(p).rejects.toBeInstanceOf(InvalidOptionError);
   });
+
+  it('names a shared value that cannot be sent, before any pool is opened', async () => {
+    const run = minimize(sphere, space, { discovery: 'local', shared: { data: new Float64Array(4), model: { f: () => 1 } } });
+    await expect(run).rejects.toBeInstanceOf(InvalidOptionError);
+    await expect(run).rejects.toThrow(/Option `shared\.model`: The shared value cannot be sent to workers: value\.f is/);
+  });
 });
