@@ -457,29 +457,29 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
         const t = '00000000-0000-4000-8000-000000000000';
         expect(await store.getJob(t)).toBeUndefined();
         expect(await store.getJob('garbage; DROP TABLE jobs')).toBeUndefined();
-        for (const p of [
-          store.startJob(t),
-          store.holdJob(t),
-          store.releaseJob(t),
-          store.cancelJob(t),
-          store.finishJob(t, 'done'),
-          store.resubmitJob(t, { failedOnly: true }),
-          store.setJobResult(t, 1),
-          store.claimTasks(t, 1),
-          store.commitOutputs(t, []),
-          store.failTasks(t, []),
-          store.requeueTasks(t, []),
-          store.listTasks(t),
-          store.listFailures(t),
-          store.recount(t),
-          store.appendEvents(t, []),
-          store.readEvents(t),
-          store.saveOptimizerState(t, { generation: 1, state: '{}' }),
-          store.loadOptimizerState(t),
-          store.commitSubmit(t),
-          store.abortSubmit(t),
+        for (const call of [
+          () => store.startJob(t),
+          () => store.holdJob(t),
+          () => store.releaseJob(t),
+          () => store.cancelJob(t),
+          () => store.finishJob(t, 'done'),
+          () => store.resubmitJob(t, { failedOnly: true }),
+          () => store.setJobResult(t, 1),
+          () => store.claimTasks(t, 1),
+          () => store.commitOutputs(t, []),
+          () => store.failTasks(t, []),
+          () => store.requeueTasks(t, []),
+          () => store.listTasks(t),
+          () => store.listFailures(t),
+          () => store.recount(t),
+          () => store.appendEvents(t, []),
+          () => store.readEvents(t),
+          () => store.saveOptimizerState(t, { generation: 1, state: '{}' }),
+          () => store.loadOptimizerState(t),
+          () => store.commitSubmit(t),
+          () => store.abortSubmit(t),
         ]) {
-          await expectCode(p, FarmErrorCode.JOB_NOT_FOUND);
+          await expectCode(call(), FarmErrorCode.JOB_NOT_FOUND);
         }
         const it = store.readResults(t)[Symbol.asyncIterator]();
         await expectCode(it.next(), FarmErrorCode.JOB_NOT_FOUND);
