@@ -145,6 +145,8 @@ const JOB_COLUMNS = `j.id, j.ticket, j.owner, j.name, j.kind, j.state, j.program
 const COUNT_COLUMNS = 'c.total, c.pending, c.running, c.done, c.failed, c.frontier, c.low, c.requeued, c.last_seq AS "lastSeq"';
 const VISIBLE = `(${JOB_STATES.map((s) => `'${s}'`).join(', ')})`;
 const UNSETTLED = 'NOT EXISTS (SELECT 1 FROM results x WHERE x.job_id = t.job_id AND x.idx = t.idx)';
+/** Rows per primary-key range read when walking a job. */
+const SCAN_CHUNK = 10_000;
 
 /** int8 (counts, ms timestamps) as numbers: every value we store fits in 2^53. */
 const TYPES = {
@@ -265,6 +267,21 @@ export class PostgresJobStore implements JobStore {
     return (await q.query<Row>({ name, text, values })).rows as R[];
   }
 
+  /** One read statement, outside any explicit transaction (one round trip: the status and auth paths). */
+  async #one<R extends object = Row>(what: string, text: string, values: unknown[]): Promise<R[]> {
+    if (this.#closed) throw new StoreError('The job store is closed');
+    let name = this.#names.get(text);
+    if (name === undefined) {
+      name = `tf${this.#names.size}`;
+      this.#names.set(text, name);
+    }
+    try {
+      return (await this.#pool.query<Row>({ name, text, values })).rows as R[];
+    } catch (err) {
+      throw wrap(err, what);
+    }
+  }
+
   /** One transaction on one pooled connection. `hot`: claims/outputs/events (see asyncHotCommits); `read`: read-only snapshot. */
   async #tx<T>(what: string, fn: (q: Q) => Promise<T>, mode: 'write' | 'hot' | 'read' = 'write'): Promise<T> {
     if (this.#closed) throw new StoreError('The job store is closed');
@@ -344,13 +361,70 @@ export class PostgresJobStore implements JobStore {
     await this.#q(q, 'INSERT INTO events (job_id, seq, at, type, data) VALUES ($1, $2, $3, $4, $5)', [jobId, c.lastSeq, this.#now(), type, data]);
   }
 
+  /**
+   * The first unsettled index at or above `from` (or `total`), by walking the job's results in
+   * primary-key order. (A `NOT EXISTS … ORDER BY idx LIMIT 1` anti-join got a nested-loop plan
+   * over freshly filled, never-analysed tables: seconds for 20,000 rows. Every query here is a
+   * primary-key range scan, whatever the statistics say.)
+   */
+  async #firstUnsettled(q: Q, jobId: number, from: number, total: number): Promise<number> {
+    let expected = from;
+    for (;;) {
+      const rows = await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx >= $2 ORDER BY idx LIMIT $3', [
+        jobId,
+        expected,
+        SCAN_CHUNK,
+      ]);
+      for (const r of rows) {
+        if (r.idx !== expected) return Math.min(expected, total);
+        expected++;
+      }
+      if (rows.length < SCAN_CHUNK) return Math.min(expected, total);
+    }
+  }
+
+  /** Settled indices in [lo, hi]. */
+  async #settledIn(q: Q, jobId: number, lo: number, hi: number): Promise<Set<number>> {
+    const rows = await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx >= $2 AND idx <= $3', [jobId, lo, hi]);
+    return new Set(rows.map((r) => r.idx));
+  }
+
+  /** The tasks with indices in [lo, hi], with their results and requeue flags, classified. */
+  async #page(q: Q, jobId: number, c: CountsRow, lo: number, hi: number): Promise<TaskRow[]> {
+    if (hi < lo) return [];
+    const tasks = await this.#q<{ idx: number; input: string }>(q, 'SELECT idx, input FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx', [
+      jobId,
+      lo,
+      hi,
+    ]);
+    const results = await this.#q<{ idx: number; failed: boolean; value: string }>(
+      q,
+      'SELECT idx, failed, value FROM results WHERE job_id = $1 AND idx >= $2 AND idx <= $3',
+      [jobId, lo, hi],
+    );
+    const settled = new Map(results.map((r) => [r.idx, r]));
+    const requeued =
+      c.requeued > 0
+        ? new Set(
+            (await this.#q<{ idx: number }>(q, 'SELECT idx FROM requeued WHERE job_id = $1 AND idx >= $2 AND idx <= $3', [jobId, lo, hi])).map((r) => r.idx),
+          )
+        : undefined;
+    return tasks.map((t) => {
+      const r = settled.get(t.idx);
+      const state: TaskState = r === undefined ? (t.idx >= c.frontier || requeued?.has(t.idx) === true ? 'pending' : 'running') : r.failed ? 'failed' : 'done';
+      return {
+        index: t.idx,
+        state,
+        input: t.input,
+        output: r !== undefined && !r.failed ? r.value : null,
+        error: r !== undefined && r.failed ? decodeFailure(r.value) : null,
+      };
+    });
+  }
+
   async #resetClaims(q: Q, jobId: number, c: CountsRow): Promise<number> {
     const requeued = c.running;
-    const first = await this.#q<{ idx: number }>(q, `SELECT t.idx FROM tasks t WHERE t.job_id = $1 AND t.idx >= $2 AND ${UNSETTLED} ORDER BY t.idx LIMIT 1`, [
-      jobId,
-      c.low,
-    ]);
-    c.low = first[0]?.idx ?? c.total;
+    c.low = await this.#firstUnsettled(q, jobId, c.low, c.total);
     c.frontier = c.low;
     if (c.requeued > 0) await this.#q(q, 'DELETE FROM requeued WHERE job_id = $1', [jobId]);
     c.requeued = 0;
@@ -644,15 +718,18 @@ export class PostgresJobStore implements JobStore {
           c.requeued -= rows.length;
           for (const r of rows) out.push(r);
         }
-        const want = max - out.length;
-        if (want > 0 && c.frontier < c.total) {
-          const rows = await this.#q<ClaimedTask>(
-            q,
-            `SELECT t.idx AS "index", t.input FROM tasks t WHERE t.job_id = $1 AND t.idx >= $2 AND ${UNSETTLED} ORDER BY t.idx LIMIT $3`,
-            [id, c.frontier, want],
-          );
-          c.frontier = rows.length === want ? (rows[rows.length - 1] as ClaimedTask).index + 1 : c.total;
-          for (const r of rows) out.push(r);
+        // Fresh tasks from the frontier: a range of tasks and the (usually empty) settled set in it.
+        while (out.length < max && c.frontier < c.total) {
+          const lo = c.frontier;
+          const hi = Math.min(lo + (max - out.length) - 1, c.total - 1);
+          const rows = await this.#q<ClaimedTask>(q, 'SELECT idx AS "index", input FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx', [
+            id,
+            lo,
+            hi,
+          ]);
+          const settled = await this.#settledIn(q, id, lo, hi);
+          for (const r of rows) if (!settled.has(r.index)) out.push(r);
+          c.frontier = hi + 1;
         }
         if (out.length > 0) {
           c.pending -= out.length;
@@ -768,30 +845,6 @@ export class PostgresJobStore implements JobStore {
 
   // ------------------------------------------------------------------ pages and results
 
-  async #rows(q: Q, jobId: number, c: CountsRow, sql: string, args: unknown[]): Promise<TaskRow[]> {
-    const rows = await this.#q<{ idx: number; input: string; failed: boolean | null; value: string | null }>(q, sql, args);
-    if (rows.length === 0) return [];
-    const lo = (rows[0] as { idx: number }).idx;
-    const hi = (rows[rows.length - 1] as { idx: number }).idx;
-    const requeued =
-      c.requeued > 0
-        ? new Set(
-            (await this.#q<{ idx: number }>(q, 'SELECT idx FROM requeued WHERE job_id = $1 AND idx >= $2 AND idx <= $3', [jobId, lo, hi])).map((r) => r.idx),
-          )
-        : undefined;
-    return rows.map((r) => {
-      const state: TaskState =
-        r.failed === true ? 'failed' : r.failed === false ? 'done' : r.idx >= c.frontier || requeued?.has(r.idx) === true ? 'pending' : 'running';
-      return {
-        index: r.idx,
-        state,
-        input: r.input,
-        output: r.failed === false ? r.value : null,
-        error: r.failed === true ? decodeFailure(r.value as string) : null,
-      };
-    });
-  }
-
   async listTasks(ticket: string, options: TaskPageOptions = {}): Promise<Page<TaskRow, number>> {
     expectTicket(ticket);
     const after = afterIndex(options.after);
@@ -804,55 +857,60 @@ export class PostgresJobStore implements JobStore {
       'listTasks',
       async (q) => {
         const { id, c } = await this.#peek(q, ticket);
-        const base = 'SELECT t.idx, t.input, r.failed, r.value FROM tasks t LEFT JOIN results r ON r.job_id = t.job_id AND r.idx = t.idx WHERE t.job_id = $1';
-        let items: TaskRow[] = [];
+        const next = (items: TaskRow[]): number | null => (items.length === limit ? (items[items.length - 1] as TaskRow).index : null);
         switch (state) {
-          case undefined:
-            items = await this.#rows(q, id, c, `${base} AND t.idx > $2 ORDER BY t.idx LIMIT $3`, [id, after, limit]);
-            break;
+          case undefined: {
+            const items = await this.#page(q, id, c, after + 1, Math.min(after + limit, c.total - 1));
+            return { items, next: next(items) };
+          }
           case 'done':
-          case 'failed':
-            items = await this.#rows(
+          case 'failed': {
+            const rows = await this.#q<{ idx: number; value: string }>(
               q,
-              id,
-              c,
-              'SELECT r.idx, t.input, r.failed, r.value FROM results r JOIN tasks t ON t.job_id = r.job_id AND t.idx = r.idx WHERE r.job_id = $1 AND r.idx > $2 AND r.failed = $3 ORDER BY r.idx LIMIT $4',
+              'SELECT idx, value FROM results WHERE job_id = $1 AND idx > $2 AND failed = $3 ORDER BY idx LIMIT $4',
               [id, after, state === 'failed', limit],
             );
-            break;
-          case 'pending': {
-            const requeued =
-              c.requeued > 0
-                ? await this.#rows(q, id, c, `${base} AND t.idx > $2 AND t.idx IN (SELECT idx FROM requeued WHERE job_id = $1) ORDER BY t.idx LIMIT $3`, [
-                    id,
-                    after,
-                    limit,
-                  ])
-                : [];
-            const fresh = await this.#rows(q, id, c, `${base} AND t.idx > $2 AND t.idx >= $3 AND ${UNSETTLED} ORDER BY t.idx LIMIT $4`, [
-              id,
-              after,
-              c.frontier,
-              limit,
-            ]);
-            items = [...requeued, ...fresh].sort((a, b) => a.index - b.index).slice(0, limit);
-            break;
-          }
-          case 'running': {
-            const from = Math.max(after + 1, c.low);
-            const to = Math.min(from + RUNNING_SCAN_BUDGET, c.frontier);
-            items = await this.#rows(
-              q,
-              id,
-              c,
-              `${base} AND t.idx >= $2 AND t.idx < $3 AND ${UNSETTLED} AND t.idx NOT IN (SELECT idx FROM requeued WHERE job_id = $1) ORDER BY t.idx LIMIT $4`,
-              [id, from, to, limit],
+            const inputs = new Map(
+              (
+                await this.#q<{ idx: number; input: string }>(q, 'SELECT idx, input FROM tasks WHERE job_id = $1 AND idx = ANY($2::int[])', [
+                  id,
+                  rows.map((r) => r.idx),
+                ])
+              ).map((t) => [t.idx, t.input]),
             );
-            if (items.length < limit) return { items, next: to < c.frontier ? to - 1 : null };
-            break;
+            const items: TaskRow[] = rows.map((r) => ({
+              index: r.idx,
+              state,
+              input: inputs.get(r.idx) ?? 'null',
+              output: state === 'done' ? r.value : null,
+              error: state === 'failed' ? decodeFailure(r.value) : null,
+            }));
+            return { items, next: next(items) };
+          }
+          case 'pending':
+          case 'running': {
+            // Requeued tasks first (pending, below the frontier), then a bounded scan of index ranges.
+            const items: TaskRow[] = [];
+            if (state === 'pending' && c.requeued > 0) {
+              const idxs = (
+                await this.#q<{ idx: number }>(q, 'SELECT idx FROM requeued WHERE job_id = $1 AND idx > $2 ORDER BY idx LIMIT $3', [id, after, limit])
+              ).map((r) => r.idx);
+              for (const i of idxs) items.push(...(await this.#page(q, id, c, i, i)));
+              if (items.length === limit) return { items, next: next(items) };
+            }
+            let from = state === 'pending' ? Math.max(after + 1, c.frontier) : Math.max(after + 1, c.low);
+            const end = state === 'pending' ? c.total : c.frontier;
+            const stop = from + RUNNING_SCAN_BUDGET;
+            while (items.length < limit && from < end && from < stop) {
+              const hi = Math.min(from + Math.max(limit, 1000) - 1, end - 1, stop - 1);
+              for (const t of await this.#page(q, id, c, from, hi)) if (t.state === state && items.length < limit) items.push(t);
+              from = hi + 1;
+            }
+            if (items.length === limit) return { items, next: next(items) };
+            return { items, next: from < end ? from - 1 : null };
           }
         }
-        return { items, next: items.length === limit ? (items[items.length - 1] as TaskRow).index : null };
+        throw new InvalidOptionError(`Unknown task state ${describeValue(state)}`);
       },
       'read',
     );
@@ -906,6 +964,8 @@ export class PostgresJobStore implements JobStore {
       'recount',
       async (q) => {
         const { id, c } = await this.#peek(q, ticket);
+        // A full scan by definition; keep the planner off nested loops over unanalysed tables.
+        await q.query('SET LOCAL enable_nestloop = off');
         const requeued = 'EXISTS (SELECT 1 FROM requeued z WHERE z.job_id = t.job_id AND z.idx = t.idx)';
         const rows = await this.#q<TaskCounts>(
           q,
@@ -950,18 +1010,16 @@ export class PostgresJobStore implements JobStore {
     const after = options.after ?? 0;
     expectInteger('after', after, 0);
     const limit = pageLimit(options.limit, 10_000, 1000);
-    return this.#tx(
+    // One statement: the job row (absent: not found) and its events after `after` (none: a row of nulls).
+    const rows = await this.#one<{ seq: number | null; at: number | null; type: string | null; data: string | null }>(
       'readEvents',
-      async (q) => {
-        const { id } = await this.#peek(q, ticket);
-        const rows = await this.#q<{ seq: number; at: number; type: string; data: string }>(
-          q,
-          'SELECT seq, at, type, data FROM events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
-          [id, Math.min(after, 2 ** 31 - 1), limit],
-        );
-        return rows.map((r) => ({ seq: r.seq, at: r.at, type: r.type, data: JSON.parse(r.data) as JsonValue }));
-      },
-      'read',
+      `SELECT e.seq, e.at, e.type, e.data FROM jobs j LEFT JOIN LATERAL (SELECT seq, at, type, data FROM events WHERE job_id = j.id AND seq > $2 ORDER BY seq LIMIT $3) e ON true
+       WHERE j.ticket = $1 AND j.state IN ${VISIBLE} ORDER BY e.seq`,
+      [ticket, Math.min(after, 2 ** 31 - 1), limit],
+    );
+    if (rows.length === 0) throw new JobNotFoundError(ticket);
+    return rows.flatMap((r) =>
+      r.seq === null ? [] : [{ seq: r.seq, at: r.at as number, type: r.type as string, data: JSON.parse(r.data as string) as JsonValue }],
     );
   }
 
@@ -992,14 +1050,8 @@ export class PostgresJobStore implements JobStore {
   async findToken(token: string): Promise<TokenRecord | undefined> {
     if (typeof token !== 'string' || token.length === 0 || token.length > 1000) return undefined;
     const hash = sha256(token);
-    return this.#tx(
-      'findToken',
-      async (q) => {
-        const rows = await this.#q(q, 'SELECT id, "user", admin, label, created_at FROM tokens WHERE hash = $1', [hash]);
-        return rows[0] === undefined ? undefined : tokenOf(rows[0]);
-      },
-      'read',
-    );
+    const rows = await this.#one('findToken', 'SELECT id, "user", admin, label, created_at FROM tokens WHERE hash = $1', [hash]);
+    return rows[0] === undefined ? undefined : tokenOf(rows[0]);
   }
 
   async listTokens(): Promise<TokenRecord[]> {

@@ -12,7 +12,7 @@
  * `{ skip: reason }` instead of throwing: callers skip loudly (see {@link skipLoudly}).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -41,6 +41,8 @@ export interface StartPostgresOptions {
   readonly durable?: boolean;
   /** Extra `-c name=value` settings. */
   readonly settings?: Readonly<Record<string, string>>;
+  /** Append the server's log to this file (for debugging); by default it is drained and dropped. */
+  readonly logFile?: string;
 }
 
 const USER = 'taskfarm';
@@ -134,6 +136,8 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     });
     // Keep draining the server's log so it never blocks on a full pipe.
     proc.stderr?.removeAllListeners('data');
+    const logFile = options.logFile;
+    if (logFile !== undefined) proc.stderr?.on('data', (chunk: string) => appendFileSync(logFile, chunk));
     proc.stderr?.resume();
     if (!started.ok) {
       await stopChild(proc);
