@@ -199,24 +199,31 @@ export function dedupe<T extends { readonly index: number }>(
   entries: readonly T[],
   total: number,
   valueOk: (e: T, i: number) => void,
-): { unique: T[]; repeated: number[] } {
+): { unique: readonly T[]; repeated: number[] } {
   if (!Array.isArray(entries)) throw new InvalidOptionError(`Expected an array of entries, got ${describeValue(entries)}`);
+  // Fast path (the pool's batches): strictly increasing indices, so no duplicates and no sort.
+  let increasing = true;
+  let prev = -1;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i] as T;
+    const index = e?.index;
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= total) checkIndex(`[${i}].index`, index, total);
+    valueOk(e, i);
+    if (index <= prev) increasing = false;
+    prev = index;
+  }
+  if (increasing) return { unique: entries, repeated: [] };
   const seen = new Set<number>();
   const unique: T[] = [];
   const repeated: number[] = [];
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i] as T;
-    checkIndex(`[${i}].index`, e?.index, total);
-    valueOk(e, i);
+  for (const e of entries) {
     if (seen.has(e.index)) repeated.push(e.index);
     else {
       seen.add(e.index);
       unique.push(e);
     }
   }
-  let sorted = true;
-  for (let i = 1; i < unique.length; i++) if ((unique[i] as T).index < (unique[i - 1] as T).index) sorted = false;
-  if (!sorted) unique.sort((a, b) => a.index - b.index);
+  unique.sort((a, b) => a.index - b.index);
   return { unique, repeated };
 }
 

@@ -598,14 +598,15 @@ export class SqliteJobStore implements JobStore {
           for (const r of rows) out.push(r);
         }
       }
-      const want = max - out.length;
-      if (want > 0 && c.frontier < c.total) {
-        const rows = this.#stmt(
-          `SELECT t.idx AS "index", t.input FROM tasks t WHERE t.job_id = ? AND t.idx >= ?
-           AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.idx = t.idx) ORDER BY t.idx LIMIT ?`,
-        ).all(job.id, c.frontier, want) as ClaimedTask[];
-        c.frontier = rows.length === want ? (rows[rows.length - 1] as ClaimedTask).index + 1 : c.total;
-        for (const r of rows) out.push(r);
+      // Fresh tasks from the frontier: a primary-key range of tasks minus the (usually empty) settled set in it.
+      while (out.length < max && c.frontier < c.total) {
+        const lo = c.frontier;
+        const hi = Math.min(lo + (max - out.length) - 1, c.total - 1);
+        const rows = this.#stmt('SELECT idx, input FROM tasks WHERE job_id = ? AND idx >= ? AND idx <= ?', 'raw').all(job.id, lo, hi) as [number, string][];
+        const settled = this.#stmt('SELECT idx FROM results WHERE job_id = ? AND idx >= ? AND idx <= ?', 'pluck').all(job.id, lo, hi) as number[];
+        const skip = settled.length === 0 ? undefined : new Set(settled);
+        for (const [index, input] of rows) if (skip?.has(index) !== true) out.push({ index, input });
+        c.frontier = hi + 1;
       }
       if (out.length > 0) {
         c.pending -= out.length;
