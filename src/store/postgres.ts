@@ -8,7 +8,7 @@
  * two claimers get disjoint index ranges by construction; requeued tasks are taken with
  * `FOR UPDATE SKIP LOCKED`. Batches go in as arrays (`unnest`), one statement per batch.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { FarmError, InvalidOptionError, JobNotFoundError, JobStateError, StoreError } from '../errors.js';
 import { describeValue, expectBoolean, expectInteger } from '../util/validate.js';
 import {
@@ -149,12 +149,12 @@ const UNSETTLED = 'NOT EXISTS (SELECT 1 FROM results x WHERE x.job_id = t.job_id
 const SCAN_CHUNK = 10_000;
 
 /** int8 (counts, ms timestamps) as numbers: every value we store fits in 2^53. */
-const TYPES = {
-  getTypeParser: ((oid: number, format?: string) =>
-    oid === 20
-      ? (v: string) => Number(v)
-      : (pg.types.getTypeParser as (o: number, f?: string) => unknown)(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
-};
+function typesOf(driver: typeof pg): pg.CustomTypesConfig {
+  const base = driver.types.getTypeParser as (oid: number, format?: string) => unknown;
+  return {
+    getTypeParser: ((oid: number, format?: string) => (oid === 20 ? (v: string) => Number(v) : base(oid, format))) as pg.CustomTypesConfig['getTypeParser'],
+  };
+}
 
 function toJob(r: Row): JobRecord {
   return {
@@ -229,7 +229,9 @@ export class PostgresJobStore implements JobStore {
     const asyncHot = options.asyncHotCommits ?? true;
     expectBoolean('asyncHotCommits', asyncHot);
     const base: pg.PoolConfig = typeof connection === 'string' ? { connectionString: connection } : connection;
-    const pool = new pg.Pool({ ...base, max, types: TYPES, options: `-c search_path=${schema}`, application_name: 'taskfarm' });
+    // Loaded here, not at import: `import 'taskfarm'` never loads pg unless a PostgreSQL store is opened.
+    const { default: driver } = await import('pg');
+    const pool = new driver.Pool({ ...base, max, types: typesOf(driver), options: `-c search_path=${schema}`, application_name: 'taskfarm' });
     // An idle client that errors (server restarted) must not crash the process: the next query reports it.
     pool.on('error', () => {});
     const store = new PostgresJobStore(pool, schema, options.now ?? Date.now, asyncHot);

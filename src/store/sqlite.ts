@@ -12,7 +12,7 @@
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { FarmError, InvalidOptionError, JobNotFoundError, JobStateError, StoreError } from '../errors.js';
 import { describeValue, expectInteger } from '../util/validate.js';
 import {
@@ -206,7 +206,9 @@ export class SqliteJobStore implements JobStore {
     let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      db = new Database(path);
+      // Loaded here, not at import: `import 'taskfarm'` (a worker daemon, the CLI) never loads the native addon.
+      const { default: Driver } = await import('better-sqlite3');
+      db = new Driver(path);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('busy_timeout = 5000');
