@@ -781,6 +781,8 @@ export class PostgresJobStore implements JobStore {
         c.running -= accepted.size - wasPending;
         if (failed) c.failed += accepted.size;
         else c.done += accepted.size;
+        // Keep `low` close behind the settled prefix (amortised), so a reset walks only what was in flight.
+        if (accepted.has(c.low)) c.low = await this.#firstUnsettled(q, id, c.low, c.total);
         if (accepted.size > 0) await this.#writeCounts(q, id, c);
         return { accepted: accepted.size, rejected: [...rejected, ...repeated], counts: countsOf(c) };
       },

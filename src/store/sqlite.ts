@@ -246,21 +246,40 @@ export class SqliteJobStore implements JobStore {
     return s;
   }
 
-  /** Runs `fn` as one write transaction (BEGIN IMMEDIATE), mapping driver errors to StoreError. */
-  #write<T>(what: string, fn: () => T): T {
+  /** Runs `fn` inside `begin` … COMMIT (ROLLBACK on a throw), mapping driver errors to StoreError. Cached statements: no wrapper per call. */
+  #tx<T>(what: string, begin: string, fn: () => T): T {
     if (this.#closed) throw new StoreError('The job store is closed');
     try {
-      return this.#db.transaction(fn).immediate();
+      this.#stmt(begin).run();
+      try {
+        const out = fn();
+        this.#stmt('COMMIT').run();
+        return out;
+      } catch (err) {
+        // SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR…).
+        if (this.#db.inTransaction) this.#stmt('ROLLBACK').run();
+        throw err;
+      }
     } catch (err) {
       throw wrap(err, what);
     }
   }
 
-  /** Runs `fn` as one read transaction. */
+  /** One write transaction (BEGIN IMMEDIATE: the write lock is taken first, so it never fails midway on a busy upgrade). */
+  #write<T>(what: string, fn: () => T): T {
+    return this.#tx(what, 'BEGIN IMMEDIATE', fn);
+  }
+
+  /** One read transaction (a consistent snapshot across several statements). */
   #read<T>(what: string, fn: () => T): T {
+    return this.#tx(what, 'BEGIN', fn);
+  }
+
+  /** One read statement, atomic by itself: no explicit transaction. */
+  #one<T>(what: string, fn: () => T): T {
     if (this.#closed) throw new StoreError('The job store is closed');
     try {
-      return this.#db.transaction(fn).deferred();
+      return fn();
     } catch (err) {
       throw wrap(err, what);
     }
@@ -317,13 +336,27 @@ export class SqliteJobStore implements JobStore {
     return this.#stmt('SELECT 1 FROM results WHERE job_id = ? AND idx = ?').get(jobId, idx) !== undefined;
   }
 
+  /**
+   * The first unsettled index at or above `from` (or `total`): walks the job's results in
+   * primary-key order (task indices are contiguous, so the first gap is the first unsettled task).
+   */
+  #firstUnsettled(jobId: number, from: number, total: number): number {
+    let expected = from;
+    const walk = this.#stmt('SELECT idx FROM results WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT 1024', 'pluck');
+    for (;;) {
+      const rows = walk.all(jobId, expected) as number[];
+      for (const idx of rows) {
+        if (idx !== expected) return Math.min(expected, total);
+        expected++;
+      }
+      if (rows.length < 1024) return Math.min(expected, total);
+    }
+  }
+
   /** Every running task of the job back to pending: the frontier moves back to the first unsettled index. */
   #resetClaims(jobId: number, c: CountsRow): number {
     const requeued = c.running;
-    const first = this.#stmt(
-      'SELECT t.idx FROM tasks t WHERE t.job_id = ? AND t.idx >= ? AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.idx = t.idx) ORDER BY t.idx LIMIT 1',
-    ).get(jobId, c.low) as { idx: number } | undefined;
-    c.low = first?.idx ?? c.total;
+    c.low = this.#firstUnsettled(jobId, c.low, c.total);
     c.frontier = c.low;
     if (c.requeued > 0) this.#stmt('DELETE FROM requeued WHERE job_id = ?').run(jobId);
     c.requeued = 0;
@@ -448,7 +481,7 @@ export class SqliteJobStore implements JobStore {
 
   async getJob(ticket: string): Promise<JobRecord | undefined> {
     if (typeof ticket !== 'string') return undefined;
-    return this.#read('getJob', () => {
+    return this.#one('getJob', () => {
       const row = this.#stmt(`SELECT ${JOB_COLUMNS} FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.ticket = ? AND j.state IN ${VISIBLE}`).get(
         ticket,
       ) as Row | undefined;
@@ -468,7 +501,7 @@ export class SqliteJobStore implements JobStore {
     if (options.owner !== undefined && typeof options.owner !== 'string')
       throw new InvalidOptionError(`Expected \`owner\` to be a string, got ${describeValue(options.owner)}`);
     if (states.length === 0) return { items: [], next: null };
-    return this.#read('listJobs', () => {
+    return this.#one('listJobs', () => {
       const stateList = `(${states.map(() => '?').join(', ')})`;
       const sql =
         `SELECT ${JOB_COLUMNS} FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.state IN ${stateList}` +
@@ -668,6 +701,9 @@ export class SqliteJobStore implements JobStore {
       c.running -= fresh.length - wasPending;
       if (failed === 1) c.failed += fresh.length;
       else c.done += fresh.length;
+      // Keep `low` close behind the settled prefix (amortised: each settled row is walked over once),
+      // so a reset after a restart walks only the tasks that were in flight, not the whole job.
+      if (fresh.length > 0 && (fresh[0] as T).index <= c.low && fresh.some((e) => e.index === c.low)) c.low = this.#firstUnsettled(job.id, c.low, c.total);
       this.#writeCounts(job.id, c);
       for (const r of repeated) rejected.push(r);
       return { accepted: fresh.length, rejected, counts: countsOf(c) };
@@ -911,7 +947,7 @@ export class SqliteJobStore implements JobStore {
   async findToken(token: string): Promise<TokenRecord | undefined> {
     if (typeof token !== 'string' || token.length === 0 || token.length > 1000) return undefined;
     const hash = sha256(token);
-    return this.#read('findToken', () => {
+    return this.#one('findToken', () => {
       const r = this.#stmt('SELECT id, user, admin, label, created_at FROM tokens WHERE hash = ?').get(hash) as Row | undefined;
       return r === undefined ? undefined : tokenOf(r);
     });
