@@ -146,7 +146,7 @@ const COUNT_COLUMNS = 'c.total, c.pending, c.running, c.done, c.failed, c.fronti
 const VISIBLE = `(${JOB_STATES.map((s) => `'${s}'`).join(', ')})`;
 const UNSETTLED = 'NOT EXISTS (SELECT 1 FROM results x WHERE x.job_id = t.job_id AND x.idx = t.idx)';
 /** Rows per primary-key range read when walking a job. */
-const SCAN_CHUNK = 10_000;
+const SCAN_CHUNK = 1_024;
 
 /** int8 (counts, ms timestamps) as numbers: every value we store fits in 2^53. */
 function typesOf(driver: typeof pg): pg.CustomTypesConfig {
@@ -759,13 +759,26 @@ export class PostgresJobStore implements JobStore {
         const { id, c } = await this.#lock(q, ticket);
         const { unique, repeated } = dedupe(entries, c.total, ok);
         if (unique.length === 0) return { accepted: 0, rejected: repeated, counts: countsOf(c) };
-        const inserted = await this.#q<{ idx: number }>(
-          q,
-          'INSERT INTO results (job_id, idx, failed, value) SELECT $1, u.idx, $2, u.value FROM unnest($3::int[], $4::text[]) AS u(idx, value) ON CONFLICT DO NOTHING RETURNING idx',
-          [id, failed, unique.map((e) => e.index), unique.map(value)],
-        );
-        const accepted = new Set(inserted.map((r) => r.idx));
-        const rejected = unique.filter((e) => !accepted.has(e.index)).map((e) => e.index);
+        // Already settled? Every writer of `results` holds this job's counters lock (taken above), so a
+        // read-then-insert is race-free, and twice as fast as INSERT … ON CONFLICT DO NOTHING RETURNING
+        // (measured); the primary key still refuses a duplicate (the transaction would roll back).
+        const lo = (unique[0] as T).index;
+        const hi = (unique[unique.length - 1] as T).index;
+        const settledRows =
+          hi - lo < 4 * unique.length + 64
+            ? await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx >= $2 AND idx <= $3', [id, lo, hi])
+            : await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx = ANY($2::int[])', [id, unique.map((e) => e.index)]);
+        const settled = new Set(settledRows.map((r) => r.idx));
+        const fresh = settled.size === 0 ? unique : unique.filter((e) => !settled.has(e.index));
+        if (fresh.length > 0) {
+          await this.#q(
+            q,
+            'INSERT INTO results (job_id, idx, failed, value) SELECT $1, u.idx, $2, u.value FROM unnest($3::int[], $4::text[]) AS u(idx, value)',
+            [id, failed, fresh.map((e) => e.index), fresh.map(value)],
+          );
+        }
+        const accepted = new Set(fresh.map((e) => e.index));
+        const rejected = settled.size === 0 ? [] : unique.filter((e) => settled.has(e.index)).map((e) => e.index);
         let wasPending = 0;
         const below: number[] = [];
         for (const idx of accepted) {
