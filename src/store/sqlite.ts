@@ -9,7 +9,7 @@
  * every commit (several hundred output batches a second at full speed) for protection against
  * power loss only.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type Database from 'better-sqlite3';
@@ -197,7 +197,7 @@ export class SqliteJobStore implements JobStore {
   }
 
   /**
-   * Opens (creating it and its folder, mode 0700, when missing) the store at `path`.
+   * Opens (creating it, mode 0600, and its folder, mode 0700, when missing) the store at `path`.
    * @param path the file, `:memory:` for a private in-memory store. @default {@link defaultStorePath}()
    */
   static async open(path: string = defaultStorePath(), options: SqliteJobStoreOptions = {}): Promise<SqliteJobStore> {
@@ -208,7 +208,10 @@ export class SqliteJobStore implements JobStore {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       // Loaded here, not at import: `import 'taskfarm'` (a worker daemon, the CLI) never loads the native addon.
       const { default: Driver } = await import('better-sqlite3');
+      const created = path !== ':memory:' && !existsSync(path);
       db = new Driver(path);
+      // Job data and token hashes: owner-only (SQLite gives the -wal and -shm files the same mode).
+      if (created) chmodSync(path, 0o600);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('busy_timeout = 5000');

@@ -380,7 +380,7 @@ export interface JobStore {
 
   // ---- pages and results
 
-  /** A page of tasks by index (keyset: `after`), optionally of one state; never loads all tasks. One read; `running` pages examine at most 50,000 indices per call, so a page may be short with a non-null `next`. */
+  /** A page of tasks by index (keyset: `after`), optionally of one state; never loads all tasks. One read; `running` (and, on PostgreSQL, `pending`) pages examine at most 50,000 indices per call, so such a page may come back short with a non-null `next`: keep paging. */
   listTasks(ticket: string, options?: TaskPageOptions): Promise<Page<TaskRow, number>>;
   /** A page of failures by index. One read. */
   listFailures(ticket: string, options?: { readonly after?: number; readonly limit?: number }): Promise<Page<FailureRow, number>>;
