@@ -20,6 +20,7 @@ import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemo
 import { ECHO_SERVICE } from './echo-service.js';
 import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
+import { storeBench } from './store.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -367,6 +368,13 @@ async function main(): Promise<void> {
   }
 
   if (want('scale')) await scale(sizes.scale, sizes.scaleTasks);
+
+  if (want('store')) {
+    // The job store alone (bench/store.ts): SQLite beside a private PostgreSQL, on one job of 1,000,000 tiny tasks.
+    for (const f of await storeBench({ smoke, runs, log })) {
+      record(f.name, f.unit, f.xs, { ...(f.target !== undefined ? { target: f.target } : {}), ...(f.met !== undefined ? { met: f.met } : {}) });
+    }
+  }
 
   printTable();
   mkdirSync(dirname(out), { recursive: true });
