@@ -63,7 +63,6 @@ export {
   type ResolvedSpace,
   type Evaluator,
   type EvaluationContext,
-  type JsonValue,
 } from './optimize/index.js';
 export { SeededRandom, type RandomState } from './util/rng.js';
 

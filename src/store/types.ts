@@ -16,8 +16,8 @@
  *   database itself.
  */
 
-/** A JSON value (what `JSON.parse` returns). */
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type { JsonValue } from '../util/json.js';
+import type { JsonValue } from '../util/json.js';
 
 /** States of a job. `queued` → `running` → `done` | `failed`; `held` and `cancelled` by the user. */
 export const JOB_STATES = ['queued', 'running', 'held', 'done', 'failed', 'cancelled'] as const;
