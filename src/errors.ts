@@ -20,6 +20,9 @@ export const FarmErrorCode = {
   PROTOCOL: 'FARM_ERR_PROTOCOL',
   UNAUTHENTICATED: 'FARM_ERR_UNAUTHENTICATED',
   INVALID_COST: 'FARM_ERR_INVALID_COST',
+  STORE: 'FARM_ERR_STORE',
+  JOB_NOT_FOUND: 'FARM_ERR_JOB_NOT_FOUND',
+  JOB_STATE: 'FARM_ERR_JOB_STATE',
 } as const;
 
 /** One of the values of {@link FarmErrorCode}. */
@@ -235,5 +238,44 @@ export class InvalidCostError extends FarmError {
     this.generation = context.generation;
     this.index = context.index;
     this.x = context.x;
+  }
+}
+
+// ---- Job store
+
+/**
+ * The job store failed: the database cannot be opened or written (disk full, permissions, a
+ * PostgreSQL server that went away), or it holds a schema this version does not know. `cause`
+ * carries the driver's error.
+ */
+export class StoreError extends FarmError {
+  override name = 'StoreError';
+  constructor(message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.STORE, message, options);
+  }
+}
+
+/** No job with this ticket in the store (never submitted, removed, or its submit never committed). */
+export class JobNotFoundError extends FarmError {
+  override name = 'JobNotFoundError';
+  /** The ticket asked for. */
+  readonly ticket: string;
+  constructor(ticket: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.JOB_NOT_FOUND, `No job with ticket ${JSON.stringify(ticket.slice(0, 80))}`, options);
+    this.ticket = ticket;
+  }
+}
+
+/** The job is not in a state that allows the operation (e.g. inputs appended after the submit committed). */
+export class JobStateError extends FarmError {
+  override name = 'JobStateError';
+  /** The job's ticket. */
+  readonly ticket: string;
+  /** The state the job is in. */
+  readonly state: string;
+  constructor(ticket: string, state: string, message: string, options?: FarmErrorOptions) {
+    super(FarmErrorCode.JOB_STATE, message, options);
+    this.ticket = ticket;
+    this.state = state;
   }
 }

@@ -81,7 +81,6 @@ export {
   type ResolvedSpace,
   type Evaluator,
   type EvaluationContext,
-  type JsonValue,
 } from './optimize/index.js';
 export { SeededRandom, type RandomState } from './util/rng.js';
 
@@ -102,6 +101,54 @@ export {
 } from './discovery/index.js';
 export { describeWorker } from './farm/remote-link.js';
 
+// ---- Job store (the database of `taskfarm serve`)
+export {
+  SqliteJobStore,
+  PostgresJobStore,
+  openJobStore,
+  defaultStorePath,
+  JOB_STATES,
+  TASK_STATES,
+  FINISHED_JOB_STATES,
+  ACTIVE_JOB_STATES,
+} from './store/index.js';
+export type {
+  JobStore,
+  SqliteJobStoreOptions,
+  PostgresJobStoreOptions,
+  OpenJobStoreOptions,
+  JsonValue,
+  JobState,
+  TaskState,
+  JobKind,
+  TaskCounts,
+  StageRef,
+  Bundle,
+  StoredJobOptions,
+  NewJob,
+  JobError,
+  JobRecord,
+  Transition,
+  ClaimedTask,
+  OutputEntry,
+  TaskFailure,
+  FailureEntry,
+  SettleResult,
+  TaskRow,
+  Page,
+  TaskPageOptions,
+  FailureRow,
+  ResultRow,
+  ReadResultsOptions,
+  JobListOptions,
+  NewEvent,
+  JobEvent,
+  TokenRecord,
+  NewToken,
+  OptimizerState,
+  RecoveryReport,
+} from './store/index.js';
+
 // ---- Errors
 export {
   FarmError,
@@ -120,6 +167,9 @@ export {
   ProtocolError,
   AuthenticationError,
   InvalidCostError,
+  StoreError,
+  JobNotFoundError,
+  JobStateError,
   type FarmErrorOptions,
   type RemoteErrorInfo,
   type TaskErrorContext,

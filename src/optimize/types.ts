@@ -4,8 +4,8 @@
  * population's costs are computed (in-process now, on a `FarmPool` later).
  */
 
-/** A JSON value: what an optimiser's {@link Optimizer.state} may contain. */
-export type JsonValue = null | boolean | number | string | readonly JsonValue[] | { readonly [key: string]: JsonValue };
+export type { JsonValue } from '../util/json.js';
+import type { JsonValue } from '../util/json.js';
 
 /** A population: one parameter vector (`number[]`, one entry per parameter) per member. */
 export type Population = number[][];

@@ -7,10 +7,10 @@
  * Invariant: at least `minHealthy` daemons are always healthy (running, not stopped, link up), so
  * that no run can legitimately fail for lack of workers. Every loop is bounded in count and time;
  * `stop()` ends the injection loop, then `recover()` undoes every fault still active (heal, SIGCONT,
- * finish pending restarts). The bench's dispose() kills everything regardless.
+ * finish pending restarts). The bench's dispose() first runs continueAll() (registered by the
+ * constructor), then kills everything regardless.
  */
-import type { LanHost } from './virtual-lan.js';
-import { Rng, exited, signal, waitExit, type Bench, type Daemon } from './chaos-lan.js';
+import { exited, signal, waitExit, type Bench, type Daemon, type LanHost, type Rng } from './lan-bench.js';
 
 export type FaultKind = 'kill' | 'restart' | 'stop' | 'cont' | 'cut' | 'heal' | 'join';
 
@@ -67,6 +67,7 @@ export class ChaosDriver {
     this.#bench = bench;
     this.#rng = rng;
     this.#o = options;
+    bench.onDispose(() => this.continueAll());
   }
 
   /** Adds a worker host whose daemon is already running. */
@@ -249,7 +250,7 @@ export class ChaosDriver {
     if (this.#pending.size > 0) this.errors.push(`${this.#pending.size} recovery actions still pending after ${timeoutMs} ms`);
   }
 
-  /** Safety net for afterEach: SIGCONT every daemon this driver may have stopped. */
+  /** Safety net when the bench is disposed: SIGCONT every daemon this driver may have stopped, drop the pending undo timers. */
   continueAll(): void {
     for (const s of this.slots) if (s.daemon !== undefined) signal(s.daemon.child, 'SIGCONT');
     for (const [, u] of this.#undo) clearTimeout(u.timer);

@@ -76,7 +76,8 @@ const IFNAMSIZ_MAX = 15;
 
 // ---------------------------------------------------------------- small utilities
 
-function ip(args: string[]): Promise<string> {
+/** Runs `ip ARGS` (bounded); its stdout, or rejects with its stderr. */
+export function ip(args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile('ip', args, { timeout: IP_TIMEOUT_MS, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err) reject(new Error(`ip ${args.join(' ')}: ${stderr.trim() || err.message}`));
@@ -85,12 +86,13 @@ function ip(args: string[]): Promise<string> {
   });
 }
 
-function exited(child: ChildProcess): boolean {
+/** The child has exited (with a code or by a signal). */
+export function exited(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
 }
 
 /** Resolves when the child has exited or after `ms`, whichever comes first. */
-function waitExit(child: ChildProcess, ms: number): Promise<void> {
+export function waitExit(child: ChildProcess, ms: number): Promise<void> {
   if (exited(child) || child.pid === undefined) return Promise.resolve();
   return new Promise((resolve) => {
     const done = (): void => {

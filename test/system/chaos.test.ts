@@ -1,7 +1,7 @@
 /**
  * The chaos soak, on a virtual LAN (network namespaces joined by a bridge; mDNS never leaves them):
  * ~5 worker hosts running `taskfarm worker` + 1 client host. Farms run back to back (each a client
- * process, test/fixtures/chaos-client.mjs, a few hundred tasks of varied duration, default mDNS
+ * process, test/fixtures/lan-client.mjs, a few hundred tasks of varied duration, default mDNS
  * discovery, heartbeat 200 ms / timeout 1000 ms, localFallback off) while a seeded chaos driver
  * (test/helpers/chaos-driver.ts) SIGKILLs daemons (and restarts them, same cache folder), SIGSTOPs
  * and SIGCONTs them, cuts and heals host links, and starts daemons on hosts that join the LAN. At
@@ -16,9 +16,22 @@
  *
  * Only ever run inside `node scripts/isolated.mjs -- npx vitest run test/system/chaos.test.ts`.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { netnsAvailable, netnsSkipReason } from '../helpers/virtual-lan.js';
-import { Bench, Rng, certInfo, chaosSeed, exited, pollUntil, runSummary, statsOf, waitExit, type Client, type Ev } from '../helpers/chaos-lan.js';
+import { describe, expect, it } from 'vitest';
+import {
+  Rng,
+  benchPerTest,
+  certInfo,
+  chaosSeed,
+  exited,
+  netnsAvailable,
+  netnsSkipReason,
+  pollUntil,
+  runSummary,
+  statsOf,
+  waitExit,
+  type Client,
+  type Ev,
+} from '../helpers/lan-bench.js';
 import { ChaosDriver } from '../helpers/chaos-driver.js';
 
 const log = (msg: string): void => console.log(`[chaos] ${msg}`);
@@ -70,16 +83,9 @@ const seed = chaosSeed();
 const title = netnsAvailable ? 'chaos soak on a virtual LAN' : `chaos soak on a virtual LAN (skipped: ${netnsSkipReason})`;
 
 describe.skipIf(!netnsAvailable)(title, () => {
-  let bench: Bench | undefined;
-  let driver: ChaosDriver | undefined;
-
-  afterEach(async () => {
-    driver?.continueAll();
-    driver = undefined;
-    const b = bench;
-    bench = undefined;
-    await b?.dispose();
-  }, 30_000);
+  // A chaos driver continues every daemon it stopped and drops its pending undo timers when its
+  // bench is disposed (see ChaosDriver).
+  const newBench = benchPerTest('cha');
 
   it(
     `farms back to back under random kills, stops, partitions and joins: every output present, correct and single; no run hangs`,
@@ -90,19 +96,17 @@ describe.skipIf(!netnsAvailable)(title, () => {
       const chaosRng = new Rng(seed ^ 0xc4a05);
       const runRng = new Rng(seed ^ 0x5eed);
 
-      bench = await Bench.create(WORKER_HOSTS + 1, 'soak');
-      const b = bench;
+      const b = await newBench(WORKER_HOSTS + 1, 'soak');
       const clientHost = b.host(WORKER_HOSTS + 1);
       const workerHosts = Array.from({ length: WORKER_HOSTS }, (_, i) => b.host(i + 1));
       const daemons = await Promise.all(workerHosts.map((h) => b.daemon(h)));
-      driver = new ChaosDriver(b, chaosRng, {
+      const d = new ChaosDriver(b, chaosRng, {
         minHealthy: 2,
         maxJoins: Math.min(12, 2 + Math.floor(SOAK_SECONDS / 60)),
         gapMs: [300, 1500],
         faultMs: [300, 3500],
         maxFaults: Math.ceil(BUDGET_MS / 300) + 1,
       });
-      const d = driver;
       daemons.forEach((dm, i) => d.adopt(workerHosts[i]!, dm));
       const setupMs = Date.now() - t0;
 
@@ -211,8 +215,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     'a daemon whose certificate is 430–432 bytes (a 3-character hostname, or a 12-character --id) is recruited like any other',
     { timeout: 60_000 },
     async () => {
-      bench = await Bench.create(3, 'pem');
-      const b = bench;
+      const b = await newBench(3, 'pem');
       const [ok, bad] = await Promise.all([
         b.daemon(b.host(1), { extraArgs: ['--id', 'h9-2405788c'] }), // 11 characters: a 2-character hostname
         b.daemon(b.host(2), { extraArgs: ['--id', 'h10-81fe6e8d'] }), // 12 characters: a 3-character hostname
@@ -220,10 +223,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
       const [okCert, badCert] = [certInfo(ok.cacheDir), certInfo(bad.cacheDir)];
       const c = b.client(b.host(3), { stage: 'spin.ts', n: 200, ms: 5, options: RUN_OPTIONS }, 'client (certificate sizes)');
       const end = await c.result(30_000);
-      const refused = c
-        .logs()
-        .filter((e) => e['msg'] === 'could not recruit worker')
-        .map((e) => String((e['fields'] as Record<string, unknown>)['error']));
+      const refused = c.recruitFailures().map((e) => String((e['fields'] as Record<string, unknown>)['error']));
       log(
         `certificate PEM bug: ${ok.id} cert ${okCert.derBytes} bytes DER (${okCert.base64Chars} base64 chars), ${bad.id} cert ${badCert.derBytes} bytes DER ` +
           `(${badCert.base64Chars} base64 chars, a multiple of 64: ${badCert.blankLineBug}); the run recruited [${c.recruitedIds().join(', ')}] and ended ${end.e}; ` +

@@ -2,28 +2,29 @@
  * Fault-tolerance system tests on a virtual LAN (network namespaces joined by a bridge; mDNS never
  * leaves them): a flapping link, silent lease-holders, and a worker whose stream breaks while its
  * tasks finish. Real `taskfarm worker` daemons, TaskFarm clients in their own processes
- * (test/fixtures/chaos-client.mjs), faults injected from the test process (ip link down/up, SIGSTOP).
+ * (test/fixtures/lan-client.mjs, started by test/helpers/lan-bench.ts), faults injected from the test process (ip link down/up, SIGSTOP).
  *
  * Only ever run inside `node scripts/isolated.mjs -- npx vitest run test/system/flapping.test.ts`.
  * Figures are printed with console.log, prefixed `[flap]`. Random choices are seeded: the seed is
  * printed; TASKFARM_CHAOS_SEED=<seed> replays the same choices (timings still vary).
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { netnsAvailable, netnsSkipReason } from '../helpers/virtual-lan.js';
+import { describe, expect, it } from 'vitest';
 import {
-  Bench,
   Rng,
+  benchPerTest,
   chaosSeed,
+  expectCompleted,
+  netnsAvailable,
+  netnsSkipReason,
   pollUntil,
   readExecs,
-  runSummary,
   signal,
   statsOf,
   type Client,
   type Daemon,
   type Ev,
   type Line,
-} from '../helpers/chaos-lan.js';
+} from '../helpers/lan-bench.js';
 
 const log = (msg: string): void => console.log(`[flap] ${msg}`);
 
@@ -40,18 +41,6 @@ function hold(ms: number): Promise<void> {
   return ms <= 0 ? Promise.resolve() : new Promise((r) => setTimeout(r, ms));
 }
 
-/** Asserts a finished run: done, every output present, correct and delivered exactly once. */
-function expectCompleted(c: Client, ev: Ev): void {
-  expect(ev.e, `${c.name} ended with ${runSummary(ev)}\n${c.eventLog()}`).toBe('done');
-  expect({ allCorrect: ev['allCorrect'], single: ev['single'], missing: ev['missing'], doubled: ev['doubled'], wrong: ev['wrong'] }, c.eventLog()).toEqual({
-    allCorrect: true,
-    single: true,
-    missing: 0,
-    doubled: 0,
-    wrong: 0,
-  });
-}
-
 /** Index (in the run's stats.workers / 'first' idx) of the latest session of worker `id`. */
 function lastSessionIdx(c: Client, id: string): number {
   const rec = c.of('recruited');
@@ -62,6 +51,23 @@ function lastSessionIdx(c: Client, id: string): number {
 /** True while `id` has a live session in the client's run (recruited once more than lost). */
 function live(c: Client, id: string): boolean {
   return c.of('recruited').filter((e) => e['id'] === id).length === c.of('lost').filter((e) => e['id'] === id).length + 1;
+}
+
+/**
+ * Freezes `d` (SIGSTOP) while it loads the stages of chaos-slow-setup.ts (its setup() announces
+ * itself on the daemon's stderr, then takes 1.5 s), and waits for the client to log "worker lost"
+ * for it. The caller SIGCONTs it in a finally.
+ */
+async function freezeInSetup(d: Daemon, client: Client): Promise<{ stoppedAt: number; lostLog: Ev }> {
+  await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
+  expect(signal(d.child, 'SIGSTOP')).toBe(true);
+  const stoppedAt = Date.now();
+  const lostLog = await client.next(
+    (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
+    10_000,
+    `"worker lost" logged for ${d.id}`,
+  );
+  return { stoppedAt, lostLog };
 }
 
 /** The states a chaos-describe.mjs poller printed, as `state@ms` relative to `t0`. */
@@ -84,13 +90,7 @@ const title = netnsAvailable
   : `fault tolerance on a virtual LAN (skipped: ${netnsSkipReason})`;
 
 describe.skipIf(!netnsAvailable)(title, () => {
-  let bench: Bench | undefined;
-
-  afterEach(async () => {
-    const b = bench;
-    bench = undefined;
-    await b?.dispose();
-  }, 30_000);
+  const newBench = benchPerTest('flp');
 
   it(
     '1. a recruited worker whose link flaps 5 times (shorter and longer than the heartbeat timeout): the run completes, every output correct and single',
@@ -98,8 +98,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     async () => {
       const rng = new Rng(seed ^ 0x0f1a);
       log(`seed ${seed} (TASKFARM_CHAOS_SEED=${seed} replays the schedule)`);
-      bench = await Bench.create(4, 'flp');
-      const b = bench;
+      const b = await newBench(4);
       const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
       const victim = daemons[0]!;
       const client = b.client(b.host(4), { stage: 'spin.ts', n: 1_000_000, ms: 30, held: true, ahead: 48, options: FAST }, 'client (flapping)');
@@ -181,8 +180,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
 
   describe('2. a silent lease-holder (a real daemon SIGSTOPped right after it was recruited)', () => {
     it('among others: declared lost within the heartbeat timeout, the others finish the run', { timeout: 60_000 }, async () => {
-      bench = await Bench.create(4, 'sil');
-      const b = bench;
+      const b = await newBench(4, 'sil');
       const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
       const n = 300;
       const client = b.client(b.host(4), { stage: 'spin.ts', n, ms: 10, options: FAST }, 'client (silent among others)');
@@ -214,8 +212,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     });
 
     it('as the only worker, with localFallback: the run completes on local threads within a bounded time', { timeout: 60_000 }, async () => {
-      bench = await Bench.create(2, 'sil');
-      const b = bench;
+      const b = await newBench(2, 'sil');
       const d = await b.daemon(b.host(1));
       const workerWaitMs = 1500;
       const n = 200;
@@ -253,9 +250,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
       'frozen while loading the stages (after the lease was granted, before Ready), among others, streamed inputs: the other finishes the run',
       { timeout: 60_000 },
       async () => {
-        bench = await Bench.create(3, 'sil');
-        const b = bench;
-        const [d, e] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
+        const b = await newBench(3, 'sil');
+        const [d, e] = await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))]);
         // Held mode: an async source, so the workload's size is unknown (no shares kept for workers
         // being recruited).
         const client = b.client(
@@ -264,15 +260,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
           'client (frozen in setup)',
         );
         try {
-          // setup() announces itself on the daemon's stderr, then takes 1.5 s: freeze the daemon in it.
-          await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
-          expect(signal(d.child, 'SIGSTOP')).toBe(true);
-          const stoppedAt = Date.now();
-          const lostLog = await client.next(
-            (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
-            10_000,
-            `"worker lost" logged for ${d.id}`,
-          );
+          const { stoppedAt, lostLog } = await freezeInSetup(d, client);
           await client.next((x) => x.e === 'progress' && (x['done'] as number) >= 150, 20_000, '150 outputs');
           client.end();
           const end = await client.result(30_000);
@@ -299,9 +287,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
       'frozen while loading the stages, among others, array inputs: the others finish the run without waiting for setupTimeoutMs',
       { timeout: 60_000 },
       async () => {
-        bench = await Bench.create(3, 'sil');
-        const b = bench;
-        const [d, e] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
+        const b = await newBench(3, 'sil');
+        const [d, e] = await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))]);
         const n = 250;
         const setupTimeoutMs = 15_000;
         const client = b.client(
@@ -310,14 +297,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
           'client (frozen in setup, array)',
         );
         try {
-          await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
-          expect(signal(d.child, 'SIGSTOP')).toBe(true);
-          const stoppedAt = Date.now();
-          const lostLog = await client.next(
-            (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
-            10_000,
-            `"worker lost" logged for ${d.id}`,
-          );
+          const { stoppedAt, lostLog } = await freezeInSetup(d, client);
           const end = await client.result(setupTimeoutMs + 20_000);
           // The longest stretch without a new output while nothing was in flight.
           let stall = 0;
@@ -351,8 +331,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
       'the only worker, frozen while loading the stages and continued after it was declared lost, is recruited again and the run completes',
       { timeout: 60_000 },
       async () => {
-        bench = await Bench.create(2, 'sil');
-        const b = bench;
+        const b = await newBench(2, 'sil');
         const d = await b.daemon(b.host(1));
         const setupTimeoutMs = 8000;
         const client = b.client(
@@ -361,14 +340,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
           'client (only worker frozen in setup)',
         );
         try {
-          await d.out.waitErr(/chaos-slow-setup: setup started/, 20_000);
-          expect(signal(d.child, 'SIGSTOP')).toBe(true);
-          const stoppedAt = Date.now();
-          const lostLog = await client.next(
-            (x) => x.e === 'log' && x['msg'] === 'worker lost' && (x['fields'] as Record<string, unknown>)['worker'] === d.id,
-            10_000,
-            `"worker lost" logged for ${d.id}`,
-          );
+          const { stoppedAt, lostLog } = await freezeInSetup(d, client);
           const errMark = d.out.stderr.length;
           expect(signal(d.child, 'SIGCONT')).toBe(true);
           const contAt = Date.now();
@@ -395,9 +367,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
 
   describe('3. a worker whose stream breaks while its tasks finish (link cut for longer than the heartbeat timeout, then healed)', () => {
     it('same run: its results from the partition are dropped, its lease ends, and the run recruits it again', { timeout: 90_000 }, async () => {
-      bench = await Bench.create(4, 'brk');
-      const b = bench;
-      const [v, o] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
+      const b = await newBench(4, 'brk');
+      const [v, o] = await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))]);
       const dir = b.tempDir();
       const poller = b.describePoller(b.host(4), v.address);
       const client = b.client(
@@ -448,14 +419,13 @@ describe.skipIf(!netnsAvailable)(title, () => {
       const st = statsOf(end);
       expect(st.workers.filter((w) => w.id === v.id).map((w) => w.lost !== undefined)).toEqual([true, false]);
       // After the run released it, it is free.
-      const rows = await b.ls(b.host(4));
+      const rows = await b.lsRows(b.host(4));
       expect(rows.filter((r) => r.id === v.id).map((r) => r.state)).toEqual(['free']);
     });
 
     it('run over during the partition: after heal its lease is gone (Describe: free) and the next run recruits it', { timeout: 90_000 }, async () => {
-      bench = await Bench.create(4, 'brk');
-      const b = bench;
-      const [v, o] = (await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))])) as [Daemon, Daemon];
+      const b = await newBench(4, 'brk');
+      const [v, o] = await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))]);
       const dir = b.tempDir();
       const poller = b.describePoller(b.host(4), v.address);
       const r2 = b.client(b.host(3), { stage: 'chaos-mark.ts', n: 1_000_000, ms: 150, dir, execs: true, held: true, ahead: 16, options: FAST }, 'run 1');
@@ -480,7 +450,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
       const during = execs.filter((x) => x.worker === v.id && x.end > cutDone && x.end < healAt);
       const delivered = end2['execs'] as Record<string, string>;
       const leaseEnd = v.out.stderr.slice(errMark).find((l) => /lease ended/.test(l.text));
-      const rows = await b.ls(b.host(4));
+      const rows = await b.lsRows(b.host(4));
 
       // The next run recruits it again.
       const r3 = b.client(b.host(3), { stage: 'spin.ts', n: 60, ms: 20, options: FAST }, 'run 2');

@@ -1,333 +1,30 @@
 /**
  * System tests on a virtual LAN (network namespaces joined by a bridge, test/helpers/virtual-lan.ts):
  * real `taskfarm worker` daemons advertising over mDNS on some hosts, TaskFarm clients
- * (test/fixtures/lan-client.mjs) discovering them over mDNS on others. Issue: "LAN discovery over
- * mDNS, hot-joining workstations, and a virtual LAN".
+ * (test/fixtures/lan-client.mjs) discovering them over mDNS on others, all started by the bench in
+ * test/helpers/lan-bench.ts. Issue: "LAN discovery over mDNS, hot-joining workstations, and a
+ * virtual LAN".
  *
  * Only ever run inside `node scripts/isolated.mjs -- ...`: every multicast stays in the namespaces.
  *
  * Figures (latencies, run times) are printed with console.log, prefixed `[lan]`.
  */
-import { execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { createLan, netnsAvailable, netnsSkipReason, waitForLine, type LanHost, type VirtualLan } from '../helpers/virtual-lan.js';
+import { describe, expect, it } from 'vitest';
+import {
+  benchPerTest,
+  expectCompleted,
+  ip,
+  netnsAvailable,
+  netnsSkipReason,
+  statsOf,
+  waitExit,
+  type Client,
+  type Daemon,
+  type Ev,
+  type LanHost,
+  type LsRow,
+} from '../helpers/lan-bench.js';
 import { PROTOCOL_VERSION } from '../../dist/src/protocol/version.js';
-
-const NODE = process.execPath;
-const ROOT = new URL('../../', import.meta.url).pathname;
-const CLI = join(ROOT, 'dist/client/cli.js');
-const CLIENT = join(ROOT, 'test/fixtures/lan-client.mjs');
-const FAKE_ADVERT = join(ROOT, 'test/fixtures/lan-fake-advert.mjs');
-const GARBAGE = join(ROOT, 'test/fixtures/lan-mdns-garbage.mjs');
-
-// ---------------------------------------------------------------- small helpers (own file: virtual-lan.ts is not changed)
-
-/** One JSON line printed by lan-client.mjs. */
-interface Ev {
-  readonly e: string;
-  readonly t: number;
-  readonly [k: string]: unknown;
-}
-
-interface WorkerStatsJson {
-  id: string;
-  host: string;
-  address: string;
-  completed: number;
-  lost?: string;
-}
-
-interface Daemon {
-  readonly host: LanHost;
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly id: string;
-  readonly cacheDir: string;
-  readonly spawnedAt: number;
-  readonly readyAt: number;
-}
-
-/** `taskfarm ls --json` row. */
-interface LsRow {
-  id: string;
-  host: string;
-  addresses: string[];
-  port: number;
-  threads: number;
-  state: string;
-  proto: number;
-  farm: string;
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<void> {
-  if (exited(child)) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
-
-function ipCmd(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile('ip', args, { timeout: 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`ip ${args.join(' ')}: ${stderr.trim() || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** Collects a child's stdout lines and stderr tail; lets a test wait for a line by predicate. */
-class Output {
-  readonly lines: string[] = [];
-  readonly stderr: string[] = [];
-  readonly #waiters = new Set<() => void>();
-  #buf = '';
-  #errBuf = '';
-  readonly name: string;
-  readonly child: ChildProcess;
-
-  constructor(name: string, child: ChildProcess) {
-    this.name = name;
-    this.child = child;
-    // virtual-lan's exec() already set utf8 on stdout; another listener gets the same chunks.
-    child.stdout!.on('data', (chunk: string | Buffer) => {
-      this.#buf += chunk.toString();
-      let nl: number;
-      while ((nl = this.#buf.indexOf('\n')) >= 0) {
-        this.onLine(this.#buf.slice(0, nl));
-        this.#buf = this.#buf.slice(nl + 1);
-      }
-      this.#wake();
-    });
-    child.stderr!.on('data', (chunk: string | Buffer) => {
-      this.#errBuf += chunk.toString();
-      let nl: number;
-      while ((nl = this.#errBuf.indexOf('\n')) >= 0) {
-        this.stderr.push(this.#errBuf.slice(0, nl));
-        if (this.stderr.length > 200) this.stderr.shift();
-        this.#errBuf = this.#errBuf.slice(nl + 1);
-      }
-    });
-    child.on('exit', () => setImmediate(() => this.#wake()));
-  }
-
-  protected onLine(line: string): void {
-    this.lines.push(line);
-  }
-
-  #wake(): void {
-    for (const w of [...this.#waiters]) w();
-  }
-
-  /** Resolves with the first item of `list()` (from the start) that matches; rejects at the deadline or exit. */
-  protected waitIn<T>(list: () => readonly T[], pred: (x: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let scanned = 0;
-      const finish = (err: Error | undefined, v?: T): void => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        if (err) reject(err);
-        else resolve(v as T);
-      };
-      const check = (): void => {
-        const items = list();
-        for (; scanned < items.length; scanned++) {
-          if (pred(items[scanned]!)) return finish(undefined, items[scanned]!);
-        }
-        if (exited(this.child) && this.#buf === '')
-          finish(new Error(`${this.name}: exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n${this.tail()}`));
-      };
-      const timer = setTimeout(() => finish(new Error(`${this.name}: no ${what} within ${timeoutMs} ms\n${this.tail()}`)), timeoutMs);
-      this.#waiters.add(check);
-      check();
-    });
-  }
-
-  waitLine(re: RegExp, timeoutMs: number): Promise<string> {
-    return this.waitIn(
-      () => this.lines,
-      (l) => re.test(l),
-      timeoutMs,
-      `line ${re}`,
-    );
-  }
-
-  /** Waits for the process to exit (bounded). */
-  async exit(timeoutMs: number): Promise<number | null> {
-    await waitExit(this.child, timeoutMs);
-    if (!exited(this.child)) throw new Error(`${this.name}: did not exit within ${timeoutMs} ms\n${this.tail()}`);
-    return this.child.exitCode;
-  }
-
-  tail(): string {
-    return [...this.lines.slice(-25).map((l) => `  | ${l}`), ...this.stderr.slice(-15).map((l) => `  ! ${l}`)].join('\n');
-  }
-}
-
-/** A lan-client.mjs process: its JSON events. */
-class Client extends Output {
-  readonly events: Ev[] = [];
-  readonly startedAt = Date.now();
-
-  protected override onLine(line: string): void {
-    super.onLine(line);
-    try {
-      this.events.push(JSON.parse(line) as Ev);
-    } catch {
-      this.events.push({ e: 'raw', t: Date.now(), line });
-    }
-  }
-
-  next(pred: (e: Ev) => boolean, timeoutMs: number, what: string): Promise<Ev> {
-    return this.waitIn(() => this.events, pred, timeoutMs, what);
-  }
-
-  /** The run's last event: `done` or `error`. */
-  result(timeoutMs: number): Promise<Ev> {
-    return this.next((e) => e.e === 'done' || e.e === 'error', timeoutMs, 'done/error');
-  }
-
-  /** Held mode: let the paced input source end, so the run completes. */
-  end(): void {
-    this.child.stdin!.write('end\n');
-  }
-
-  of(kind: string): Ev[] {
-    return this.events.filter((e) => e.e === kind);
-  }
-
-  recruitedIds(): string[] {
-    return this.of('recruited').map((e) => e['id'] as string);
-  }
-
-  logs(level?: string): Ev[] {
-    return this.of('log').filter((e) => level === undefined || e['level'] === level);
-  }
-
-  /** Log lines as text: "level msg fields-json". */
-  logText(): string[] {
-    return this.logs().map((e) => `${String(e['level'])} ${String(e['msg'])} ${JSON.stringify(e['fields'])}`);
-  }
-}
-
-/** Everything one test starts: a LAN, processes on it, temp folders. dispose() removes it all. */
-class Bench {
-  readonly procs: ChildProcess[] = [];
-  readonly dirs: string[] = [];
-  readonly outputs: Output[] = [];
-
-  readonly lan: VirtualLan;
-
-  private constructor(lan: VirtualLan) {
-    this.lan = lan;
-  }
-
-  static async create(hosts: number): Promise<Bench> {
-    return new Bench(await createLan(hosts, { prefix: 'sys' }));
-  }
-
-  host(i: number): LanHost {
-    return this.lan.hosts[i - 1]!;
-  }
-
-  tempDir(): string {
-    const d = mkdtempSync(join(tmpdir(), 'taskfarm-lan-'));
-    this.dirs.push(d);
-    return d;
-  }
-
-  exec(host: LanHost, args: string[], cmd = NODE): ChildProcess {
-    const child = this.lan.exec(host, cmd, args, { cwd: ROOT });
-    child.stdin!.on('error', () => {});
-    this.procs.push(child);
-    return child;
-  }
-
-  /**
-   * `taskfarm worker` on `host`, advertising over mDNS (inside the namespaces only). With
-   * `ownPidNamespace` it runs under `unshare --pid --fork --kill-child`, so it cannot see the pids of
-   * the other hosts' processes, as on a separate machine (child.pid is then unshare's; killing it
-   * kills the daemon).
-   */
-  async daemon(host: LanHost, opts: { farm?: string; cacheDir?: string; threads?: number; ownPidNamespace?: boolean } = {}): Promise<Daemon> {
-    const cacheDir = opts.cacheDir ?? this.tempDir();
-    const args = [CLI, 'worker', '--cache-dir', cacheDir, '--threads', String(opts.threads ?? 1), '--log-level', 'info'];
-    if (opts.farm !== undefined) args.push('--farm', opts.farm);
-    const spawnedAt = Date.now();
-    const child = opts.ownPidNamespace === true ? this.exec(host, ['--pid', '--fork', '--kill-child', NODE, ...args], 'unshare') : this.exec(host, args);
-    const out = new Output(`daemon@${host.name}`, child);
-    this.outputs.push(out);
-    const m = await waitForLine(child, /^READY port=(\d+) id=(\S+)$/, 15_000);
-    return { host, child, port: Number(m[1]), id: m[2]!, cacheDir, spawnedAt, readyAt: Date.now() };
-  }
-
-  client(host: LanHost, config: Record<string, unknown>, name = `client@${host.name}`): Client {
-    const c = new Client(name, this.exec(host, [CLIENT, JSON.stringify(config)]));
-    this.outputs.push(c);
-    return c;
-  }
-
-  /** A fake `_taskfarm._tcp` advert (lan-fake-advert.mjs); resolves once it is published. */
-  async fakeAdvert(host: LanHost, advert: Record<string, unknown>): Promise<ChildProcess> {
-    const child = this.exec(host, [FAKE_ADVERT, JSON.stringify(advert)]);
-    this.outputs.push(new Output(`fake@${host.name}`, child));
-    await waitForLine(child, /^PUBLISHED /, 10_000);
-    return child;
-  }
-
-  /** `taskfarm ls ...` on `host`, to completion. */
-  async ls(host: LanHost, args: string[]): Promise<{ code: number | null; lines: string[]; stderr: string[] }> {
-    const out = new Output(`ls@${host.name}`, this.exec(host, [CLI, 'ls', ...args]));
-    this.outputs.push(out);
-    const closed = new Promise<void>((resolve) => out.child.once('close', () => resolve()));
-    const code = await out.exit(15_000);
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]); // stdout fully read
-    return { code, lines: out.lines.filter((l) => l.trim() !== ''), stderr: out.stderr };
-  }
-
-  /** SIGKILLs every process this test started (by pid), destroys the LAN, removes the folders. */
-  async dispose(): Promise<void> {
-    const live = this.procs.filter((c) => !exited(c) && c.pid !== undefined);
-    for (const c of live) {
-      try {
-        process.kill(c.pid!, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
-    await Promise.all(live.map((c) => waitExit(c, 3000)));
-    try {
-      await this.lan.destroy();
-    } finally {
-      for (const d of this.dirs) rmSync(d, { recursive: true, force: true });
-    }
-  }
-}
-
-function stats(ev: Ev): { workers: WorkerStatsJson[]; requeued: number; completed: number } {
-  return ev['stats'] as { workers: WorkerStatsJson[]; requeued: number; completed: number };
-}
-
-/** Asserts a finished run: done, every output correct and delivered exactly once. */
-function expectCompleted(c: Client, ev: Ev): void {
-  expect(ev.e, `${c.name} ended with ${JSON.stringify(ev)}\n${c.tail()}`).toBe('done');
-  expect(ev['allCorrect']).toBe(true);
-  expect(ev['single']).toBe(true);
-}
-
-function couldNotRecruit(c: Client): Ev[] {
-  return c.logs().filter((e) => e['msg'] === 'could not recruit worker');
-}
 
 const log = (msg: string): void => console.log(`[lan] ${msg}`);
 
@@ -336,17 +33,10 @@ const log = (msg: string): void => console.log(`[lan] ${msg}`);
 const title = netnsAvailable ? 'taskfarm on a virtual LAN (mDNS)' : `taskfarm on a virtual LAN (skipped: ${netnsSkipReason})`;
 
 describe.skipIf(!netnsAvailable)(title, () => {
-  let bench: Bench | undefined;
-
-  afterEach(async () => {
-    const b = bench;
-    bench = undefined;
-    await b?.dispose();
-  }, 20_000);
+  const newBench = benchPerTest('sys', 20_000);
 
   it('1. discovery with no options: a client finds and uses the daemons of the other hosts', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(4);
-    const b = bench;
+    const b = await newBench(4);
     const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
     const client = b.client(b.host(4), { stage: 'spin.ts', n: 240, ms: 10 });
     const end = await client.result(25_000);
@@ -359,7 +49,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
       expect(r['host']).toBe(d.host.name);
       expect(r['address']).toBe(`${d.host.address}:${d.port}`);
     }
-    const ws = stats(end).workers;
+    const ws = statsOf(end).workers;
     expect(ws.map((w) => w.id).sort()).toEqual(ids);
     for (const w of ws) expect(w.completed, `worker ${w.id}`).toBeGreaterThan(0);
     expect(ws.reduce((s, w) => s + w.completed, 0)).toBe(240);
@@ -373,8 +63,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
   });
 
   it('2. hot-join: a daemon started on a new host mid-run receives tasks within about a second', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(3);
-    const b = bench;
+    const b = await newBench(3);
     const first2 = await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))]);
     const client = b.client(b.host(3), { stage: 'spin.ts', n: 5000, ms: 20, held: true });
     // Mid-run: both first daemons are computing.
@@ -389,7 +78,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expectCompleted(client, end);
 
     expect(recruited['host']).toBe('h4');
-    const w = stats(end).workers.find((x) => x.id === d.id)!;
+    const w = statsOf(end).workers.find((x) => x.id === d.id)!;
     expect(w.completed).toBeGreaterThan(0);
     const toReady = d.readyAt - d.spawnedAt;
     const toRecruited = recruited.t - d.spawnedAt;
@@ -402,8 +91,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
   });
 
   it('3. a recruited daemon is not offered to a second client, and is offered again after release', { timeout: 50_000 }, async () => {
-    bench = await Bench.create(4);
-    const b = bench;
+    const b = await newBench(4);
     const d = await b.daemon(b.host(1));
     // A protocol-99 advert: every client logs a warning about it as soon as its mDNS browser hears
     // answers, which tells the test that the client's discovery is running.
@@ -428,7 +116,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expect(bEnd['message']).toMatch(/none was found/);
     expect(bClient.recruitedIds()).toEqual([]);
     await discovering(bClient); // it was listening
-    expect(couldNotRecruit(bClient), bClient.logText().join('\n')).toEqual([]);
+    expect(bClient.recruitFailures(), bClient.logText().join('\n')).toEqual([]);
     expect(bClient.logText().filter((l) => l.includes(d.id) || l.includes(`:${d.port}`))).toEqual([]);
 
     // Client C starts waiting while A still holds the daemon.
@@ -455,8 +143,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
   });
 
   it('4. partition: a cut worker host is detected within the heartbeat timeout and its tasks are rescheduled', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(4);
-    const b = bench;
+    const b = await newBench(4);
     const heartbeatMs = 200;
     const heartbeatTimeoutMs = 1000;
     const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
@@ -478,7 +165,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expect(lost['id']).toBe(victim.id);
     const latency = lost.t - cutStart;
     // Its requeued tasks and more get done by the others.
-    const doneAtLoss = client.of('progress').at(-1)?.['done'] as number;
+    const doneAtLoss = client.done();
     await client.next((e) => e.e === 'progress' && (e['done'] as number) >= doneAtLoss + 30, 15_000, '30 more outputs after the loss');
     // Healed, the worker comes back into the same run (its lease there ends; it re-advertises).
     const healStart = Date.now();
@@ -489,7 +176,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expectCompleted(client, end);
 
     expect(client.of('lost')).toHaveLength(1);
-    const st = stats(end);
+    const st = statsOf(end);
     const v = st.workers.find((w) => w.id === victim.id)!;
     expect(v.lost).toBeDefined();
     expect(st.requeued).toBeGreaterThanOrEqual(lost['requeued'] as number);
@@ -505,8 +192,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
   });
 
   it('5. a daemon restarted on the same host (same cache dir, same id) is recruited again in the same run', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(4);
-    const b = bench;
+    const b = await newBench(4);
     const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
     const victim = daemons[0]!;
     const client = b.client(b.host(4), { stage: 'spin.ts', n: 5000, ms: 20, held: true });
@@ -525,7 +211,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expectCompleted(client, end);
 
     expect(client.recruitedIds().filter((id) => id === victim.id)).toHaveLength(2);
-    const entries = stats(end).workers.filter((w) => w.id === victim.id);
+    const entries = statsOf(end).workers.filter((w) => w.id === victim.id);
     expect(entries).toHaveLength(2);
     expect(entries[0]!.lost).toBeDefined();
     expect(entries[1]!.completed).toBeGreaterThan(0);
@@ -536,8 +222,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
   });
 
   it('6. two farms on one LAN do not mix; an advert of another protocol version is skipped with a warning', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(5);
-    const b = bench;
+    const b = await newBench(5);
     const [blue1, blue2, red] = await Promise.all([
       b.daemon(b.host(1), { farm: 'blue' }),
       b.daemon(b.host(2), { farm: 'blue' }),
@@ -552,14 +237,14 @@ describe.skipIf(!netnsAvailable)(title, () => {
     expectCompleted(blue, blueEnd);
     expectCompleted(redC, redEnd);
 
-    expect(blue.recruitedIds().sort()).toEqual([blue1!.id, blue2!.id].sort());
-    expect(redC.recruitedIds()).toEqual([red!.id]);
-    for (const w of stats(blueEnd).workers) expect(w.completed, w.id).toBeGreaterThan(0);
+    expect(blue.recruitedIds().sort()).toEqual([blue1.id, blue2.id].sort());
+    expect(redC.recruitedIds()).toEqual([red.id]);
+    for (const w of statsOf(blueEnd).workers) expect(w.completed, w.id).toBeGreaterThan(0);
     // The proto-99 worker: a warning naming it and the protocol, never a recruit attempt.
     const warned = blue.logs('warn').filter((e) => /fake-proto99/.test(String(e['msg'])) && /protocol 99/.test(String(e['msg'])));
     expect(warned.length, blue.logText().join('\n')).toBeGreaterThan(0);
-    expect(couldNotRecruit(blue), blue.logText().join('\n')).toEqual([]);
-    expect(couldNotRecruit(redC), redC.logText().join('\n')).toEqual([]);
+    expect(blue.recruitFailures(), blue.logText().join('\n')).toEqual([]);
+    expect(redC.recruitFailures(), redC.logText().join('\n')).toEqual([]);
     // The red client does not even look at blue adverts.
     expect(redC.logText().filter((l) => l.includes('fake-proto99'))).toEqual([]);
     log(`farms: blue recruited ${blue.recruitedIds().join(',')}; red recruited ${redC.recruitedIds().join(',')}; warning: ${String(warned[0]!['msg'])}`);
@@ -569,8 +254,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     '7. bogus adverts (closed port, silent address, garbage packets) do not delay the run beyond one bounded connect attempt',
     { timeout: 60_000 },
     async () => {
-      bench = await Bench.create(6);
-      const b = bench;
+      const b = await newBench(6);
       const connectTimeoutMs = 1000;
       const [h1, h2, h3, h4, h5, h6] = [1, 2, 3, 4, 5, 6].map((i) => b.host(i)) as [LanHost, LanHost, LanHost, LanHost, LanHost, LanHost];
       const daemons = await Promise.all([b.daemon(h1), b.daemon(h2)]);
@@ -584,32 +268,30 @@ describe.skipIf(!netnsAvailable)(title, () => {
       //     still reach h3, but every unicast packet from h3 to h5 goes nowhere (no RST, no ICMP), as
       //     with a machine that dropped off the network right after advertising: each recruit attempt
       //     runs into connectTimeoutMs.
-      await ipCmd(['-n', h3.ns, 'neigh', 'replace', h5.address, 'lladdr', '02:00:00:00:de:ad', 'dev', h3.iface, 'nud', 'permanent']);
+      await ip(['-n', h3.ns, 'neigh', 'replace', h5.address, 'lladdr', '02:00:00:00:de:ad', 'dev', h3.iface, 'nud', 'permanent']);
       const fakeB = await b.fakeAdvert(h5, { id: 'bogus-silent', port: 7000 });
       // (c) garbage: random bytes, broken packets, malformed TXT, port 0.
-      const garbage = b.exec(h6, [GARBAGE, JSON.stringify({ address: h6.address, everyMs: 200 })]);
-      b.outputs.push(new Output('garbage', garbage));
-      await waitForLine(garbage, /^SENT 1$/, 10_000);
+      const garbage = await b.mdnsGarbage(h6, 200);
 
       const bogus = b.client(h3, config, 'client (bogus adverts)');
       const bogusEnd = await bogus.result(25_000);
       expectCompleted(bogus, bogusEnd);
       expect(bogus.recruitedIds().sort()).toEqual(ids);
       // It did see (and try) the bogus ones, and skipped the malformed ones with warnings.
-      const tried = couldNotRecruit(bogus).map(
-        (e) => `${String((e['fields'] as Record<string, unknown>)['target'])} ${String((e['fields'] as Record<string, unknown>)['error'])}`,
-      );
+      const tried = bogus
+        .recruitFailures()
+        .map((e) => `${String((e['fields'] as Record<string, unknown>)['target'])} ${String((e['fields'] as Record<string, unknown>)['error'])}`);
       const warnings = bogus.logs('warn').map((e) => String(e['msg']));
 
       // Baseline: same LAN, same daemons, no bogus adverts.
       for (const p of [fakeA, fakeB, garbage]) p.kill('SIGTERM');
       await Promise.all([fakeA, fakeB, garbage].map((p) => waitExit(p, 5000)));
-      await ipCmd(['-n', h3.ns, 'neigh', 'del', h5.address, 'dev', h3.iface]);
+      await ip(['-n', h3.ns, 'neigh', 'del', h5.address, 'dev', h3.iface]);
       const base = b.client(h3, config, 'client (baseline)');
       const baseEnd = await base.result(25_000);
       expectCompleted(base, baseEnd);
       expect(base.recruitedIds().sort()).toEqual(ids);
-      expect(couldNotRecruit(base)).toEqual([]);
+      expect(base.recruitFailures()).toEqual([]);
 
       const when = (c: Client): string => {
         const t0 = c.of('start')[0]!.t;
@@ -635,8 +317,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
   );
 
   it('8. taskfarm ls shows the daemons and their state (free / recruited), as JSON and as a table', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(5);
-    const b = bench;
+    const b = await newBench(5);
     const daemons = await Promise.all([1, 2, 3].map((i) => b.daemon(b.host(i))));
     const [d1, d2, d3] = daemons as [Daemon, Daemon, Daemon];
     // A client that recruits exactly d1 (static peers: no mDNS on its side).
@@ -674,20 +355,14 @@ describe.skipIf(!netnsAvailable)(title, () => {
     // After the client releases it, every daemon is listed free again.
     holder.end();
     expectCompleted(holder, await holder.result(15_000));
-    const after = await b.ls(b.host(5), ['--json', '--timeout', '800']);
-    expect(
-      after.lines
-        .map((l) => JSON.parse(l) as LsRow)
-        .map((r) => [r.id, r.state])
-        .sort(),
-    ).toEqual([d1, d2, d3].map((d) => [d.id, 'free']).sort());
+    const after = await b.lsRows(b.host(5));
+    expect(after.map((r) => [r.id, r.state]).sort()).toEqual([d1, d2, d3].map((d) => [d.id, 'free']).sort());
   });
   // Regression (found while testing the issue's scenarios): workstations whose home folders are
   // shared over NFS share the default cache folder (~/.cache/taskfarm). The id lock is a pid, which
   // can only be checked on the machine that wrote it, so id slots are kept per hostname.
   it('9. two workstations sharing one cache folder (NFS-shared home) get different ids and are both used', { timeout: 40_000 }, async () => {
-    bench = await Bench.create(4);
-    const b = bench;
+    const b = await newBench(4);
     const shared = b.tempDir();
     const dA = await b.daemon(b.host(1), { cacheDir: shared });
     const dB = await b.daemon(b.host(2), { cacheDir: shared, ownPidNamespace: true });
@@ -695,8 +370,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
     const client = b.client(b.host(4), { stage: 'spin.ts', n: 240, ms: 10 });
     const end = await client.result(25_000);
     expectCompleted(client, end);
-    const ls = await b.ls(b.host(4), ['--json', '--timeout', '800']);
-    const lsRows = ls.lines.map((l) => JSON.parse(l) as LsRow);
+    const lsRows = await b.lsRows(b.host(4));
     log(
       `shared cache folder: daemon ids h1=${dA.id} h2=${dB.id} h3=${dC.id}; the client recruited ` +
         `${client

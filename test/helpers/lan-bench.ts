@@ -1,27 +1,35 @@
 /**
- * Helpers for the fault-tolerance system tests (test/system/flapping.test.ts, chaos.test.ts): a
- * bench on a virtual LAN (daemons, clients, pollers, `taskfarm ls`), line/event readers with
- * deadlines, a seeded random generator, and bounded polling. Everything a bench starts is stopped by
+ * The bench of the system tests on a virtual LAN (test/system/lan.test.ts, flapping.test.ts,
+ * chaos.test.ts): real `taskfarm worker` daemons, TaskFarm clients (test/fixtures/lan-client.mjs),
+ * Describe pollers, fake adverts, mDNS garbage and `taskfarm ls`, each in its own process on a host
+ * of a virtual LAN (test/helpers/virtual-lan.ts); readers of their output lines and events with
+ * deadlines; a seeded random generator; bounded polling. Everything a bench starts is stopped by
  * `dispose()` (SIGCONT first, so a stopped process can die), and the LAN is destroyed.
  *
- * Only for use inside `node scripts/isolated.mjs -- ...` (see virtual-lan.ts).
+ * Only for use inside `node scripts/isolated.mjs -- ...`: every process runs through the virtual
+ * LAN's exec(), so every multicast stays in its namespaces.
  */
-import { Rng as BaseRng } from './fuzz.js';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLan, waitForLine, type LanHost, type VirtualLan } from './virtual-lan.js';
+import { afterEach, expect } from 'vitest';
+import { Rng as BaseRng } from './fuzz.js';
+import { createLan, exited, waitExit, waitForLine, type LanHost, type VirtualLan } from './virtual-lan.js';
 
-export const NODE = process.execPath;
-export const ROOT = new URL('../../', import.meta.url).pathname;
-export const CLI = join(ROOT, 'dist/client/cli.js');
-export const CHAOS_CLIENT = join(ROOT, 'test/fixtures/chaos-client.mjs');
-export const CHAOS_DESCRIBE = join(ROOT, 'test/fixtures/chaos-describe.mjs');
+export { exited, ip, netnsAvailable, netnsSkipReason, waitExit, type LanHost } from './virtual-lan.js';
+
+const NODE = process.execPath;
+const ROOT = new URL('../../', import.meta.url).pathname;
+const CLI = join(ROOT, 'dist/client/cli.js');
+const CLIENT = join(ROOT, 'test/fixtures/lan-client.mjs');
+const DESCRIBE = join(ROOT, 'test/fixtures/chaos-describe.mjs');
+const FAKE_ADVERT = join(ROOT, 'test/fixtures/lan-fake-advert.mjs');
+const GARBAGE = join(ROOT, 'test/fixtures/lan-mdns-garbage.mjs');
 
 // ---------------------------------------------------------------- seeded randomness
 
-/** The fuzz tools' seeded PRNG (mulberry32), with the choices the chaos driver needs. */
+/** The fuzz tools' seeded PRNG (mulberry32), with the choices the fault tests need. */
 export class Rng extends BaseRng {
   chance(p: number): boolean {
     return this.next() < p;
@@ -58,24 +66,7 @@ export function chaosSeed(): number {
 
 // ---------------------------------------------------------------- processes and their output
 
-export function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-/** Resolves when the child exited, or after `ms`. */
-export function waitExit(child: ChildProcess, ms: number): Promise<void> {
-  if (exited(child)) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      child.off('exit', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    child.once('exit', done);
-  });
-}
-
+/** Sends `sig` to the child by pid; false when it is gone (or never started). */
 export function signal(child: ChildProcess, sig: NodeJS.Signals): boolean {
   if (child.pid === undefined || exited(child)) return false;
   try {
@@ -127,6 +118,7 @@ export class Output {
   constructor(name: string, child: ChildProcess) {
     this.name = name;
     this.child = child;
+    // virtual-lan's exec() already set utf8 on stdout; another listener gets the same chunks.
     child.stdout?.on('data', (chunk: string | Buffer) => {
       this.#buf += chunk.toString();
       let nl: number;
@@ -170,7 +162,8 @@ export class Output {
       const check = (): void => {
         const items = list();
         for (; scanned < items.length; scanned++) {
-          if (pred(items[scanned]!)) return finish(undefined, items[scanned]!);
+          const item = items[scanned]!;
+          if (pred(item)) return finish(undefined, item);
         }
         if (exited(this.child) && this.#buf === '')
           finish(new Error(`${this.name}: exited (${this.child.exitCode ?? this.child.signalCode}) before ${what}\n${this.tail()}`));
@@ -203,12 +196,21 @@ export class Output {
     );
   }
 
+  /** Waits for the process to exit (bounded); its exit code. */
+  async exit(timeoutMs: number): Promise<number | null> {
+    await waitExit(this.child, timeoutMs);
+    if (!exited(this.child)) throw new Error(`${this.name}: did not exit within ${timeoutMs} ms\n${this.tail()}`);
+    return this.child.exitCode;
+  }
+
   tail(k = 25): string {
     return [...this.lines.slice(-k).map((l) => `  | ${l.text}`), ...this.stderr.slice(-15).map((l) => `  ! ${l.text}`)].join('\n');
   }
 }
 
-/** One JSON line printed by chaos-client.mjs. */
+// ---------------------------------------------------------------- clients (lan-client.mjs)
+
+/** One JSON line printed by lan-client.mjs. */
 export interface Ev {
   readonly e: string;
   readonly t: number;
@@ -230,7 +232,7 @@ export interface StatsJson {
   workers: WorkerStatsJson[];
 }
 
-/** A chaos-client.mjs process: its JSON events. */
+/** A lan-client.mjs process: its JSON events. */
 export class Client extends Output {
   readonly events: Ev[] = [];
   readonly startedAt = Date.now();
@@ -276,6 +278,16 @@ export class Client extends Output {
     return this.of('log').filter((e) => level === undefined || e['level'] === level);
   }
 
+  /** Log lines as text: "level msg fields-json". */
+  logText(): string[] {
+    return this.logs().map((e) => `${String(e['level'])} ${String(e['msg'])} ${JSON.stringify(e['fields'])}`);
+  }
+
+  /** The farm's "could not recruit worker" log lines (one per failed recruit attempt). */
+  recruitFailures(): Ev[] {
+    return this.logs().filter((e) => e['msg'] === 'could not recruit worker');
+  }
+
   /** The whole event log, one line per event (progress events thinned), for failure messages. */
   eventLog(maxLines = 400): string {
     const rows: string[] = [];
@@ -294,9 +306,30 @@ export class Client extends Output {
   }
 }
 
+/** The farm's stats() in a `done` or `error` event. */
 export function statsOf(ev: Ev): StatsJson {
   return ev['stats'] as StatsJson;
 }
+
+/** Asserts-free summary of a finished run, for messages. */
+export function runSummary(ev: Ev): string {
+  const { stats: _s, execs: _x, t: _t, ...rest } = ev as Record<string, unknown>;
+  return JSON.stringify(rest);
+}
+
+/** Asserts a finished run: done, every output present, correct and delivered exactly once. */
+export function expectCompleted(c: Client, ev: Ev): void {
+  expect(ev.e, `${c.name} ended with ${runSummary(ev)}\n${c.eventLog()}`).toBe('done');
+  expect({ allCorrect: ev['allCorrect'], single: ev['single'], missing: ev['missing'], doubled: ev['doubled'], wrong: ev['wrong'] }, c.eventLog()).toEqual({
+    allCorrect: true,
+    single: true,
+    missing: 0,
+    doubled: 0,
+    wrong: 0,
+  });
+}
+
+// ---------------------------------------------------------------- the bench
 
 /** A `taskfarm worker` on a LAN host. */
 export interface Daemon {
@@ -308,7 +341,29 @@ export interface Daemon {
   readonly cacheDir: string;
   readonly spawnedAt: number;
   readonly readyAt: number;
+  /** host:port */
   readonly address: string;
+}
+
+/** Options of {@link Bench.daemon}. */
+export interface DaemonOptions {
+  /** --farm (default: the daemon's default farm). */
+  readonly farm?: string;
+  /** --cache-dir (default: a new temp folder); the same folder on the same host keeps the id. */
+  readonly cacheDir?: string;
+  /** @default 1 */
+  readonly threads?: number;
+  /** @default 'info' */
+  readonly logLevel?: string;
+  /** Deadline for its READY line. @default 20_000 */
+  readonly readyMs?: number;
+  readonly extraArgs?: readonly string[];
+  /**
+   * Run it under `unshare --pid --fork --kill-child`, so it cannot see the pids of the other
+   * hosts' processes, as on a separate machine (child.pid is then unshare's; killing it kills the
+   * daemon).
+   */
+  readonly ownPidNamespace?: boolean;
 }
 
 /** `taskfarm ls --json` row. */
@@ -319,6 +374,15 @@ export interface LsRow {
   port: number;
   threads: number;
   state: string;
+  proto: number;
+  farm: string;
+}
+
+/** A finished `taskfarm ls`: exit code, its non-blank stdout lines, its stderr lines. */
+export interface LsResult {
+  readonly code: number | null;
+  readonly lines: string[];
+  readonly stderr: string[];
 }
 
 /** Everything one test starts: a LAN, processes on it, temp folders. dispose() removes it all. */
@@ -327,16 +391,19 @@ export class Bench {
   readonly dirs: string[] = [];
   readonly outputs: Output[] = [];
   readonly lan: VirtualLan;
+  readonly #onDispose: (() => void)[] = [];
   #disposed = false;
 
   private constructor(lan: VirtualLan) {
     this.lan = lan;
   }
 
-  static async create(hosts: number, prefix = 'cha'): Promise<Bench> {
+  /** A LAN of `hosts` hosts; `prefix` (≤ 4 characters) names its namespaces. */
+  static async create(hosts: number, prefix: string): Promise<Bench> {
     return new Bench(await createLan(hosts, { prefix }));
   }
 
+  /** Host `i`, counted from 1 (h1, h2, ...). */
   host(i: number): LanHost {
     const h = this.lan.hosts[i - 1];
     if (h === undefined) throw new RangeError(`no host ${i}`);
@@ -344,20 +411,27 @@ export class Bench {
   }
 
   tempDir(): string {
-    const d = mkdtempSync(join(tmpdir(), 'taskfarm-chaos-'));
+    const d = mkdtempSync(join(tmpdir(), 'taskfarm-lan-'));
     this.dirs.push(d);
     return d;
   }
 
-  exec(host: LanHost, args: string[], cmd = NODE): ChildProcess {
-    const child = this.lan.exec(host, cmd, args, { cwd: ROOT });
+  /** Runs `cmd args` (node by default) on `host`, in the project root. */
+  exec(host: LanHost, args: readonly string[], cmd = NODE): ChildProcess {
+    const child = this.lan.exec(host, cmd, [...args], { cwd: ROOT });
     child.stdin?.on('error', () => {});
     this.procs.push(child);
     return child;
   }
 
-  /** Starts `taskfarm worker` (1 thread unless told) on `host`, advertising over mDNS; resolves at READY. */
-  async daemon(host: LanHost, opts: { cacheDir?: string; threads?: number; logLevel?: string; readyMs?: number; extraArgs?: string[] } = {}): Promise<Daemon> {
+  #output(name: string, child: ChildProcess): Output {
+    const o = new Output(name, child);
+    this.outputs.push(o);
+    return o;
+  }
+
+  /** Starts `taskfarm worker` on `host`, advertising over mDNS (inside the namespaces only); resolves at READY. */
+  async daemon(host: LanHost, opts: DaemonOptions = {}): Promise<Daemon> {
     const cacheDir = opts.cacheDir ?? this.tempDir();
     const args = [
       CLI,
@@ -370,46 +444,71 @@ export class Bench {
       opts.logLevel ?? 'info',
       '--grace-ms',
       '2000',
+      ...(opts.farm === undefined ? [] : ['--farm', opts.farm]),
       ...(opts.extraArgs ?? []),
     ];
     const spawnedAt = Date.now();
-    const child = this.exec(host, args);
-    const out = new Output(`daemon@${host.name}`, child);
-    this.outputs.push(out);
+    const child = opts.ownPidNamespace === true ? this.exec(host, ['--pid', '--fork', '--kill-child', NODE, ...args], 'unshare') : this.exec(host, args);
+    const out = this.#output(`daemon@${host.name}`, child);
     const m = await waitForLine(child, /^READY port=(\d+) id=(\S+)$/, opts.readyMs ?? 20_000);
     const port = Number(m[1]);
     return { host, child, out, port, id: m[2]!, cacheDir, spawnedAt, readyAt: Date.now(), address: `${host.address}:${port}` };
   }
 
+  /** A lan-client.mjs process on `host` with `config` (see the fixture for its fields). */
   client(host: LanHost, config: Record<string, unknown>, name = `client@${host.name}`): Client {
-    const c = new Client(name, this.exec(host, [CHAOS_CLIENT, JSON.stringify(config)]));
+    const c = new Client(name, this.exec(host, [CLIENT, JSON.stringify(config)]));
     this.outputs.push(c);
     return c;
   }
 
   /** A Describe poller (chaos-describe.mjs) on `host` watching `target`. */
   describePoller(host: LanHost, target: string, everyMs = 100, maxMs = 120_000): Output {
-    const o = new Output(`describe@${host.name}→${target}`, this.exec(host, [CHAOS_DESCRIBE, JSON.stringify({ target, everyMs, maxMs })]));
-    this.outputs.push(o);
-    return o;
+    return this.#output(`describe@${host.name}→${target}`, this.exec(host, [DESCRIBE, JSON.stringify({ target, everyMs, maxMs })]));
   }
 
-  /** `taskfarm ls --json` on `host`, to completion. */
-  async ls(host: LanHost, timeoutMs = 800): Promise<LsRow[]> {
-    const out = new Output(`ls@${host.name}`, this.exec(host, [CLI, 'ls', '--json', '--timeout', String(timeoutMs)]));
-    this.outputs.push(out);
+  /** A fake `_taskfarm._tcp` advert (lan-fake-advert.mjs) on `host`; resolves once it is published. */
+  async fakeAdvert(host: LanHost, advert: Record<string, unknown>): Promise<ChildProcess> {
+    const child = this.exec(host, [FAKE_ADVERT, JSON.stringify(advert)]);
+    this.#output(`fake@${host.name}`, child);
+    await waitForLine(child, /^PUBLISHED /, 10_000);
+    return child;
+  }
+
+  /** Garbage mDNS packets (lan-mdns-garbage.mjs) from `host` every `everyMs`; resolves once the first is sent. */
+  async mdnsGarbage(host: LanHost, everyMs: number): Promise<ChildProcess> {
+    const child = this.exec(host, [GARBAGE, JSON.stringify({ address: host.address, everyMs })]);
+    this.#output(`garbage@${host.name}`, child);
+    await waitForLine(child, /^SENT 1$/, 10_000);
+    return child;
+  }
+
+  /** `taskfarm ls ARGS` on `host`, to completion (it must exit within `exitMs`). */
+  async ls(host: LanHost, args: readonly string[], exitMs = 15_000): Promise<LsResult> {
+    const out = this.#output(`ls@${host.name}`, this.exec(host, [CLI, 'ls', ...args]));
     const closed = new Promise<void>((resolve) => out.child.once('close', () => resolve()));
-    await waitExit(out.child, timeoutMs + 15_000);
-    if (!exited(out.child)) throw new Error(`taskfarm ls did not exit\n${out.tail()}`);
+    const code = await out.exit(exitMs);
     await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]); // stdout fully read
-    if (out.child.exitCode !== 0) throw new Error(`taskfarm ls exited ${out.child.exitCode}\n${out.tail()}`);
-    return out.lines.filter((l) => l.text.trim() !== '').map((l) => JSON.parse(l.text) as LsRow);
+    return { code, lines: out.lines.map((l) => l.text).filter((l) => l.trim() !== ''), stderr: out.stderr.map((l) => l.text) };
   }
 
-  /** SIGCONT + SIGKILL every process this bench started (by pid), destroys the LAN, removes the folders. */
+  /** `taskfarm ls --json --timeout T` on `host`: its rows; throws unless it exits 0. */
+  async lsRows(host: LanHost, timeoutMs = 800): Promise<LsRow[]> {
+    const r = await this.ls(host, ['--json', '--timeout', String(timeoutMs)], timeoutMs + 15_000);
+    if (r.code !== 0) throw new Error(`taskfarm ls exited ${r.code}\n${[...r.lines, ...r.stderr].join('\n')}`);
+    return r.lines.map((l) => JSON.parse(l) as LsRow);
+  }
+
+  /** Runs `fn` first thing in dispose() (e.g. a fault driver clearing its timers). */
+  onDispose(fn: () => void): void {
+    this.#onDispose.push(fn);
+  }
+
+  /** SIGCONT + SIGKILL every process this bench started (by pid), destroys the LAN, removes the folders. Idempotent. */
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
+    for (const fn of this.#onDispose) fn();
     const live = this.procs.filter((c) => !exited(c) && c.pid !== undefined);
     for (const c of live) {
       signal(c, 'SIGCONT'); // a stopped process must be continued to act on anything but SIGKILL
@@ -425,10 +524,30 @@ export class Bench {
 }
 
 /**
+ * One bench per test: registers an afterEach (in the calling describe) that disposes the benches
+ * made during the test, and returns the function that makes them (namespaces named `prefix` unless
+ * told otherwise).
+ */
+export function benchPerTest(prefix: string, disposeTimeoutMs = 30_000): (hosts: number, prefixOverride?: string) => Promise<Bench> {
+  const made: Bench[] = [];
+  afterEach(async () => {
+    const benches = made.splice(0);
+    for (const b of benches) await b.dispose();
+  }, disposeTimeoutMs);
+  return async (hosts, prefixOverride) => {
+    const b = await Bench.create(hosts, prefixOverride ?? prefix);
+    made.push(b);
+    return b;
+  };
+}
+
+// ---------------------------------------------------------------- fixtures' records
+
+/**
  * The daemon's TLS certificate (`<cacheDir>/tls/cert.pem`): its DER size, and whether its base64 is
- * a multiple of 64 characters long. Such a certificate cannot be used by clients: the PEM that
- * fetchServerCertificate() rebuilds from the DER then has a blank line before its END line, which
- * OpenSSL refuses ("asn1 encoding routines::wrong tag"; product bug, see chaos.test.ts).
+ * a multiple of 64 characters long. Such a certificate could once not be used by clients: the PEM
+ * that fetchServerCertificate() rebuilt from the DER then had a blank line before its END line,
+ * which OpenSSL refuses ("asn1 encoding routines::wrong tag"; see chaos.test.ts).
  */
 export function certInfo(cacheDir: string): { derBytes: number; base64Chars: number; blankLineBug: boolean } {
   const pem = readFileSync(join(cacheDir, 'tls', 'cert.pem'), 'utf8');
@@ -462,10 +581,4 @@ export function readExecs(dir: string): ExecRecord[] {
     }
   }
   return out;
-}
-
-/** Asserts-free summary of a finished run, for messages. */
-export function runSummary(ev: Ev): string {
-  const { stats: _s, execs: _x, t: _t, ...rest } = ev as Record<string, unknown>;
-  return JSON.stringify(rest);
 }
