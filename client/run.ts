@@ -95,6 +95,7 @@ export async function runRun(argv: readonly string[]): Promise<number> {
         'max-attempts': { type: 'string' },
         'worker-wait-ms': { type: 'string' },
         'no-local-fallback': { type: 'boolean' },
+        'local-fallback': { type: 'boolean' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -130,7 +131,9 @@ export async function runRun(argv: readonly string[]): Promise<number> {
     if (maxAttempts !== undefined) options.maxAttempts = maxAttempts;
     const wait = int('worker-wait-ms', values['worker-wait-ms']);
     if (wait !== undefined) options.workerWaitMs = wait;
+    if (values['no-local-fallback'] === true && values['local-fallback'] === true) throw new UsageError('give either --local-fallback or --no-local-fallback');
     if (values['no-local-fallback'] === true) options.localFallback = false;
+    if (values['local-fallback'] === true) options.localFallback = true;
 
     const inputs = await readInputs(values.inputs ?? '-');
     const farm = new TaskFarm(positionals, inputs, options);

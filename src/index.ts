@@ -13,6 +13,7 @@ export {
   type FarmStats,
   type WorkerStats,
   type WorkerLostEvent,
+  type FallbackEvent,
   type WorkerInfo,
   type InputSource,
   type RunEvents,
@@ -70,6 +71,7 @@ export {
   ProtocolError,
   AuthenticationError,
   type FarmErrorOptions,
+  type WorkerRefusal,
   type RemoteErrorInfo,
   type TaskErrorContext,
 } from './errors.js';

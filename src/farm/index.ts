@@ -1,6 +1,6 @@
 export { TaskFarm, type IndexedOutput, type ResultsOptions } from './task-farm.js';
 export { resolveTaskFarmOptions, type TaskFarmOptions, type ResolvedTaskFarmOptions } from './options.js';
-export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, RunEvents } from './run.js';
+export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, FallbackEvent, RunEvents } from './run.js';
 export type { WorkerInfo } from './link.js';
 export { preferCachedThenFastest, firstComeFirstServed, type SchedulingPolicy, type WorkerView } from './scheduling.js';
 export type { InputSource } from './repository.js';

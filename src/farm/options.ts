@@ -37,7 +37,12 @@ export interface TaskFarmOptions {
   readonly insecure?: boolean;
   /** Threads of the in-process pool (`'local'`, and local fallback). @default os.availableParallelism() */
   readonly threads?: number;
-  /** When no worker can be recruited within `workerWaitMs`, compute on local threads. @default true */
+  /**
+   * When no worker can be used within `workerWaitMs`, compute on local threads (the `fallback` event
+   * and a warning say why). Explicit `peers` are a promise: with them the run fails with
+   * NoWorkersError, naming why each peer was refused, unless this is `true`.
+   * @default true, or false when `peers` is given
+   */
   readonly localFallback?: boolean;
   /** How long to wait for a first worker (and for a new one after all were lost), in ms. @default 3000 */
   readonly workerWaitMs?: number;
@@ -194,7 +199,8 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     keySource: resolvedKey?.source,
     insecure,
     threads: input.threads ?? availableParallelism(),
-    localFallback: input.localFallback ?? true,
+    // Listed peers are a promise: a run given them does not quietly compute elsewhere.
+    localFallback: input.localFallback ?? input.peers === undefined,
     workerWaitMs: input.workerWaitMs ?? 3000,
     maxAttempts: input.maxAttempts ?? 3,
     maxWorkerLosses: input.maxWorkerLosses ?? 10,

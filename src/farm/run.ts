@@ -37,6 +37,7 @@ import { RemoteLink } from './remote-link.js';
 import type { ResolvedTaskFarmOptions } from './options.js';
 import type { TaskRecord, TaskRepository } from './repository.js';
 import { firstComeFirstServed, type WorkerView } from './scheduling.js';
+import { noWorkerReason, refusalReason } from './no-workers.js';
 
 /** Progress of a run, as the `progress` event reports it. */
 export interface FarmProgress {
@@ -93,11 +94,23 @@ export interface FarmStats {
   readonly workers: readonly WorkerStats[];
 }
 
+/** Payload of the `fallback` event: the run computes on local threads instead of workers. */
+export interface FallbackEvent {
+  /**
+   * Why, in one line: `no farm key (…how to fix…)`, `worker w1 at 10.0.0.5:7000 could not prove the
+   * farm key: …`, `no worker of farm "physcis" answered; farms seen: physics`, `no worker answered
+   * within 3000 ms`, or the refusal of each worker tried.
+   */
+  readonly reason: string;
+}
+
 /** The events a run reports through its TaskFarm. */
 export interface RunEvents {
   recruited: [worker: WorkerInfo];
   lost: [event: WorkerLostEvent];
   progress: [progress: FarmProgress];
+  /** The run computes on local threads instead of workers (also logged as a warning). */
+  fallback: [event: FallbackEvent];
 }
 
 /** Where a run sends what it observes. */
@@ -201,6 +214,8 @@ export class Run {
   #abortListener: (() => void) | undefined;
   #pumping = false;
   #lastErrors = new Map<string, string>();
+  /** Discovery's recent warnings (skipped adverts), for the reason of a fallback. */
+  readonly #warnings: string[] = [];
 
   constructor(
     options: ResolvedTaskFarmOptions,
@@ -252,10 +267,13 @@ export class Run {
     if (this.#o.key === undefined && !this.#o.insecure) {
       // Without the farm key no worker would accept us (nor would we trust one): do not even look.
       if (this.#o.localFallback) {
-        this.#log.warn(`no farm key: computing on local threads. ${NO_KEY_HELP}`);
-        this.#startLocal();
+        this.#fallBack(`no farm key (${NO_KEY_HELP})`);
       } else {
-        this.#finish(new NoWorkersError(`No farm key, so no worker can be used, and localFallback is off. ${NO_KEY_HELP}`));
+        const why =
+          typeof d === 'object' && 'peers' in d
+            ? 'a run given peers computes on local threads only when asked to (localFallback: true)'
+            : 'localFallback is off';
+        this.#finish(new NoWorkersError(`No farm key, so no worker can be used, and ${why}. ${NO_KEY_HELP}`));
       }
       return;
     }
@@ -274,7 +292,10 @@ export class Run {
     this.#discovery = discovery;
     discovery.on('up', (e) => this.#onUp(e));
     discovery.on('down', (e) => this.#onDown(e));
-    discovery.on('warning', (m) => this.#log.warn(m));
+    discovery.on('warning', (m) => {
+      this.#log.warn(m);
+      if (this.#warnings.push(m) > 10) this.#warnings.shift();
+    });
     this.#armWait();
     // Not unref'd: while a run waits for workers, this timer is what keeps the process alive.
     this.#retryTimer = setInterval(() => this.#retry(), 250);
@@ -378,7 +399,7 @@ export class Run {
     } catch (err) {
       const fe = err instanceof FarmError ? err : new WorkerLostError(e.id ?? target, String(err));
       st.failures++;
-      this.#lastErrors.set(target, fe.message);
+      this.#lastErrors.set(target, refusalReason(target, fe, this.#o.insecure));
       if ((fe instanceof StageSetupError || fe instanceof InvalidStageError) && this.#sessions.size === 0 && this.#local === undefined) {
         // The same code runs everywhere: a stage that cannot load is the program's fault. Fail fast.
         this.#finish(fe);
@@ -440,20 +461,39 @@ export class Run {
     this.#waitTimer = setTimeout(() => {
       this.#waitTimer = undefined;
       if (this.#finished || this.#sessions.size > 0) return;
+      const d = this.#o.discovery;
+      const reason = noWorkerReason({
+        waitedMs: this.#o.workerWaitMs,
+        discovery: d === 'mdns' ? 'mdns' : typeof d === 'object' && 'peers' in d ? 'peers' : 'custom',
+        farm: this.#o.farm,
+        farmsSeen: this.#discovery instanceof MdnsDiscovery ? this.#discovery.farmsSeen() : [],
+        refusals: this.#lastErrors,
+        warnings: this.#warnings,
+        allLost: this.#history.length > 0,
+      });
       if (this.#o.localFallback) {
-        this.#log.info('no worker available: computing on local threads', { waitedMs: this.#o.workerWaitMs });
-        this.#startLocal();
+        this.#fallBack(reason);
         return;
       }
-      const tried = [...this.#lastErrors].map(([t, m]) => `${t}: ${m}`).join('; ');
+      const peers = typeof d === 'object' && 'peers' in d;
       this.#finish(
         new NoWorkersError(
-          `No worker could be used for ${this.#o.workerWaitMs} ms and localFallback is off` +
-            (tried.length > 0 ? ` (last errors: ${tried})` : ' (none was found)') +
-            '. Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.',
+          `No worker could be used: ${reason}. ` +
+            (peers
+              ? 'A run given peers does not compute on local threads unless asked to (localFallback: true, or --local-fallback).'
+              : 'Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.'),
+          { refused: [...this.#lastErrors].map(([target, why]) => ({ target, reason: why })) },
         ),
       );
     }, this.#o.workerWaitMs);
+  }
+
+  /** Computes on local threads instead of workers, and says why (event + warning). */
+  #fallBack(reason: string): void {
+    if (this.#local !== undefined || this.#finished) return;
+    this.#log.warn(`computing on local threads: ${reason}`);
+    this.#observer.emit('fallback', { reason });
+    this.#startLocal();
   }
 
   #startLocal(): void {

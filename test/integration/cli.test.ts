@@ -232,8 +232,10 @@ describe('taskfarm run over JSON lines', () => {
     expect(r.stdout).toBe('');
   });
 
-  it('no daemon reachable: falls back to local threads after --worker-wait-ms', async () => {
-    const r = await cli(['run', fixture('double.ts'), '--peers', '127.0.0.1:1', '--worker-wait-ms', '300', '--threads', '1'], { stdin: '1\n2\n' });
+  it('no daemon reachable and --local-fallback: falls back to local threads after --worker-wait-ms', async () => {
+    const r = await cli(['run', fixture('double.ts'), '--peers', '127.0.0.1:1', '--local-fallback', '--worker-wait-ms', '300', '--threads', '1'], {
+      stdin: '1\n2\n',
+    });
     expect(r.stdout).toBe('2\n4\n');
     expect(r.stderr).toMatch(/per worker: local@local 2/);
     expect(r.code).toBe(0);
