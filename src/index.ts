@@ -7,6 +7,8 @@
 export {
   TaskFarm,
   type IndexedOutput,
+  type IndexedSuccess,
+  type IndexedFailure,
   type ResultsOptions,
   type TaskFarmOptions,
   type FarmProgress,

@@ -1,4 +1,4 @@
-export { TaskFarm, type IndexedOutput, type ResultsOptions } from './task-farm.js';
+export { TaskFarm, type IndexedOutput, type IndexedSuccess, type IndexedFailure, type ResultsOptions } from './task-farm.js';
 export { resolveTaskFarmOptions, type TaskFarmOptions, type ResolvedTaskFarmOptions } from './options.js';
 export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, FallbackEvent, RunEvents } from './run.js';
 export type { WorkerInfo } from './link.js';

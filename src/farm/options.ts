@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../worker/options.js';
-import { expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
+import { describeValue, expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
 import { preferCachedThenFastest, type SchedulingPolicy } from './scheduling.js';
 import { resolveFarmKey } from '../security/farm-key.js';
 import type { Discovery } from '../discovery/index.js';
@@ -74,6 +74,18 @@ export interface TaskFarmOptions {
    * structured-cloned once per thread.
    */
   readonly shared?: Readonly<Record<string, unknown>>;
+  /**
+   * What a task that fails for good does: one whose stage threw or ran over `taskTimeoutMs` after
+   * its `retries`, crashed its thread `maxAttempts` times, or produced an output that cannot be sent
+   * back. `'fail'` fails the whole run with that error. `'collect'` (keep going, for sweeps) settles
+   * the task as failed: `results()` yields `{ index, error }` for it, `compute()` puts the
+   * TaskError in place of its output, `stats().failed` lists the failed indices. Either way the run
+   * fails when the stages cannot load (StageSetupError), an input cannot be sent
+   * (UnsendableInputError), no worker can be used (NoWorkersError), or a task was in flight on
+   * `maxWorkerLosses` lost workers (WorkerLostError: losing that many workers is the farm's problem).
+   * @default 'fail'
+   */
+  readonly errors?: 'fail' | 'collect';
   /** Which of several idle workers gets work first. @default preferCachedThenFastest */
   readonly scheduling?: SchedulingPolicy;
   /** Interval of application heartbeats on each worker stream, in ms. @default 500 */
@@ -113,6 +125,7 @@ export interface ResolvedTaskFarmOptions {
   readonly maxWorkerLosses: number;
   readonly retries: number;
   readonly taskTimeoutMs: number;
+  readonly errors: 'fail' | 'collect';
   /** Speculation settings, or false. */
   readonly speculation: false | { readonly multiplier: number; readonly minMs: number };
   readonly scheduling: SchedulingPolicy;
@@ -144,6 +157,7 @@ const known = new Set([
   'retries',
   'taskTimeoutMs',
   'speculation',
+  'errors',
   'scheduling',
   'shared',
   'heartbeatMs',
@@ -206,6 +220,7 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
     maxWorkerLosses: input.maxWorkerLosses ?? 10,
     retries: input.retries ?? 0,
     taskTimeoutMs: input.taskTimeoutMs ?? 0,
+    errors: input.errors ?? 'fail',
     speculation: input.speculation === false ? false : Object.freeze({ multiplier: input.speculation?.multiplier ?? 3, minMs: input.speculation?.minMs ?? 50 }),
     scheduling: input.scheduling ?? preferCachedThenFastest,
     shared: input.shared ?? {},
@@ -230,6 +245,9 @@ export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): ResolvedTas
   expectInteger('maxWorkerLosses', o.maxWorkerLosses, 1);
   expectInteger('retries', o.retries, 0);
   expectInteger('taskTimeoutMs', o.taskTimeoutMs, 0, 2 ** 31 - 1);
+  if (o.errors !== 'fail' && o.errors !== 'collect') {
+    throw new InvalidOptionError(`Expected \`errors\` to be 'fail' or 'collect', got ${describeValue(o.errors)}`);
+  }
   if (o.speculation !== false) {
     expectNumber('speculation.multiplier', o.speculation.multiplier, 1);
     expectInteger('speculation.minMs', o.speculation.minMs, 0);

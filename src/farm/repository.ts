@@ -17,7 +17,7 @@ export interface TaskRecord {
   errors: number;
   /** Times it was in flight on a worker that was lost. */
   losses: number;
-  /** Set once its output is in. */
+  /** Set once it is settled: its output is in, or (errors: 'collect') its failure recorded. */
   done: boolean;
   /** Copies of it in flight now (2 while speculatively re-issued). */
   copies: number;
@@ -63,7 +63,7 @@ export class TaskRepository {
     return this.#array?.length;
   }
 
-  /** Outputs received. */
+  /** Tasks settled: outputs received, and (errors: 'collect') failures recorded. */
   get done(): number {
     return this.#done;
   }
@@ -218,6 +218,14 @@ export class TaskRepository {
     rec.input = undefined;
     this.#done++;
     return true;
+  }
+
+  /**
+   * Settles a task as failed (option `errors: 'collect'`): it counts as done and is never sent again.
+   * Returns false when it was already settled.
+   */
+  fail(rec: TaskRecord): boolean {
+    return this.complete(rec);
   }
 
   /** Stops pulling from the source (the run ended early). */

@@ -41,8 +41,10 @@ import { noWorkerReason, refusalReason } from './no-workers.js';
 
 /** Progress of a run, as the `progress` event reports it. */
 export interface FarmProgress {
-  /** Outputs received. */
+  /** Tasks settled: outputs received, plus failed tasks with `errors: 'collect'`. */
   readonly done: number;
+  /** Tasks settled as failed (`errors: 'collect'`; always 0 otherwise). */
+  readonly failed: number;
   /** Number of inputs, when known (array inputs). */
   readonly total: number | undefined;
   /** Tasks sent to workers and not yet answered. */
@@ -85,7 +87,10 @@ export interface WorkerStats {
 /** What {@link TaskFarm.stats} returns. */
 export interface FarmStats {
   readonly elapsedMs: number;
+  /** Outputs delivered (failed tasks not included). */
   readonly completed: number;
+  /** Indices of the inputs whose tasks failed for good, sorted (`errors: 'collect'`; empty otherwise). */
+  readonly failed: readonly number[];
   readonly requeued: number;
   /** Straggling tasks re-issued to another worker (backup copies). */
   readonly speculated: number;
@@ -112,6 +117,9 @@ export interface RunEvents {
   /** The run computes on local threads instead of workers (also logged as a warning). */
   fallback: [event: FallbackEvent];
 }
+
+/** Where a run delivers each settled task: its output, or (errors: 'collect') the error it failed with. */
+export type RunSink = (index: number, output: unknown, error?: TaskError) => void;
 
 /** Where a run sends what it observes. */
 export interface RunObserver {
@@ -182,7 +190,9 @@ export class Run {
   readonly #shared: readonly PreparedShared[];
   readonly #repo: TaskRepository;
   readonly #observer: RunObserver;
-  readonly #sink: (index: number, output: unknown) => void;
+  readonly #sink: RunSink;
+  /** Input indices settled as failed (errors: 'collect'). */
+  readonly #failed: number[] = [];
   readonly #clientId = randomUUID();
   readonly #sessions = new Set<Session>();
   /** Workers with room in their window that the repository could not fill. */
@@ -223,7 +233,7 @@ export class Run {
     shared: readonly PreparedShared[],
     repo: TaskRepository,
     observer: RunObserver,
-    sink: (index: number, output: unknown) => void,
+    sink: RunSink,
     canPullNew: () => boolean = () => true,
   ) {
     this.#canPullNew = canPullNew;
@@ -825,10 +835,7 @@ export class Run {
         return true;
       case 'crashed':
         rec.crashes++;
-        if (rec.crashes >= this.#o.maxAttempts) {
-          this.#finish(new TaskCrashedError({ ...ctx, attempts: rec.crashes }, e));
-          return false;
-        }
+        if (rec.crashes >= this.#o.maxAttempts) return this.#taskFailed(rec, new TaskCrashedError({ ...ctx, attempts: rec.crashes }, e));
         this.#log.warn('a task crashed its thread; retrying it', { index: rec.index, worker: s.info.id, crashes: rec.crashes });
         this.#repo.requeue([rec]);
         return true;
@@ -839,15 +846,29 @@ export class Run {
           this.#repo.requeue([rec]);
           return true;
         }
-        this.#finish(e.kind === 'timeout' ? new TaskTimeoutError(ctx, e, this.#o.taskTimeoutMs) : new TaskError(ctx, e));
-        return false;
+        return this.#taskFailed(rec, e.kind === 'timeout' ? new TaskTimeoutError(ctx, e, this.#o.taskTimeoutMs) : new TaskError(ctx, e));
       case 'setup':
         this.#finish(new StageSetupError(s.info.id, e));
         return false;
       default: // 'unserializable', 'bad-input': the task itself is at fault, wherever it runs
-        this.#finish(new TaskError(ctx, e));
-        return false;
+        return this.#taskFailed(rec, new TaskError(ctx, e));
     }
+  }
+
+  /**
+   * A task failed for good: with errors 'collect' it is settled as failed and the run goes on
+   * (returns true); otherwise the run fails with `err` (returns false).
+   */
+  #taskFailed(rec: TaskRecord, err: TaskError): boolean {
+    if (this.#o.errors !== 'collect') {
+      this.#finish(err);
+      return false;
+    }
+    if (!this.#repo.fail(rec)) return true;
+    this.#failed.push(rec.index);
+    this.#log.warn('a task failed; keeping going (errors: collect)', { index: rec.index, error: err.message });
+    this.#sink(rec.index, undefined, err);
+    return true;
   }
 
   /** Ends a session on our side (the worker misbehaved) and handles it as lost. */
@@ -939,14 +960,15 @@ export class Run {
     this.#lastProgress = now;
     let inFlight = 0;
     for (const s of this.#sessions) inFlight += s.inFlight.size;
-    this.#observer.emit('progress', { done: this.#repo.done, total: this.#repo.total, inFlight, workers: this.#sessions.size });
+    this.#observer.emit('progress', { done: this.#repo.done, failed: this.#failed.length, total: this.#repo.total, inFlight, workers: this.#sessions.size });
   }
 
   /** Figures so far. */
   stats(): FarmStats {
     return {
       elapsedMs: Date.now() - this.#started,
-      completed: this.#repo.done,
+      completed: this.#repo.done - this.#failed.length,
+      failed: [...this.#failed].sort((a, b) => a - b),
       requeued: this.#repo.requeued,
       speculated: this.#speculated,
       medianTaskMs: this.#medianTaskMs(),

@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { FarmAbortError } from '../errors.js';
+import { FarmAbortError, type TaskError } from '../errors.js';
 import { expectInteger } from '../util/validate.js';
 import { normalForm, stagesOf, type NormalForm, type Program } from '../skeleton/index.js';
 import { checkStages, prepareStages } from './bundler.js';
 import { prepareShared } from './shared.js';
 import { resolveTaskFarmOptions, type ResolvedTaskFarmOptions, type TaskFarmOptions } from './options.js';
 import { TaskRepository, type InputSource } from './repository.js';
-import { Run, type FarmStats, type RunEvents } from './run.js';
+import { Run, type FarmStats, type RunEvents, type RunSink } from './run.js';
 
 /** Options of {@link TaskFarm.results}. */
 export interface ResultsOptions {
@@ -16,12 +16,38 @@ export interface ResultsOptions {
   readonly highWater?: number;
 }
 
-/** One output, as {@link TaskFarm.results} yields it. */
-export interface IndexedOutput<O> {
+/** A task that produced its output, as {@link TaskFarm.results} yields it. */
+export interface IndexedSuccess<O> {
   /** Index of the input this output belongs to. */
   readonly index: number;
   readonly output: O;
+  /** Never set on a success: `error` is the discriminant of {@link IndexedOutput}. */
+  readonly error?: undefined;
 }
+
+/** A task that failed for good, as {@link TaskFarm.results} yields it with `errors: 'collect'`. */
+export interface IndexedFailure {
+  /** Index of the input whose task failed. */
+  readonly index: number;
+  /** Why: TaskError (the stage threw), TaskTimeoutError, TaskCrashedError. */
+  readonly error: TaskError;
+  /**
+   * There is no output (the property is absent). Typed `never` so that code written for the
+   * default `errors: 'fail'`, which never sees a failure, still reads `output` as `O`.
+   */
+  readonly output: never;
+}
+
+/**
+ * What {@link TaskFarm.results} yields: `{ index, output }`, or with `errors: 'collect'` also
+ * `{ index, error }` for a failed task. The discriminant is `error`: it is set exactly on failures.
+ * @example
+ * for await (const r of farm.results()) {
+ *   if (r.error !== undefined) console.error(`input ${r.index} failed: ${r.error.message}`);
+ *   else save(r.index, r.output);
+ * }
+ */
+export type IndexedOutput<O> = IndexedSuccess<O> | IndexedFailure;
 
 /**
  * A task farm: computes `program` on every input, on the workers it finds, and gives the outputs
@@ -33,7 +59,8 @@ export interface IndexedOutput<O> {
  * each input gets exactly one output.
  *
  * Events: `recruited` (WorkerInfo), `lost` ({ worker, reason, requeued }), `progress`
- * ({ done, total, inFlight, workers }).
+ * ({ done, failed, total, inFlight, workers }), `fallback` ({ reason }: it computes on local threads
+ * instead of workers, and why).
  *
  * @example
  * const farm = new TaskFarm('./render-tile.ts', tiles, { peers: ['node1:7000', 'node2:7000'] });
@@ -63,7 +90,7 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     this.#inputs = inputs;
   }
 
-  async #execute(sink: (index: number, output: unknown) => void, signal?: AbortSignal, canPullNew?: () => boolean): Promise<void> {
+  async #execute(sink: RunSink, signal?: AbortSignal, canPullNew?: () => boolean): Promise<void> {
     const stages = stagesOf(this.program);
     const o = this.#options;
     const repo = new TaskRepository(this.#inputs as InputSource<unknown>);
@@ -81,18 +108,21 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
   /**
    * Computes every input. Resolves with the outputs in input order; rejects with the first fatal
    * error (TaskError, TaskCrashedError, NoWorkersError, FarmAbortError, …), after releasing the workers.
+   * With `errors: 'collect'`, a failed task's TaskError stands in place of its output (test with
+   * `instanceof TaskError`; `stats().failed` lists those indices).
    */
   async compute(): Promise<O[]> {
     const outputs: O[] = [];
-    await this.#execute((index, output) => {
-      outputs[index] = output as O;
+    await this.#execute((index, output, error) => {
+      outputs[index] = (error ?? output) as O;
     });
     return outputs;
   }
 
   /**
    * Computes every input and yields `{ index, output }` as outputs arrive, or in input order with
-   * `{ ordered: true }`. Memory stays bounded: when `highWater` outputs wait for the consumer (or,
+   * `{ ordered: true }`; with `errors: 'collect'`, a failed task yields `{ index, error }` (see
+   * {@link IndexedOutput}). Memory stays bounded: when `highWater` outputs wait for the consumer (or,
    * ordered, wait behind an earlier input that is still computing), no new input is pulled until
    * the consumer catches up. Breaking out of the loop cancels the run and releases the workers.
    */
@@ -102,7 +132,7 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     expectInteger('highWater', highWater, 1);
     const queue: IndexedOutput<O>[] = [];
     let head = 0;
-    const early = new Map<number, O>(); // ordered: outputs that arrived before their turn
+    const early = new Map<number, IndexedOutput<O>>(); // ordered: outputs that arrived before their turn
     let next = 0;
     let wake: (() => void) | undefined;
     let ended = false;
@@ -111,15 +141,16 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     const waiting = (): number => queue.length - head + early.size;
     const controller = new AbortController();
     const done = this.#execute(
-      (index, output) => {
+      (index, output, error) => {
+        const item: IndexedOutput<O> = error === undefined ? { index, output: output as O } : ({ index, error } as IndexedFailure);
         if (ordered) {
-          early.set(index, output as O);
-          while (early.has(next)) {
-            queue.push({ index: next, output: early.get(next)! });
+          early.set(index, item);
+          for (let at = early.get(next); at !== undefined; at = early.get(next)) {
+            queue.push(at);
             early.delete(next);
             next++;
           }
-        } else queue.push({ index, output: output as O });
+        } else queue.push(item);
         wake?.();
       },
       controller.signal,
@@ -168,6 +199,6 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
 
   /** Figures of the current (or last) run. */
   stats(): FarmStats {
-    return this.#run?.stats() ?? { elapsedMs: 0, completed: 0, requeued: 0, speculated: 0, medianTaskMs: -1, workers: [] };
+    return this.#run?.stats() ?? { elapsedMs: 0, completed: 0, failed: [], requeued: 0, speculated: 0, medianTaskMs: -1, workers: [] };
   }
 }

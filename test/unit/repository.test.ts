@@ -24,6 +24,20 @@ describe('TaskRepository', () => {
     expect(repo.isComplete).toBe(true);
   });
 
+  it("fail() settles a task (errors: 'collect'): it counts as done, is never taken again, and a second settle is refused", () => {
+    const repo = new TaskRepository([1, 2, 3]);
+    const [a, b, c] = repo.take(3);
+    expect(repo.fail(b!)).toBe(true);
+    expect(repo.fail(b!)).toBe(false);
+    expect(repo.complete(b!)).toBe(false);
+    expect(repo.done).toBe(1);
+    expect(repo.take(3)).toEqual([]);
+    repo.complete(a!);
+    repo.complete(c!);
+    expect(repo.done).toBe(3);
+    expect(repo.isComplete).toBe(true);
+  });
+
   it('an empty array is complete at once', () => {
     expect(new TaskRepository([]).isComplete).toBe(true);
   });
