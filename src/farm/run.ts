@@ -173,6 +173,13 @@ function isRemoteError(v: unknown): boolean {
 /** How many of an overdue worker's oldest in-flight tasks speculation looks at. */
 const SPECULATION_SCAN = 64;
 
+/**
+ * A task in flight longer than this many times the longest task time seen (and than STUCK_MIN_MS)
+ * is stuck, not straggling: a backup copy would only burn a second core (taskTimeoutMs stops it).
+ */
+const STUCK_MULTIPLE = 10;
+const STUCK_MIN_MS = 2000;
+
 /** How many recent task times the median is taken over. */
 const RECENT = 512;
 
@@ -208,6 +215,10 @@ export class Run {
   /** Tasks with a backup copy in flight: where each copy is. */
   readonly #copies = new Map<TaskRecord, { s: Session; seq: number }[]>();
   #speculated = 0;
+  /** The longest task time seen (ms). */
+  #maxTaskMs = 0;
+  /** Tasks found stuck (see STUCK_MULTIPLE): never copied again. */
+  readonly #stuck = new WeakSet<TaskRecord>();
   readonly #canPullNew: () => boolean;
   readonly #history: Session[] = [];
   readonly #endpoints = new Map<string, EndpointState>();
@@ -261,6 +272,7 @@ export class Run {
         this.#emitProgress(false);
         // Idle workers re-check for stragglers even when no result arrives to wake them.
         if (this.#hungry.size > 0 && this.#o.speculation !== false) this.#pump();
+        if (this.#copies.size > 0) this.#dropStuckCopies();
       }, PROGRESS_EVERY_MS);
       this.#progressTimer.unref();
       if (this.#checkComplete()) return;
@@ -648,6 +660,7 @@ export class Run {
     const median = this.#medianTaskMs();
     if (median < 0) return false;
     const threshold = Math.max(spec.minMs, spec.multiplier * median);
+    const stuckAfter = this.#stuckAfterMs();
     const now = Date.now();
     const candidates: { s: Session; seq: number; rec: TaskRecord }[] = [];
     for (const s of this.#overdue(threshold, now)) {
@@ -658,8 +671,12 @@ export class Run {
       // that is overdue is slow at its head, and the scan must not grow with its window.
       for (const [seq, rec] of s.inFlight) {
         if (++looked > SPECULATION_SCAN) break;
-        if (rec.done || rec.copies > 1) continue;
+        if (rec.done || rec.copies > 1 || this.#stuck.has(rec)) continue;
         if (now - rec.sentAt < threshold) break;
+        if (now - rec.sentAt > stuckAfter) {
+          this.#markStuck(rec, now - rec.sentAt, s);
+          continue;
+        }
         candidates.push({ s, seq, rec });
         if (++taken >= max) break;
       }
@@ -681,6 +698,41 @@ export class Run {
     this.#speculated += picked.length;
     this.#log.info('re-issued straggling tasks to an idle worker', { worker: target.info.id, tasks: picked.length, thresholdMs: Math.round(threshold) });
     return true;
+  }
+
+  /** How long a task may be in flight before it counts as stuck (ms). */
+  #stuckAfterMs(): number {
+    return Math.max(STUCK_MIN_MS, STUCK_MULTIPLE * this.#maxTaskMs);
+  }
+
+  #markStuck(rec: TaskRecord, ms: number, s: Session): void {
+    this.#stuck.add(rec);
+    this.#log.warn('a task looks stuck: no backup copy of it (set taskTimeoutMs to stop such tasks)', {
+      index: rec.index,
+      worker: s.info.id,
+      inFlightMs: Math.round(ms),
+      longestTaskMs: Math.round(this.#maxTaskMs),
+    });
+  }
+
+  /**
+   * A task whose backup copy has itself run far beyond every task time seen is stuck on both
+   * workers: the backup copy is cancelled (its thread is stopped there), the first one carries on.
+   */
+  #dropStuckCopies(): void {
+    const stuckAfter = this.#stuckAfterMs();
+    const now = Date.now();
+    for (const [rec, copies] of this.#copies) {
+      if (rec.done || copies.length < 2 || now - rec.sentAt <= stuckAfter) continue;
+      const backup = copies[copies.length - 1]!;
+      this.#copies.delete(rec);
+      if (backup.s.inFlight.get(backup.seq) !== rec) continue;
+      backup.s.inFlight.delete(backup.seq);
+      rec.copies--;
+      backup.s.link.cancel([backup.seq]);
+      this.#markStuck(rec, now - rec.sentAt, backup.s);
+      this.#hungry.add(backup.s);
+    }
   }
 
   #overdueCache: { at: number; threshold: number; sessions: Session[] } = { at: 0, threshold: 0, sessions: [] };
@@ -792,6 +844,7 @@ export class Run {
       sum += d;
       n++;
       this.#recent[this.#recentCount++ % RECENT] = d;
+      if (d > this.#maxTaskMs) this.#maxTaskMs = d;
       if (rec.done) continue;
       // The first copy to answer settles the task; any other copy is cancelled on its worker.
       if (rec.copies > 0) this.#cancelCopies(rec);
