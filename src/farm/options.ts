@@ -63,7 +63,9 @@ export interface TaskFarmOptions {
    * left to hand out and a worker is idle, the in-flight task that has run longest beyond
    * `multiplier` × the median task time (and at least `minMs`) is re-issued to the fastest idle
    * worker; the first result wins and the other copy is cancelled on its worker. At most one extra
-   * copy per task. `false` turns it off.
+   * copy per task. A task in flight longer than 10 × the longest task time seen (and 2 s) is stuck,
+   * not straggling: it gets no copy, and a copy already made is cancelled (`taskTimeoutMs` stops
+   * such tasks). `false` turns it off.
    * @default { multiplier: 3, minMs: 50 }
    */
   readonly speculation?: false | { readonly multiplier?: number; readonly minMs?: number };
