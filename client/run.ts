@@ -144,7 +144,11 @@ export async function runRun(argv: readonly string[]): Promise<number> {
       farm.on('progress', (p) => process.stderr.write(bar(p.done, inputs.length, p.workers, p.done / Math.max(0.001, (Date.now() - started) / 1000))));
     }
     if (!quiet)
-      farm.on('lost', (e) => process.stderr.write(`${tty ? '\n' : ''}taskfarm: lost worker ${e.worker.id} (${e.reason}); ${e.requeued} task(s) requeued\n`));
+      farm.on('lost', (e) =>
+        process.stderr.write(
+          `${tty ? '\n' : ''}taskfarm: ${e.draining ? `worker ${e.worker.id} left (draining)` : `lost worker ${e.worker.id} (${e.reason})`}; ${e.requeued} task(s) requeued\n`,
+        ),
+      );
 
     const sink = values.output === undefined || values.output === '-' ? process.stdout : createWriteStream(values.output);
     // Outputs arrive in any order; write them in input order through a reorder buffer.

@@ -59,17 +59,19 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<s
       sourcesContent: false,
       logLevel: 'silent',
       legalComments: 'none',
+      metafile: true,
       ...(banner === undefined ? {} : { banner: { js: banner } }),
     });
+  let out;
+  let code: string;
   try {
-    let out = await build(undefined);
-    let code = out.outputFiles[0]?.text ?? '';
+    out = await build(undefined);
+    code = out.outputFiles[0]?.text ?? '';
     // CommonJS dependencies that require() Node built-ins need a real `require` in an ES module.
     if (code.includes('Dynamic require of ')) {
       out = await build(REQUIRE_SHIM);
       code = out.outputFiles[0]?.text ?? '';
     }
-    return code;
   } catch (err) {
     const errors = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors;
     const detail =
@@ -83,6 +85,16 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<s
           : String(err);
     throw new InvalidStageError(`Stage ${index}: bundling ${path} failed: ${detail}`, { stageIndex: index, cause: err });
   }
+  // A module stage is its default export: without one it would fail on every worker, so say it now.
+  const exports = Object.values(out.metafile.outputs)[0]?.exports ?? [];
+  if (!exports.includes('default')) {
+    throw new InvalidStageError(
+      `Stage ${index}: ${path} has no default export${exports.length > 0 ? ` (it exports ${exports.slice(0, 8).join(', ')})` : ''}. A module stage's ` +
+        'default export is the stage: `export default function (input, ctx) { … }` (or a class with setData/run/getData).',
+      { stageIndex: index },
+    );
+  }
+  return code;
 }
 
 /** Bundles and hashes every stage of a normal-form chain, in order. */

@@ -56,10 +56,12 @@ export interface FarmProgress {
 /** Payload of the `lost` event. */
 export interface WorkerLostEvent {
   readonly worker: WorkerInfo;
-  /** Why the worker was declared lost. */
+  /** Why the worker was declared lost: `worker left (draining)` when it shut down gracefully. */
   readonly reason: string;
-  /** Its in-flight tasks that went back to the repository. */
+  /** Its in-flight tasks that went back to the repository (with a drain: those it did not finish). */
   readonly requeued: number;
+  /** True when the worker left gracefully (its daemon was stopped: SIGTERM/SIGINT), not lost to a fault. */
+  readonly draining: boolean;
 }
 
 /** Per-worker figures in {@link FarmStats}. */
@@ -145,6 +147,8 @@ interface Session {
   lastResultAt: number;
   alive: boolean;
   draining: boolean;
+  /** Tasks the worker gave back unfinished while draining (requeued one by one). */
+  drainRequeued: number;
   lost: string | undefined;
 }
 
@@ -465,6 +469,7 @@ export class Run {
       completed: 0,
       alive: true,
       draining: false,
+      drainRequeued: 0,
       lost: undefined,
     };
     this.#sessions.add(session);
@@ -884,6 +889,7 @@ export class Run {
     const ctx = { index: rec.index, workerId: s.info.id, attempts: rec.crashes + rec.errors + 1 };
     switch (e.kind) {
       case 'cancelled':
+        if (s.draining) s.drainRequeued++;
         this.#repo.requeue([rec]);
         return true;
       case 'crashed':
@@ -934,7 +940,8 @@ export class Run {
   #onLost(s: Session, err: FarmError): void {
     if (!s.alive) return;
     s.alive = false;
-    s.lost = err instanceof WorkerLostError ? err.reason : err.message;
+    // A drained worker ends its stream after giving back what it did not finish: it left, it was not lost.
+    s.lost = s.draining ? 'worker left (draining)' : err instanceof WorkerLostError ? err.reason : err.message;
     this.#sessions.delete(s);
     this.#hungry.delete(s);
     const requeue: TaskRecord[] = [];
@@ -955,7 +962,7 @@ export class Run {
     if (this.#finished) return;
     const poison = requeue.find((r) => r.losses >= this.#o.maxWorkerLosses);
     this.#repo.requeue(requeue);
-    this.#observer.emit('lost', { worker: s.info, reason: s.lost, requeued: requeue.length });
+    this.#observer.emit('lost', { worker: s.info, reason: s.lost, requeued: requeue.length + s.drainRequeued, draining: s.draining });
     if (poison !== undefined) {
       this.#finish(
         new WorkerLostError(
