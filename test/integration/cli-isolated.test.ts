@@ -20,20 +20,24 @@ describe('taskfarm isolated', () => {
   const dir = tempDir();
   afterAll(() => dir.remove());
 
-  it('runs a program given by a path relative to the current folder (not the clone), inside a loopback-only namespace', async () => {
-    const work = join(dir.path, 'elsewhere');
-    mkdirSync(work);
-    writeFileSync(
-      join(work, 'prog.mjs'),
-      "import { networkInterfaces } from 'node:os';\n" +
-        'console.log(JSON.stringify({ cwd: process.cwd(), isolated: process.env.TASKFARM_ISOLATED, ifaces: Object.keys(networkInterfaces()) }));\n',
-    );
-    const r = await cli(['isolated', '--', 'node', 'prog.mjs'], { cwd: work });
-    expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ cwd: work, isolated: '1', ifaces: ['lo'] });
-    // The command's exit status is the wrapper's.
-    expect((await cli(['isolated', '--', 'node', '-e', 'process.exit(7)'], { cwd: work })).code).toBe(7);
-  });
+  // TASKFARM_ISOLATED=0: `npm test` found no way to make a namespace here, so neither can the wrapper.
+  it.skipIf(process.env['TASKFARM_ISOLATED'] === '0')(
+    'runs a program given by a path relative to the current folder (not the clone), inside a loopback-only namespace',
+    async () => {
+      const work = join(dir.path, 'elsewhere');
+      mkdirSync(work);
+      writeFileSync(
+        join(work, 'prog.mjs'),
+        "import { networkInterfaces } from 'node:os';\n" +
+          'console.log(JSON.stringify({ cwd: process.cwd(), isolated: process.env.TASKFARM_ISOLATED, ifaces: Object.keys(networkInterfaces()) }));\n',
+      );
+      const r = await cli(['isolated', '--', 'node', 'prog.mjs'], { cwd: work });
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ cwd: work, isolated: '1', ifaces: ['lo'] });
+      // The command's exit status is the wrapper's.
+      expect((await cli(['isolated', '--', 'node', '-e', 'process.exit(7)'], { cwd: work })).code).toBe(7);
+    },
+  );
 
   it('refuses to run anything when no namespace can be made (no unshare on PATH): exit 125, a message, the command never ran', async () => {
     const bin = join(dir.path, 'bin-without-unshare');
