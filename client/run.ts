@@ -263,8 +263,12 @@ class LineWriter {
   #timer: NodeJS.Timeout | undefined;
   lines = 0;
 
-  constructor(sink: NodeJS.WritableStream) {
+  readonly #beforeWrite: () => void;
+
+  /** `beforeWrite` runs before each write (e.g. to clear a progress bar on the same terminal). */
+  constructor(sink: NodeJS.WritableStream, beforeWrite: () => void = () => {}) {
     this.#sink = sink;
+    this.#beforeWrite = beforeWrite;
   }
 
   async line(text: string): Promise<void> {
@@ -278,6 +282,7 @@ class LineWriter {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#chunk.length === 0) return;
+    this.#beforeWrite();
     const ok = this.#sink.write(this.#chunk);
     this.#chunk = '';
     if (!ok) await new Promise<void>((r) => this.#sink.once('drain', () => r()));
@@ -363,7 +368,10 @@ export async function runRun(argv: readonly string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const out = new LineWriter(values.output === undefined || values.output === '-' ? process.stdout : createWriteStream(values.output));
+  const toStdout = values.output === undefined || values.output === '-';
+  // Outputs and the progress bar on one terminal: clear the bar's line before outputs are written.
+  const clearBar = tty && toStdout && process.stdout.isTTY ? () => void process.stderr.write('\r\x1b[K') : undefined;
+  const out = new LineWriter(toStdout ? process.stdout : createWriteStream(values.output!), clearBar);
   const failuresOut = values.failures === undefined ? undefined : new LineWriter(createWriteStream(values.failures));
   const failed: number[] = [];
   /** Inputs whose line is written (or, with --failures, accounted for): 0 … next-1. */

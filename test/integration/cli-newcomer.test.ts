@@ -5,6 +5,7 @@
  * stage without a default export, a second SIGINT to a daemon. Real daemons on 127.0.0.1 (static
  * peers); the mDNS cases only inside the project's isolation (loopback-only namespace).
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateFarmKey } from '../../dist/src/index.js';
 import { Daemons, fixture, tempDir, until, waitForLine, type LocalDaemon } from '../helpers/daemons.js';
-import { cli, envWithoutKey, killAll, startCli } from '../helpers/cli.js';
+import { CLI, REPO, cli, envWithoutKey, killAll, startCli } from '../helpers/cli.js';
 import { SecurityDaemons } from '../helpers/security-daemons.js';
 
 afterEach(async () => {
@@ -323,3 +324,32 @@ if (!isolated) {
     it.skip('needs mDNS: runs only inside the project isolation (npm test, or taskfarm isolated -- npx vitest run …)', () => {});
   });
 }
+
+// A terminal on stdin, through `script` (util-linux) when it is installed: it gives the command a pty.
+const haveScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
+
+describe.skipIf(!haveScript)('taskfarm run on a terminal', () => {
+  it('says it reads JSON lines from the terminal and that Ctrl-D ends them; computes each line as it is typed', async () => {
+    const child = spawn(
+      'script',
+      ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} run ${JSON.stringify(fixture('double.ts'))} --local --threads 1`, '/dev/null'],
+      {
+        cwd: REPO,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
+    let seen = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (seen += d));
+    try {
+      child.stdin.write('21\n');
+      await until('the output of the first typed line', () => /(^|\D)42\r?\n/.test(seen), 15_000);
+      expect(seen).toContain('taskfarm run: reading inputs from the terminal: one JSON value per line; Ctrl-D ends them');
+      child.stdin.write('\x04'); // Ctrl-D
+      const [code] = (await once(child, 'close')) as [number | null];
+      expect(code).toBe(0);
+      expect(seen).toMatch(/taskfarm: 1 task\(s\) in /);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+});
