@@ -50,7 +50,7 @@ On a failure (without --keep-going) or Ctrl-C, every output already known in inp
 written, and stderr says how many lines, up to which input, and which input failed. A second
 Ctrl-C exits at once.
 Exit status: 0 on success, 1 when the run failed (or, with --keep-going, any input failed),
-2 on bad usage or input, 130 when interrupted.
+2 on bad usage or input, 130 when interrupted (143 on SIGTERM).
 `;
 
 class UsageError extends Error {}
@@ -437,7 +437,7 @@ export async function runRun(argv: readonly string[]): Promise<number> {
     const e = farmErr as Error & { code?: string; remoteStack?: string; index?: number };
     if (interrupted !== undefined && e instanceof FarmAbortError) {
       err(`taskfarm run: interrupted (${interrupted}): wrote ${what}, for ${upTo}; the run did not finish\n`);
-      return 130;
+      return interrupted === 'SIGTERM' ? 143 : 130;
     }
     if (inputs.bad !== undefined) {
       err(`taskfarm run: ${inputs.bad.message}\ntaskfarm run: wrote ${what}, for ${upTo}\n`);

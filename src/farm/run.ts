@@ -383,6 +383,11 @@ export class Run {
           this.#firstAttempts--;
           // Shares held for workers still being recruited are released: everyone may take more.
           if (this.#firstAttempts === 0) for (const s of this.#sessions) this.#hungry.add(s);
+          const expired = this.#waitExpired;
+          if (this.#firstAttempts === 0 && expired !== undefined) {
+            this.#waitExpired = undefined;
+            if (!this.#finished && this.#sessions.size === 0 && this.#local === undefined) this.#noWorker(Date.now() - expired.since);
+          }
           this.#pump();
         }
       }
@@ -483,36 +488,53 @@ export class Run {
     return session;
   }
 
+  /** The wait for workers ran out while first recruit attempts were under way: decide when they end. */
+  #waitExpired: { since: number } | undefined;
+
   #armWait(): void {
     if (this.#waitTimer !== undefined || this.#finished || this.#local !== undefined) return;
+    const since = Date.now();
+    this.#waitExpired = undefined;
     this.#waitTimer = setTimeout(() => {
       this.#waitTimer = undefined;
       if (this.#finished || this.#sessions.size > 0) return;
-      const d = this.#o.discovery;
-      const reason = noWorkerReason({
-        waitedMs: this.#o.workerWaitMs,
-        discovery: d === 'mdns' ? 'mdns' : typeof d === 'object' && 'peers' in d ? 'peers' : 'custom',
-        farm: this.#o.farm,
-        farmsSeen: this.#discovery instanceof MdnsDiscovery ? this.#discovery.farmsSeen() : [],
-        refusals: this.#lastErrors,
-        warnings: this.#warnings,
-        allLost: this.#history.length > 0,
-      });
-      if (this.#o.localFallback) {
-        this.#fallBack(reason);
+      // A worker whose first recruit attempt is still under way (connecting, loading the stages,
+      // receiving shared data) has not said no yet: wait for it (each step is bounded) before
+      // saying that none could be used.
+      if (this.#firstAttempts > 0) {
+        this.#waitExpired = { since };
         return;
       }
-      const peers = typeof d === 'object' && 'peers' in d;
-      this.#finish(
-        new NoWorkersError(
-          `No worker could be used: ${reason}. ` +
-            (peers
-              ? 'A run given peers does not compute on local threads unless asked to (localFallback: true, or --local-fallback).'
-              : 'Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.'),
-          { refused: [...this.#lastErrors].map(([target, why]) => ({ target, reason: why })) },
-        ),
-      );
+      this.#noWorker(this.#o.workerWaitMs);
     }, this.#o.workerWaitMs);
+  }
+
+  /** No worker for the whole wait: fall back to local threads, or fail with NoWorkersError. */
+  #noWorker(waitedMs: number): void {
+    const d = this.#o.discovery;
+    const reason = noWorkerReason({
+      waitedMs,
+      discovery: d === 'mdns' ? 'mdns' : typeof d === 'object' && 'peers' in d ? 'peers' : 'custom',
+      farm: this.#o.farm,
+      farmsSeen: this.#discovery instanceof MdnsDiscovery ? this.#discovery.farmsSeen() : [],
+      refusals: this.#lastErrors,
+      warnings: this.#warnings,
+      allLost: this.#history.length > 0,
+    });
+    if (this.#o.localFallback) {
+      this.#fallBack(reason);
+      return;
+    }
+    const peers = typeof d === 'object' && 'peers' in d;
+    this.#finish(
+      new NoWorkersError(
+        `No worker could be used: ${reason}. ` +
+          (peers
+            ? 'A run given peers does not compute on local threads unless asked to (localFallback: true, or --local-fallback).'
+            : 'Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.'),
+        { refused: [...this.#lastErrors].map(([target, why]) => ({ target, reason: why })) },
+      ),
+    );
   }
 
   /** Computes on local threads instead of workers, and says why (event + warning). */
@@ -561,6 +583,10 @@ export class Run {
           if (this.#finished) return;
           if (!this.#fill(s)) {
             dry = true;
+            // Nothing left to hand out. A worker with tasks of its own in flight may be the straggler
+            // itself (speculation gives it none of its own tasks): a worker after it may still take a
+            // backup copy, so go on; stop at the first dry worker that holds nothing.
+            if (s.inFlight.size > 0 && this.#repo.isSourceDrained && this.#o.speculation !== false) continue;
             break;
           }
         }
