@@ -16,8 +16,8 @@ mDNS discovery, or a program that uses it, on a machine whose network must not s
 Each call is its own namespace: daemons and the client that must find each other have to be
 started by the same call, for instance
 
-  taskfarm isolated -- sh -c 'taskfarm worker --threads 1 & taskfarm worker --threads 1 &
-                              node my-program.js; kill $(jobs -p); wait'
+  taskfarm isolated -- sh -c 'taskfarm worker --threads 1 & a=$!; taskfarm worker --threads 1 & b=$!;
+                              node my-program.js; kill $a $b; wait'
 
 When no namespace can be created it runs nothing: a message on stderr, exit status 125.
 Otherwise the exit status is the command's (128+N when a signal N ended it). Signals sent to
