@@ -8,6 +8,7 @@ import { runDemo, DEMO_HELP } from './demo.js';
 import { runRun, RUN_HELP } from './run.js';
 import { runLs, LS_HELP } from './ls.js';
 import { runKeygen, KEYGEN_HELP } from './keygen.js';
+import { runIsolated, ISOLATED_HELP } from './isolated.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -19,13 +20,14 @@ Commands:
   ls         list the worker daemons advertised on the LAN (mDNS)
   keygen     write a new farm key (shared by the farm's daemons and clients)
   demo       a real farm on this machine: 3 daemons, a Mandelbrot render, one daemon killed halfway
+  isolated   run a command (daemons, a client) inside a private network namespace: no packet leaves
   help CMD   show the help of a command
   version    print the version
 
 Run \`taskfarm <command> --help\` for a command's options.
 `;
 
-const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP, keygen: KEYGEN_HELP };
+const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP, keygen: KEYGEN_HELP, isolated: ISOLATED_HELP };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return runLs(rest);
     case 'keygen':
       return runKeygen(rest);
+    case 'isolated':
+      return runIsolated(rest);
     case 'version':
     case '--version':
     case '-v':

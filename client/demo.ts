@@ -114,7 +114,13 @@ export async function runDemo(argv: readonly string[]): Promise<number> {
     const byId = new Map(daemons.map((d) => [d.id, d]));
     let victim: LocalDaemon | undefined;
     farm.on('recruited', (w) => say(`recruited ${w.id} at ${w.address}`));
-    farm.on('lost', (e) => say(`lost ${e.worker.id}: ${e.reason}; ${e.requeued} of its tasks requeued`));
+    farm.on('lost', (e) =>
+      say(
+        e.draining
+          ? `${e.worker.id} left (draining); ${e.requeued} of its tasks requeued`
+          : `lost ${e.worker.id}: ${e.reason}; ${e.requeued} of its tasks requeued`,
+      ),
+    );
     say(`rendering ${width}×${height} in ${tiles.length} tiles…`);
     const t0 = Date.now();
     const image = new Uint8Array(width * height * 3);

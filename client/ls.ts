@@ -16,10 +16,12 @@ Options:
   --json              one JSON object per worker instead of a table
   -h, --help          show this help
 
-Columns: ID, HOST, ADDRESSES (in dialing order), PORT, THREADS, STATE (free, recruited,
-draining, or unreachable when it does not answer), PROTO (protocol version), SECURITY (key+tls,
-or INSECURE for a daemon run with --insecure). Listing needs no key; using a worker does.
-Workers on other networks (routed, no multicast) are not seen: use --peers with them.
+Columns: ID, HOST, ADDRESSES (in dialing order), PORT, THREADS, STATE (free, recruited, or
+unreachable when it does not answer), PROTO (protocol version), SECURITY (key+tls, or INSECURE
+for a daemon run with --insecure). A daemon that is shutting down withdraws its advert, so it
+leaves the list. With no worker of the farm, it lists the farms whose adverts it did see.
+Listing needs no key; using a worker does. Workers on other networks (routed, no multicast) are
+not seen: use --peers with them.
 `;
 
 interface Row {
@@ -67,9 +69,11 @@ export async function runLs(argv: readonly string[]): Promise<number> {
   const warnings: string[] = [];
   discovery.on('warning', (w) => warnings.push(w));
   let workers: AdvertisedWorker[];
+  let farmsSeen: string[];
   try {
     await discovery.start();
     workers = discovery.workers();
+    farmsSeen = discovery.farmsSeen().filter((f) => f !== farm);
   } finally {
     await discovery.close();
   }
@@ -107,8 +111,11 @@ export async function runLs(argv: readonly string[]): Promise<number> {
   }
   if (rows.length === 0) {
     process.stderr.write(
-      `taskfarm ls: no worker of farm "${farm}" answered within ${timeout} ms. Check that daemons run (\`taskfarm worker\`), ` +
-        'that UDP port 5353 (mDNS) is open, and that they are on this network segment (routed networks: use --peers).\n',
+      farmsSeen.length > 0
+        ? `taskfarm ls: no worker of farm "${farm}" answered within ${timeout} ms; farms seen: ${farmsSeen.join(', ')} ` +
+            `(list one with --farm ${farmsSeen[0]})\n`
+        : `taskfarm ls: no worker of farm "${farm}" answered within ${timeout} ms, and no taskfarm advert was seen. Check that daemons run ` +
+            '(`taskfarm worker`), that UDP port 5353 (mDNS) is open, and that they are on this network segment (routed networks: use --peers).\n',
     );
     return 0;
   }

@@ -2,7 +2,11 @@
 // Run a command inside a private network namespace so that nothing it does
 // (mDNS multicast in particular) can reach the machine's real interfaces.
 //
-//   node scripts/isolated.mjs -- <command> [args...]
+//   node scripts/isolated.mjs [--or-unisolated] -- <command> [args...]
+//   taskfarm isolated -- <command> [args...]        (the same, from any folder)
+//
+// The command runs in the current folder. Each call is one namespace: daemons and the client that
+// must see each other's mDNS have to run inside the same call (e.g. one `sh -c '…'` or a script).
 //
 // Layers (outer → inner):
 //   outer node (this script, host namespaces)
@@ -18,9 +22,10 @@
 //   TASKFARM_NETNS=1     (possibly mapped) root and `ip netns` works: tests may
 //                        build a virtual LAN (test/helpers/virtual-lan.ts)
 // If no namespace can be created at all (neither root nor unprivileged user
-// namespaces), the command runs with TASKFARM_ISOLATED=0 and without
-// TASKFARM_NETNS, after one line on stderr. Tests must then skip anything that
-// multicasts.
+// namespaces), nothing runs: a message on stderr, exit status 125. Only with
+// --or-unisolated (what `npm test` passes) does the command then run anyway, with
+// TASKFARM_ISOLATED=0 and without TASKFARM_NETNS: tests that multicast skip
+// themselves.
 //
 // Lifetime: when the command exits, PID 1 of the PID namespace exits and the
 // kernel SIGKILLs every process left in it; the network namespaces created
@@ -47,8 +52,9 @@ const INNER_FLAG = '--taskfarm-isolated-inner';
 const CONTROL_FD = 3;
 const FORWARDED = /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP']);
 const PROBE_TIMEOUT_MS = 5000;
-const NO_NAMESPACE_MSG =
-  'taskfarm: no network namespace available (need root or unprivileged user namespaces); ' + 'tests that need the virtual LAN will be skipped';
+const NO_NAMESPACE_WHY = 'no network namespace can be created here (it needs root, or unprivileged user namespaces, and `unshare` from util-linux)';
+/** Exit status when isolation is impossible and nothing was run. */
+const CANNOT_ISOLATE = 125;
 
 const debug =
   process.env.TASKFARM_ISOLATED_DEBUG === '1' ? (/** @type {string} */ msg) => process.stderr.write(`taskfarm[isolated ${process.pid}]: ${msg}\n`) : () => {};
@@ -57,18 +63,23 @@ const debug =
 
 function parseArgs(argv) {
   let inner = false;
+  let orUnisolated = false;
   let rest = argv;
   if (rest[0] === INNER_FLAG) {
     inner = true;
     rest = rest.slice(1);
   }
+  if (rest[0] === '--or-unisolated') {
+    orUnisolated = true;
+    rest = rest.slice(1);
+  }
   if (rest[0] === '--') rest = rest.slice(1);
-  return { inner, command: rest };
+  return { inner, orUnisolated, command: rest };
 }
 
-const { inner, command } = parseArgs(process.argv.slice(2));
+const { inner, orUnisolated, command } = parseArgs(process.argv.slice(2));
 if (command.length === 0) {
-  process.stderr.write('usage: node scripts/isolated.mjs -- <command> [args...]\n');
+  process.stderr.write('usage: taskfarm isolated -- <command> [args...]   (or: node scripts/isolated.mjs -- <command> [args...])\n');
   process.exit(2);
 }
 
@@ -315,6 +326,8 @@ function passthrough(env) {
 
 function outerMain() {
   const env = baseEnv();
+  // `npm run isolated -- <cmd>` runs in the package root: go back to the folder npm was called from.
+  if (process.env.npm_lifecycle_event === 'isolated' && process.env.INIT_CWD) process.chdir(process.env.INIT_CWD);
 
   if (env.TASKFARM_ISOLATED === '1' && reallyIsolated()) {
     // Already inside (e.g. `npm run isolated -- bash`, then `npm test`).
@@ -325,7 +338,12 @@ function outerMain() {
 
   const variant = pickVariant();
   if (!variant) {
-    process.stderr.write(`${NO_NAMESPACE_MSG}\n`);
+    if (!orUnisolated) {
+      // Never run a command that may multicast on the real network just because we could not isolate it.
+      process.stderr.write(`taskfarm isolated: ${NO_NAMESPACE_WHY}; refusing to run ${JSON.stringify(command.join(' '))} without isolation\n`);
+      process.exit(CANNOT_ISOLATE);
+    }
+    process.stderr.write(`taskfarm: ${NO_NAMESPACE_WHY}; running without isolation: tests that need mDNS or the virtual LAN will be skipped\n`);
     env.TASKFARM_ISOLATED = '0';
     delete env.TASKFARM_NETNS;
     passthrough(env);

@@ -186,11 +186,22 @@ export class WorkerBusyError extends FarmError {
   }
 }
 
+/** Why one worker (a peer, or a worker found by discovery) could not be used. */
+export interface WorkerRefusal {
+  /** Its address, `host:port`. */
+  readonly target: string;
+  /** What went wrong, e.g. `127.0.0.1:7000: connection refused (…)`. */
+  readonly reason: string;
+}
+
 /** No worker could be used and local fallback is off. */
 export class NoWorkersError extends FarmError {
   override name = 'NoWorkersError';
-  constructor(message: string, options?: FarmErrorOptions) {
+  /** Why each worker that was tried could not be used (empty when none was found). */
+  readonly refused: readonly WorkerRefusal[];
+  constructor(message: string, options: FarmErrorOptions & { refused?: readonly WorkerRefusal[] } = {}) {
     super(FarmErrorCode.NO_WORKERS, message, options);
+    this.refused = options.refused ?? [];
   }
 }
 

@@ -6,7 +6,7 @@
 // ---- Running programs
 export { TaskFarm, type TaskFarmOptions, type RunEvents } from './farm/index.js';
 export type { FarmProgress, FarmStats, WorkerStats, WorkerLostEvent, WorkerInfo, InputSource } from './farm/index.js';
-export type { IndexedOutput, ResultsOptions } from './farm/index.js';
+export type { IndexedOutput, IndexedSuccess, IndexedFailure, ResultsOptions } from './farm/index.js';
 export {
   preferCachedThenFastest,
   firstComeFirstServed,
@@ -171,6 +171,7 @@ export {
   JobNotFoundError,
   JobStateError,
   type FarmErrorOptions,
+  type WorkerRefusal,
   type RemoteErrorInfo,
   type TaskErrorContext,
 } from './errors.js';

@@ -154,9 +154,10 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
     let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
+        // At once: no goodbye, no grace. The threads die with the process; clients see the stream
+        // break and requeue its tasks, and the worker-id lock of a dead pid is taken over on restart.
         process.stderr.write(`taskfarm worker: ${signal} again, exiting now\n`);
-        void server.close().finally(() => resolve(1));
-        return;
+        process.exit(1);
       }
       stopping = true;
       process.stderr.write(`taskfarm worker: ${signal}: finishing in-flight tasks (grace ${server.options.graceMs} ms), then exiting\n`);

@@ -244,6 +244,8 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
   #bonjour: Bonjour | undefined;
   readonly #browsers: Browser[] = [];
   readonly #byFqdn = new Map<string, Seen>();
+  /** Farm names of every well-formed taskfarm advert seen, ours or not (bounded). */
+  readonly #farmsSeen = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   #warn: (message: string) => void = (m) => this.emit('warning', m);
@@ -299,6 +301,7 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
       this.#warn(`ignoring a malformed taskfarm advert from ${where}: TXT must carry id, farm, threads and proto`);
       return;
     }
+    if (this.#farmsSeen.size < 64) this.#farmsSeen.add(farm.slice(0, 100));
     if (farm !== this.#o.farm) return;
     if (proto !== this.#o.protocolVersion) {
       this.#warn(`skipping worker ${id} at ${where}: it speaks taskfarm protocol ${proto}, this client speaks ${this.#o.protocolVersion}`);
@@ -355,6 +358,14 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
 
   snapshot(): readonly WorkerEndpoint[] {
     return this.workers().filter((w) => w.state === 'free');
+  }
+
+  /**
+   * The farm names of every well-formed taskfarm advert seen since start(), this farm's and
+   * others' (sorted; at most 64): what to tell a user whose `farm` matches no worker.
+   */
+  farmsSeen(): string[] {
+    return [...this.#farmsSeen].sort();
   }
 
   /** Every worker seen, free and (with includeBusy) recruited, one entry per id. */

@@ -87,18 +87,20 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<{
       metafile: true,
       ...(banner === undefined ? {} : { banner: { js: banner } }),
     });
+  let out;
+  let code: string;
+  let inputs: string[];
   try {
-    let out = await build(undefined);
-    let code = out.outputFiles[0]?.text ?? '';
+    out = await build(undefined);
+    code = out.outputFiles[0]?.text ?? '';
     // CommonJS dependencies that require() Node built-ins need a real `require` in an ES module.
     if (code.includes('Dynamic require of ')) {
       out = await build(REQUIRE_SHIM);
       code = out.outputFiles[0]?.text ?? '';
     }
-    const inputs = Object.keys(out.metafile?.inputs ?? {})
+    inputs = Object.keys(out.metafile?.inputs ?? {})
       .filter((f) => !f.includes(':')) // namespaced inputs (e.g. `node:` built-ins) are not files
       .map((f) => resolve(cwd, f));
-    return { code, inputs };
   } catch (err) {
     const errors = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors;
     const detail =
@@ -112,6 +114,16 @@ async function bundleModule(path: string, index: number, cwd: string): Promise<{
           : String(err);
     throw new InvalidStageError(`Stage ${index}: bundling ${path} failed: ${detail}`, { stageIndex: index, cause: err });
   }
+  // A module stage is its default export: without one it would fail on every worker, so say it now.
+  const exports = Object.values(out.metafile.outputs)[0]?.exports ?? [];
+  if (!exports.includes('default')) {
+    throw new InvalidStageError(
+      `Stage ${index}: ${path} has no default export${exports.length > 0 ? ` (it exports ${exports.slice(0, 8).join(', ')})` : ''}. A module stage's ` +
+        'default export is the stage: `export default function (input, ctx) { … }` (or a class with setData/run/getData).',
+      { stageIndex: index },
+    );
+  }
+  return { code, inputs };
 }
 
 /**

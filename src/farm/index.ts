@@ -7,6 +7,8 @@ export {
   type WorkerStats,
   type WorkerLostEvent,
   type IndexedOutput,
+  type IndexedSuccess,
+  type IndexedFailure,
   type ResultsOptions,
   type JobEvents,
   type JobStatus,

@@ -4,7 +4,7 @@
  * the pool's working state of the job.
  */
 import { EventEmitter } from 'node:events';
-import { FarmAbortError, InvalidOptionError, type FarmError } from '../errors.js';
+import { FarmAbortError, InvalidOptionError, TaskError, type FarmError } from '../errors.js';
 import { expectInteger } from '../util/validate.js';
 import { deferred, type Deferred } from '../util/deferred.js';
 import type { LinkProgram, WorkerInfo } from './link.js';
@@ -15,6 +15,8 @@ import type { TaskRecord, TaskRepository } from './repository.js';
 export interface FarmProgress {
   /** Tasks settled (outputs, and failures with errors: 'collect'). */
   readonly done: number;
+  /** Tasks settled as failed (errors: 'collect'; always 0 otherwise). */
+  readonly failed: number;
   /** Number of inputs, when known (array inputs). */
   readonly total: number | undefined;
   /** Tasks sent to workers and not yet answered. */
@@ -28,10 +30,10 @@ export interface WorkerLostEvent {
   readonly worker: WorkerInfo;
   /** Why the worker was lost, or why it left (`worker left (draining)`). */
   readonly reason: string;
-  /** Its in-flight tasks that went back to the repository. */
+  /** Its in-flight tasks that went back to the repository (with a drain: those it did not finish). */
   readonly requeued: number;
-  /** True when the worker ended the lease itself and said so (it drained): not a failure. */
-  readonly released: boolean;
+  /** True when the worker left gracefully (its daemon was stopped: SIGTERM/SIGINT), not lost to a fault. */
+  readonly draining: boolean;
 }
 
 /** Per-worker figures in {@link FarmStats}. */
@@ -71,17 +73,38 @@ export interface FarmStats {
   readonly workers: readonly WorkerStats[];
 }
 
-/**
- * One settled task, as `results()` yields it: `{ index, output }`; or, for a task that failed with
- * errors: 'collect', `{ index, error }` (its `output` is then undefined: check `error` first).
- */
-export interface IndexedOutput<O> {
+/** A task that produced its output, as `results()` yields it. */
+export interface IndexedSuccess<O> {
   /** Index of the input this output belongs to. */
   readonly index: number;
   readonly output: O;
-  /** Why the task failed (errors: 'collect' only): a TaskError, TaskCrashedError, TaskTimeoutError, … */
-  readonly error?: FarmError;
+  /** Never set on a success: `error` is the discriminant of {@link IndexedOutput}. */
+  readonly error?: undefined;
 }
+
+/** A task that failed for good, as `results()` yields it with `errors: 'collect'`. */
+export interface IndexedFailure {
+  /** Index of the input whose task failed. */
+  readonly index: number;
+  /** Why: TaskError (the stage threw), TaskTimeoutError, TaskCrashedError. */
+  readonly error: TaskError;
+  /**
+   * There is no output (the property is absent). Typed `never` so that code written for the
+   * default `errors: 'fail'`, which never sees a failure, still reads `output` as `O`.
+   */
+  readonly output: never;
+}
+
+/**
+ * What `results()` yields: `{ index, output }`, or with `errors: 'collect'` also `{ index, error }`
+ * for a failed task. The discriminant is `error`: it is set exactly on failures.
+ * @example
+ * for await (const r of job.results()) {
+ *   if (r.error !== undefined) console.error(`input ${r.index} failed: ${r.error.message}`);
+ *   else save(r.index, r.output);
+ * }
+ */
+export type IndexedOutput<O> = IndexedSuccess<O> | IndexedFailure;
 
 /** Options of `results()`. */
 export interface ResultsOptions {
@@ -147,6 +170,8 @@ export class JobState {
   /** Tasks with a backup copy in flight: where each copy is (worker key, seq). */
   readonly copies = new Map<TaskRecord, { member: object; seq: number }[]>();
   speculated = 0;
+  /** Tasks found stuck (far beyond every task time seen): never copied, warned about once. */
+  readonly stuck = new WeakSet<TaskRecord>();
   /** Recent task time over all workers (ms; -1 until known): sizes a new worker's first batches. */
   avgTaskMs = -1;
   /** Workers' time its tasks took so far (sum of task times, ms): its share of the pool. */
@@ -197,7 +222,7 @@ export class JobState {
   }
 
   progress(workers: number): FarmProgress {
-    return { done: this.repo.done, total: this.repo.total, inFlight: this.inFlight, workers };
+    return { done: this.repo.done, failed: this.failedIndices.length, total: this.repo.total, inFlight: this.inFlight, workers };
   }
 
   stats(): FarmStats {
@@ -294,7 +319,7 @@ export class FarmJob<O = unknown> extends EventEmitter<JobEvents> {
       output: (index, value) => this.#deliver({ index, output: value as O }),
       failure: (index, error) => {
         this.#state.failedIndices.push(index);
-        this.#deliver({ index, output: undefined as O, error });
+        this.#deliver({ index, error: error as TaskError } as IndexedFailure);
       },
     };
   }

@@ -21,11 +21,11 @@ export interface WorkerInfo {
 export interface LinkHandlers {
   onResults(results: ExecResults): void;
   /**
-   * The worker is gone: died, silent, stream broken (`released` false), or it ended the lease itself
-   * and said why (`released` true: drained, our lease expired). Called at most once, never after
-   * our own {@link WorkerLink.close}.
+   * The worker is gone: died, silent, stream broken (`goodbye` undefined), or it ended the lease
+   * itself and said why (`goodbye`: `draining`, `expired`, `protocol-error`). Called at most once,
+   * never after our own {@link WorkerLink.close}.
    */
-  onLost(error: FarmError, released: boolean): void;
+  onLost(error: FarmError, goodbye: string | undefined): void;
   /** The worker is shutting down: send it nothing more. */
   onDraining(): void;
 }

@@ -39,7 +39,12 @@ export interface FarmPoolOptions {
   readonly insecure?: boolean;
   /** Threads of the in-process pool (`'local'`, and local fallback). @default os.availableParallelism() */
   readonly threads?: number;
-  /** When no worker can be recruited within `workerWaitMs`, compute on local threads. @default true */
+  /**
+   * When no worker can be used within `workerWaitMs`, compute on local threads (the `fallback` event
+   * and a warning say why). Explicit `peers` are a promise: with them the run fails with
+   * NoWorkersError, naming why each peer was refused, unless this is `true`.
+   * @default true, or false when `peers` is given
+   */
   readonly localFallback?: boolean;
   /**
    * How long to wait for a first worker (and for a new one after all were lost), in ms; then local
@@ -99,7 +104,9 @@ export interface JobOptions {
    * left to hand out and a worker is idle, the in-flight task that has run longest beyond
    * `multiplier` × the median task time (and at least `minMs`) is re-issued to the fastest idle
    * worker; the first result wins and the other copy is cancelled on its worker. At most one extra
-   * copy per task. `false` turns it off.
+   * copy per task. A task in flight longer than 20 × the longest task time seen is stuck, not
+   * straggling: it gets no copy, and a copy already made is cancelled when it gets that far
+   * (`taskTimeoutMs` stops such tasks). `false` turns it off.
    * @default { multiplier: 3, minMs: 50 }
    */
   readonly speculation?: false | { readonly multiplier?: number; readonly minMs?: number };
@@ -258,7 +265,8 @@ export function resolvePoolOptions(input: FarmPoolOptions = {}): ResolvedPoolOpt
     keySource: resolvedKey?.source,
     insecure,
     threads: input.threads ?? availableParallelism(),
-    localFallback: input.localFallback ?? true,
+    // Listed peers are a promise: a run given them does not quietly compute elsewhere.
+    localFallback: input.localFallback ?? input.peers === undefined,
     workerWaitMs: input.workerWaitMs ?? 3000,
     scheduling: input.scheduling ?? preferCachedThenFastest,
     heartbeatMs: input.heartbeatMs ?? 500,
@@ -320,6 +328,9 @@ export function resolveJobOptions(input: JobOptions = {}, poolCwd: string = proc
   expectInteger('maxWorkerLosses', o.maxWorkerLosses, 1);
   expectInteger('retries', o.retries, 0);
   expectInteger('taskTimeoutMs', o.taskTimeoutMs, 0, 2 ** 31 - 1);
+  if (o.errors !== 'fail' && o.errors !== 'collect') {
+    throw new InvalidOptionError(`Expected \`errors\` to be 'fail' or 'collect', got ${describeValue(o.errors)}`);
+  }
   if (o.speculation !== false) {
     expectNumber('speculation.multiplier', o.speculation.multiplier, 1);
     expectInteger('speculation.minMs', o.speculation.minMs, 0);

@@ -39,7 +39,8 @@ import {
 } from '../protocol/index.js';
 import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
 import { MdnsDiscovery } from '../discovery/mdns.js';
-import { NO_KEY_HELP } from '../security/farm-key.js';
+import { NO_KEY_HELP } from '../security/index.js';
+import { noWorkerReason, refusalReason } from './no-workers.js';
 import { normalForm, stagesOf, type Program } from '../skeleton/index.js';
 import { checkStages, prepareStages, type PreparedStage } from './bundler.js';
 import { prepareShared } from './shared.js';
@@ -140,6 +141,8 @@ interface Member {
   lastResultAt: number;
   alive: boolean;
   draining: boolean;
+  /** Tasks a draining worker gave back (`cancelled`) and that went back to their jobs. */
+  drainRequeued: number;
 }
 
 interface EndpointState {
@@ -211,6 +214,12 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #overdueCache: { at: number; threshold: number; members: Member[] } = { at: 0, threshold: 0, members: [] };
   /** Batch slots of the members that take work (alive, not draining). */
   #capacity = 0;
+  /** When the wait for workers ran out while first recruit attempts were still under way. */
+  #waitExpired: number | undefined;
+  /** Discovery's recent warnings (skipped adverts), for the reason of a fallback. */
+  readonly #warnings: string[] = [];
+  /** True once any worker joined (a later wait is "every worker was lost"). */
+  #everRecruited = false;
   /** Recent task time (ms) of each program's last job, by program key: a new job of it sizes its first batches from it. */
   readonly #taskMsByProgram = new Map<string, number>();
 
@@ -485,7 +494,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (this.#progressTimer !== undefined) return;
     this.#progressTimer = setInterval(() => {
       for (const job of this.#jobs) {
-        if (job.status === 'running') job.onProgress(job.progress(this.#workersOf(job)));
+        if (job.status !== 'running') continue;
+        job.onProgress(job.progress(this.#workersOf(job)));
+        if (job.copies.size > 0) this.#dropStuckCopies(job);
       }
       // Idle workers re-check for stragglers even when no result arrives to wake them.
       if (this.#hungry.size > 0) this.#pump();
@@ -510,8 +521,14 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     }
     if (this.#o.key === undefined && !this.#o.insecure) {
       // Without the farm key no worker would accept us (nor would we trust one): do not even look.
-      if (this.#o.localFallback) this.#startLocal(`no farm key: computing on local threads. ${NO_KEY_HELP}`);
-      else this.#failAll(new NoWorkersError(`No farm key, so no worker can be used, and localFallback is off. ${NO_KEY_HELP}`));
+      if (this.#o.localFallback) this.#startLocal(`no farm key (${NO_KEY_HELP})`);
+      else {
+        const why =
+          typeof d === 'object' && 'peers' in d
+            ? 'a run given peers computes on local threads only when asked to (localFallback: true)'
+            : 'localFallback is off';
+        this.#failAll(new NoWorkersError(`No farm key, so no worker can be used, and ${why}. ${NO_KEY_HELP}`));
+      }
       return;
     }
     const discovery =
@@ -529,7 +546,10 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     this.#discovery = discovery;
     discovery.on('up', (e) => this.#onUp(e));
     discovery.on('down', (e) => this.#onDown(e));
-    discovery.on('warning', (m) => this.#log.warn(m));
+    discovery.on('warning', (m) => {
+      this.#log.warn(m);
+      if (this.#warnings.push(m) > 10) this.#warnings.shift();
+    });
     // Not unref'd while jobs wait: this timer is what keeps the process alive (see #refTimers).
     this.#retryTimer = setInterval(() => this.#retry(), 250);
     this.#refTimers();
@@ -600,6 +620,11 @@ export class FarmPool extends EventEmitter<PoolEvents> {
           this.#firstAttempts--;
           // Shares held for workers still being recruited are released: everyone may take more.
           if (this.#firstAttempts === 0) for (const m of this.#members) this.#hungry.add(m);
+          const expired = this.#waitExpired;
+          if (this.#firstAttempts === 0 && expired !== undefined) {
+            this.#waitExpired = undefined;
+            if (!this.#closed && this.#members.size === 0 && this.#local === undefined && this.#jobs.size > 0) this.#noWorker(Date.now() - expired);
+          }
           this.#pump();
         }
       }
@@ -612,7 +637,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     let member: Member | undefined;
     const handlers: LinkHandlers = {
       onResults: (results) => member !== undefined && this.#onResults(member, results),
-      onLost: (err, released) => member !== undefined && this.#onLost(member, err, released),
+      onLost: (err, goodbye) => member !== undefined && this.#onLost(member, err, goodbye),
       onDraining: () => {
         if (member === undefined || member.draining) return;
         member.draining = true;
@@ -641,7 +666,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     } catch (err) {
       const fe = err instanceof FarmError ? err : new WorkerLostError(e.id ?? target, String(err));
       st.failures++;
-      this.#lastErrors.set(target, fe.message);
+      this.#lastErrors.set(target, refusalReason(target, fe, this.#o.insecure));
       st.nextTry =
         Date.now() +
         recruitBackoffMs(
@@ -677,10 +702,12 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       lastResultAt: Date.now(),
       alive: true,
       draining: false,
+      drainRequeued: 0,
     };
     this.#members.add(m);
     this.#hungry.add(m);
     this.#capacity += m.window;
+    if (!link.info.local) this.#everRecruited = true;
     clearTimeout(this.#waitTimer);
     this.#waitTimer = undefined;
     this.#log.info('recruited', { worker: link.info.id, host: link.info.host, address: link.info.address, threads });
@@ -693,39 +720,54 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #armWait(): void {
     if (this.#waitTimer !== undefined || this.#closed || this.#local !== undefined || this.#jobs.size === 0) return;
     if (this.#o.workerWaitMs === Number.POSITIVE_INFINITY) return; // jobs wait for workers
+    const since = Date.now();
+    this.#waitExpired = undefined;
     this.#waitTimer = setTimeout(() => {
       this.#waitTimer = undefined;
       if (this.#closed || this.#members.size > 0 || this.#jobs.size === 0) return;
-      if (this.#recruiting()) {
-        // A recruit is under way (bounded by the connect timeout): give it its chance.
-        this.#armWait();
+      // A worker whose first recruit attempt is still under way has not said no yet: wait for it
+      // (each step is bounded by the connect timeout) before saying that none could be used.
+      if (this.#firstAttempts > 0) {
+        this.#waitExpired = since;
         return;
       }
-      const tried = [...this.#lastErrors].map(([t, m]) => `${t}: ${m}`).join('; ');
-      if (this.#o.localFallback) {
-        this.#startLocal(`no worker answered within ${this.#o.workerWaitMs} ms${tried.length > 0 ? ` (${tried})` : ''}: computing on local threads`);
-        return;
-      }
-      this.#failAll(
-        new NoWorkersError(
-          `No worker could be used for ${this.#o.workerWaitMs} ms and localFallback is off` +
-            (tried.length > 0 ? ` (last errors: ${tried})` : ' (none was found)') +
-            '. Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.',
-        ),
-      );
+      this.#noWorker(this.#o.workerWaitMs);
     }, this.#o.workerWaitMs);
   }
 
-  #recruiting(): boolean {
-    for (const st of this.#endpoints.values()) if (st.connecting && st.firstAttempt) return true;
-    return false;
+  /** No worker for the whole wait: fall back to local threads, or fail the jobs with NoWorkersError. */
+  #noWorker(waitedMs: number): void {
+    const d = this.#o.discovery;
+    const peers = typeof d === 'object' && 'peers' in d;
+    const reason = noWorkerReason({
+      waitedMs,
+      discovery: d === 'mdns' ? 'mdns' : peers ? 'peers' : 'custom',
+      farm: this.#o.farm,
+      farmsSeen: this.#discovery instanceof MdnsDiscovery ? this.#discovery.farmsSeen() : [],
+      refusals: this.#lastErrors,
+      warnings: this.#warnings,
+      allLost: this.#everRecruited,
+    });
+    if (this.#o.localFallback) {
+      this.#startLocal(reason);
+      return;
+    }
+    this.#failAll(
+      new NoWorkersError(
+        `No worker could be used: ${reason}. ` +
+          (peers
+            ? 'A run given peers does not compute on local threads unless asked to (localFallback: true, or --local-fallback).'
+            : 'Start `taskfarm worker` on some machines, check `peers`, or enable localFallback.'),
+        { refused: [...this.#lastErrors].map(([target, why]) => ({ target, reason: why })) },
+      ),
+    );
   }
 
   /** Starts the local threads as one more member; `reason` (undefined for 'local') is reported as a fallback. */
   #startLocal(reason: string | undefined): void {
     if (this.#local !== undefined || this.#closed) return;
     if (reason !== undefined) {
-      this.#log.warn(reason);
+      this.#log.warn(`computing on local threads: ${reason}`);
       this.emit('fallback', { reason });
     }
     let member: Member | undefined;
@@ -733,7 +775,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       { threads: this.#o.threads, cacheDir: this.#o.cacheDir, threadMemoryMb: undefined, logger: this.#log },
       {
         onResults: (results) => member !== undefined && this.#onResults(member, results),
-        onLost: (err, released) => member !== undefined && this.#onLost(member, err, released),
+        onLost: (err, goodbye) => member !== undefined && this.#onLost(member, err, goodbye),
         onDraining: () => {},
       },
     ).then(
@@ -1043,6 +1085,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (kind === 'thrown' || kind === 'timeout') rec.errors++;
     const decision = decideRetry(kind, rec, job.options);
     if (decision.action === 'requeue') {
+      if (kind === 'cancelled' && m.draining) m.drainRequeued++;
       if (kind === 'crashed') this.#log.warn('a task crashed its thread; retrying it', { index: rec.index, worker: m.link.info.id, crashes: rec.crashes });
       job.repo.requeue([rec]);
       return;
@@ -1068,7 +1111,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   /** A task is given up: the job fails, or (errors: 'collect') the task is settled as failed. */
   #failTask(job: JobState, rec: TaskRecord, err: FarmError): void {
     if (job.options.errors === 'collect' && err instanceof TaskError) {
-      job.repo.fail(rec, err);
+      if (job.repo.fail(rec, err)) this.#log.warn('a task failed; keeping going (errors: collect)', { job: job.id, index: rec.index, error: err.message });
       return;
     }
     this.#endJob(job, err);
@@ -1115,7 +1158,10 @@ export class FarmPool extends EventEmitter<PoolEvents> {
         if (rec.done || rec.copies > 1) continue;
         const age = now - rec.sentAt;
         if (age < threshold) break;
-        if (isStuck(age, job.maxTaskMs)) continue;
+        if (isStuck(age, job.maxTaskMs)) {
+          this.#markStuck(job, rec, age, m);
+          continue;
+        }
         candidates.push({ m, seq, rec });
         if (++taken >= max) break;
       }
@@ -1150,6 +1196,41 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       thresholdMs: Math.round(threshold),
     });
     return true;
+  }
+
+  /** Warns once per task that looks stuck (no backup copy for it). */
+  #markStuck(job: JobState, rec: TaskRecord, ms: number, m: Member): void {
+    if (job.stuck.has(rec)) return;
+    job.stuck.add(rec);
+    this.#log.warn('a task looks stuck: no backup copy of it (set taskTimeoutMs to stop such tasks)', {
+      job: job.id,
+      index: rec.index,
+      worker: m.link.info.id,
+      inFlightMs: Math.round(ms),
+      longestTaskMs: Math.round(job.maxTaskMs),
+    });
+  }
+
+  /**
+   * A task whose backup copy has itself run far beyond every task time seen is stuck on both
+   * workers: the backup copy is cancelled (its thread is stopped there), the first one carries on.
+   */
+  #dropStuckCopies(job: JobState): void {
+    const now = Date.now();
+    for (const [rec, copies] of job.copies) {
+      if (rec.done || copies.length < 2 || !isStuck(now - rec.sentAt, job.maxTaskMs)) continue;
+      const backup = copies[copies.length - 1]!;
+      job.copies.delete(rec);
+      const m = backup.member as Member;
+      const f = m.inFlight.get(backup.seq);
+      if (f === undefined || f.rec !== rec) continue;
+      m.inFlight.delete(backup.seq);
+      this.#release(m, f);
+      rec.copies--;
+      m.link.cancel([backup.seq]);
+      this.#markStuck(job, rec, now - rec.sentAt, m);
+      if (m.alive && !m.draining) this.#hungry.add(m);
+    }
   }
 
   /**
@@ -1188,14 +1269,19 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #drop(m: Member, err: FarmError): void {
     this.#log.warn('dropping a worker', { worker: m.link.info.id, reason: err.message });
     void m.link.close();
-    this.#onLost(m, err, false);
+    this.#onLost(m, err, undefined);
   }
 
-  #onLost(m: Member, err: FarmError, released: boolean): void {
+  /** A member is gone; `goodbye` is the reason the worker gave when it ended the lease itself. */
+  #onLost(m: Member, err: FarmError, goodbye: string | undefined): void {
     if (!m.alive) return;
     m.alive = false;
     if (!m.draining) this.#capacity -= m.window;
-    const reason = err instanceof WorkerLostError ? err.reason : err.message;
+    const draining = goodbye === 'draining' || (m.draining && goodbye === undefined);
+    // A drained worker ends its stream after giving back what it did not finish: it left, it was not lost.
+    const reason = draining ? 'worker left (draining)' : err instanceof WorkerLostError ? err.reason : err.message;
+    // Only a worker lost to a fault counts against its tasks (maxWorkerLosses); one that ended the lease itself does not.
+    const fault = goodbye === undefined && !draining;
     this.#members.delete(m);
     this.#hungry.delete(m);
     for (const [job, lane] of m.lanes) {
@@ -1217,7 +1303,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
         else job.copies.delete(rec);
       }
       if (rec.copies > 0) continue; // its backup copy elsewhere carries on
-      if (!released) rec.losses++;
+      if (fault) rec.losses++;
       const list = byJob.get(job) ?? [];
       list.push(rec);
       byJob.set(job, list);
@@ -1240,7 +1326,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
         );
       }
     }
-    this.emit('lost', { worker: m.link.info, reason, requeued, released });
+    this.emit('lost', { worker: m.link.info, reason, requeued: requeued + m.drainRequeued, draining });
     if (m.key !== undefined) {
       const st = this.#endpoints.get(m.key);
       if (st !== undefined && st.member === m) {

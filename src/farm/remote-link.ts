@@ -470,14 +470,14 @@ export class RemoteLink implements WorkerLink {
     this.#liveness?.stop();
     this.#stream.cancel();
     this.#client.close();
-    const released = this.#goodbye !== undefined;
-    if (released) this.#options.logger.info('worker ended the lease', { worker: this.info.id, address: this.info.address, reason: err.message });
+    const goodbye = this.#goodbye?.reason;
+    if (goodbye !== undefined) this.#options.logger.info('worker ended the lease', { worker: this.info.id, address: this.info.address, reason: err.message });
     else this.#options.logger.warn('worker lost', { worker: this.info.id, address: this.info.address, reason: err.message });
     for (const entry of this.#programs.values()) this.#settle(entry, err);
     const failStart = this.#failStart;
     this.#failStart = undefined;
     if (failStart !== undefined) failStart(err);
-    else this.#handlers?.onLost(err, released);
+    else this.#handlers?.onLost(err, goodbye);
   }
 
   send(programKey: string, batch: ExecBatch, priority: number): void {

@@ -19,7 +19,7 @@ export interface TaskRecord {
   errors: number;
   /** Times it was in flight on a worker that was lost. */
   losses: number;
-  /** Set once its output is in. */
+  /** Set once it is settled: its output is in, or (errors: 'collect') its failure recorded. */
   done: boolean;
   /** Copies of it in flight now (2 while speculatively re-issued). */
   copies: number;
@@ -113,7 +113,7 @@ export class MemoryTaskRepository implements TaskRepository {
     return this.#array?.length;
   }
 
-  /** Outputs received. */
+  /** Tasks settled: outputs received, and (errors: 'collect') failures recorded. */
   get done(): number {
     return this.#done;
   }

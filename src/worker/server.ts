@@ -141,8 +141,11 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       'grpc.max_send_message_length': this.options.maxMessageBytes,
     });
     this.#server.addService(workerServiceDefinition(), {
-      Describe: (call: grpc.ServerUnaryCall<DescribeRequest, WorkerDescription>, cb: grpc.sendUnaryData<WorkerDescription>) =>
-        cb(null, this.describe(call.request.client_nonce)),
+      Describe: (call: grpc.ServerUnaryCall<DescribeRequest, WorkerDescription>, cb: grpc.sendUnaryData<WorkerDescription>) => {
+        const desc = this.describe(call.request.client_nonce);
+        if (desc.worker_nonce.length > 0) this.#handshakeBegun(desc.worker_nonce, call.getPeer());
+        cb(null, desc);
+      },
       Recruit: (call: grpc.ServerUnaryCall<RecruitRequest, LeaseReply>, cb: grpc.sendUnaryData<LeaseReply>) => this.#recruit(call, cb),
       Install: (call: grpc.ServerUnaryCall<InstallRequest, InstallReply>, cb: grpc.sendUnaryData<InstallReply>) => {
         this.#install(call).then(
@@ -214,7 +217,15 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         },
       );
       net.on('connection', (raw: Socket) => track(raw));
-      net.on('tlsClientError', (_err, socket) => socket.destroy());
+      net.on('tlsClientError', (err, socket) => {
+        // A plaintext client (one run with --insecure, or an older taskfarm) fails here: tell the admin.
+        if (/wrong version number|http request|unknown protocol|record layer failure/i.test(err.message)) {
+          this.#warnRefused('tls', 'refused a connection that does not speak TLS (a client run with --insecure?); this worker requires the farm key and TLS', {
+            from: socket.remoteAddress,
+          });
+        } else this.#log.debug('a TLS handshake failed', { from: socket.remoteAddress, error: err.message });
+        socket.destroy();
+      });
     } else {
       // Plaintext (--insecure): the connection is gRPC's at once; its idle limit closes silent ones.
       net = createServer({ noDelay: true }, (socket) => {
@@ -288,7 +299,13 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
 
   #recruit(call: grpc.ServerUnaryCall<RecruitRequest, LeaseReply>, cb: grpc.sendUnaryData<LeaseReply>): void {
     const req = call.request;
+    this.#pendingHandshakes.delete(Buffer.from(req.worker_nonce).toString('hex'));
     if (req.protocol_version !== PROTOCOL_VERSION) {
+      this.#warnRefused(
+        'protocol',
+        `refused a recruit from a client that speaks taskfarm protocol ${req.protocol_version} (this worker speaks ${PROTOCOL_VERSION}, taskfarm ${PACKAGE_VERSION}): install the same taskfarm version on client and workers`,
+        { from: call.getPeer(), client: req.client_host.slice(0, 100) },
+      );
       return cb(
         statusError(
           grpc.status.FAILED_PRECONDITION,
@@ -301,12 +318,13 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (key !== undefined) {
       const why = this.#authenticate(key, req);
       if (why !== undefined) {
-        this.#warnRefused(`refused a recruit that did not prove the farm key: ${why}`);
+        this.#warnRefused('key', `refused a recruit that did not prove the farm key: ${why}`, { from: call.getPeer(), client: req.client_host.slice(0, 100) });
         return cb(statusError(grpc.status.UNAUTHENTICATED, `worker ${this.id} refused the recruit: ${why}`));
       }
     }
     if (this.#state === 'draining' || this.#closed) return cb(statusError(grpc.status.UNAVAILABLE, 'worker is shutting down'));
     if (this.#lease !== undefined) {
+      this.#log.debug('busy: a second client asked for the lease', { client: req.client_host.slice(0, 100), holder: this.#lease.clientHost });
       return cb(
         statusError(
           grpc.status.RESOURCE_EXHAUSTED,
@@ -347,19 +365,59 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     cb(null, { token, lease_timeout_ms: timeoutMs, worker_id: this.id, threads: this.options.threads });
   }
 
-  #refusedAt = 0;
-  #refusedHeld = 0;
+  /** When each kind of refusal was last logged, and how many were held back since. */
+  readonly #refused = new Map<string, { at: number; held: number }>();
 
-  /** Logs refused recruits at most once a second (a stranger hammering the port must not flood the log). */
-  #warnRefused(message: string): void {
+  /**
+   * Logs a refused client at warn level, so the worker's admin sees why a client could not use it:
+   * at most once a second per kind of refusal (a stranger hammering the port must not flood the log).
+   */
+  #warnRefused(kind: string, message: string, fields?: Record<string, unknown>): void {
     const now = Date.now();
-    if (now - this.#refusedAt < 1000) {
-      this.#refusedHeld++;
+    const last = this.#refused.get(kind);
+    if (last !== undefined && now - last.at < 1000) {
+      last.held++;
       return;
     }
-    this.#log.warn(this.#refusedHeld > 0 ? `${message} (and ${this.#refusedHeld} more refused since the last report)` : message);
-    this.#refusedAt = now;
-    this.#refusedHeld = 0;
+    const held = last?.held ?? 0;
+    this.#refused.set(kind, { at: now, held: 0 });
+    this.#log.warn(held > 0 ? `${message} (and ${held} more refused since the last report)` : message, fields);
+  }
+
+  /** Handshakes begun by Describe and not yet followed by a Recruit: worker nonce (hex) → when, from whom. Bounded. */
+  readonly #pendingHandshakes = new Map<string, { at: number; from: string }>();
+  #handshakeSweep: NodeJS.Timeout | undefined;
+
+  #handshakeBegun(workerNonce: Uint8Array, from: string): void {
+    // A flood of Describes must not grow this: past the bound, handshakes are simply not followed.
+    if (this.#pendingHandshakes.size >= 256) return;
+    this.#pendingHandshakes.set(Buffer.from(workerNonce).toString('hex'), { at: Date.now(), from });
+    if (this.#handshakeSweep === undefined) {
+      this.#handshakeSweep = setInterval(() => this.#sweepHandshakes(), 1000);
+      this.#handshakeSweep.unref();
+    }
+  }
+
+  /**
+   * A client that begins the key handshake and never recruits has, most likely, another farm key:
+   * it cannot verify this worker's proof, so it stops there and sends nothing. Say so to the admin.
+   */
+  #sweepHandshakes(): void {
+    const now = Date.now();
+    for (const [nonce, h] of this.#pendingHandshakes) {
+      if (now - h.at < this.options.handshakeMs) continue;
+      this.#pendingHandshakes.delete(nonce);
+      this.#warnRefused(
+        'abandoned',
+        `a client began the farm-key handshake and did not go on within ${this.options.handshakeMs} ms: a client whose farm key is not ` +
+          "this worker's stops there (it cannot verify this worker's proof); check the key on that machine",
+        { from: h.from },
+      );
+    }
+    if (this.#pendingHandshakes.size === 0) {
+      clearInterval(this.#handshakeSweep);
+      this.#handshakeSweep = undefined;
+    }
   }
 
   /** Why the client's handshake fails, or undefined when it proves the farm key. */
@@ -722,6 +780,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#handshakeSweep);
     this.#state = 'draining';
     const goodbye = this.#advertiser?.close();
     if (this.#lease !== undefined) this.#endLease(this.#lease, 'the worker is shutting down', GoodbyeReason.DRAINING);

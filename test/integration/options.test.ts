@@ -133,10 +133,10 @@ describe('TaskFarm options with real daemons', () => {
     expect(await stateOf(d!)).toBe('free');
   });
 
-  it('local fallback: unreachable peers and workerWaitMs 300 → computed on local threads; with localFallback: false → NoWorkersError', async () => {
+  it('local fallback: unreachable peers, workerWaitMs 300 and localFallback: true → computed on local threads; by default with peers → NoWorkersError', async () => {
     const port = await closedPort();
     const peers = [`127.0.0.1:${port}`];
-    const farm = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3, 4], { peers, workerWaitMs: 300, threads: 1 });
+    const farm = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3, 4], { peers, workerWaitMs: 300, threads: 1, localFallback: true });
     const recruited: WorkerInfo[] = [];
     farm.on('recruited', (w) => recruited.push(w));
     const t0 = performance.now();
@@ -146,7 +146,8 @@ describe('TaskFarm options with real daemons', () => {
     expect(recruited.map((w) => [w.id, w.local])).toEqual([['local', true]]);
 
     const t1 = performance.now();
-    const err = await settle(new TaskFarm(fixture('double.ts'), [1, 2], { peers, workerWaitMs: 300, localFallback: false }).compute());
+    // Listed peers are a promise: no quiet fallback unless asked for.
+    const err = await settle(new TaskFarm(fixture('double.ts'), [1, 2], { peers, workerWaitMs: 300 }).compute());
     const waited = performance.now() - t1;
     expect(err).toBeInstanceOf(NoWorkersError);
     expect((err as NoWorkersError).code).toBe('FARM_ERR_NO_WORKERS');
@@ -159,7 +160,11 @@ describe('TaskFarm options with real daemons', () => {
   // Regression: the run's own timers keep a standalone script alive while it waits for workers.
   it('local fallback also works in a standalone script (nothing else keeping the process alive)', async () => {
     const port = await closedPort();
-    const r = await inOwnProcess({ stage: 'double.ts', inputs: [1, 2, 3], options: { peers: [`127.0.0.1:${port}`], workerWaitMs: 300, threads: 1 } });
+    const r = await inOwnProcess({
+      stage: 'double.ts',
+      inputs: [1, 2, 3],
+      options: { peers: [`127.0.0.1:${port}`], workerWaitMs: 300, threads: 1, localFallback: true },
+    });
     expect(r.outcome, `exit ${r.code}; stderr: ${r.stderr}`).toEqual({ outputs: [2, 4, 6], workers: ['local'] });
     expect(r.code).toBe(0);
   });

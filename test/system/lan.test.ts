@@ -113,7 +113,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
     const bEnd = await bClient.result(15_000);
     expect(bEnd.e, bClient.tail()).toBe('error');
     expect(bEnd['name']).toBe('NoWorkersError');
-    expect(bEnd['message']).toMatch(/none was found/);
+    // It says why: nothing of farm "default" could be used (the protocol-99 advert was skipped).
+    expect(bEnd['message']).toMatch(/no worker of farm "default" could be used within 1500 ms; skipped: .*probe-proto99.*protocol 99/);
     expect(bClient.recruitedIds()).toEqual([]);
     await discovering(bClient); // it was listening
     expect(bClient.recruitFailures(), bClient.logText().join('\n')).toEqual([]);
