@@ -230,7 +230,12 @@ export class PostgresJobStore implements JobStore {
     expectBoolean('asyncHotCommits', asyncHot);
     const base: pg.PoolConfig = typeof connection === 'string' ? { connectionString: connection } : connection;
     // Loaded here, not at import: `import 'taskfarm'` never loads pg unless a PostgreSQL store is opened.
-    const { default: driver } = await import('pg');
+    const { default: driver } = await import('pg').catch((err: unknown) => {
+      throw new StoreError(
+        `The PostgreSQL job store needs pg (an optional dependency of taskfarm), which is not installed: ${(err as Error).message}. Install it with \`npm install pg@8\`.`,
+        { cause: err },
+      );
+    });
     const pool = new driver.Pool({ ...base, max, types: typesOf(driver), options: `-c search_path=${schema}`, application_name: 'taskfarm' });
     // An idle client that errors (server restarted) must not crash the process: the next query reports it.
     pool.on('error', () => {});

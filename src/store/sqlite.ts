@@ -207,7 +207,13 @@ export class SqliteJobStore implements JobStore {
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       // Loaded here, not at import: `import 'taskfarm'` (a worker daemon, the CLI) never loads the native addon.
-      const { default: Driver } = await import('better-sqlite3');
+      const { default: Driver } = await import('better-sqlite3').catch((err: unknown) => {
+        throw new StoreError(
+          'The SQLite job store needs better-sqlite3 (an optional dependency of taskfarm), which is not installed or did not build: ' +
+            `${(err as Error).message}. Install it with \`npm install better-sqlite3@12\` (it compiles from source: python3, make and a C++ compiler).`,
+          { cause: err },
+        );
+      });
       const created = path !== ':memory:' && !existsSync(path);
       db = new Driver(path);
       // Job data and token hashes: owner-only (SQLite gives the -wal and -shm files the same mode).

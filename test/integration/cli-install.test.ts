@@ -18,7 +18,7 @@ import { REPO } from '../helpers/cli.js';
 const run = promisify(execFile);
 
 interface Lock {
-  packages: Record<string, { dev?: boolean }>;
+  packages: Record<string, { dev?: boolean; optional?: boolean }>;
 }
 
 describe('the packed tarball', () => {
@@ -32,6 +32,7 @@ describe('the packed tarball', () => {
       engines: Record<string, string>;
       bin: Record<string, string>;
       dependencies: Record<string, string>;
+      optionalDependencies: Record<string, string>;
       scripts: Record<string, string>;
       files: string[];
     };
@@ -63,7 +64,12 @@ describe('the packed tarball', () => {
       },
     };
     // taskfarm's dependencies sit where they sit in this clone (hoisted under node_modules/).
-    for (const [path, entry] of Object.entries(lock.packages)) if (path.startsWith('node_modules/') && entry.dev !== true) packages[path] = entry;
+    // The store's drivers are optional (only `taskfarm serve` needs them; better-sqlite3 compiles for
+    // minutes): a worker or a library user installs without them, so they are left out here.
+    const optionalOnly = (path: string, entry: { optional?: boolean }): boolean => entry.optional === true && !path.startsWith('node_modules/@esbuild/');
+    for (const [path, entry] of Object.entries(lock.packages)) {
+      if (path.startsWith('node_modules/') && entry.dev !== true && !optionalOnly(path, entry)) packages[path] = entry;
+    }
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'sweep', private: true, type: 'module', dependencies: { taskfarm: `file:${tgz}` } }));
     writeFileSync(join(project, 'package-lock.json'), JSON.stringify({ name: 'sweep', lockfileVersion: 3, requires: true, packages }));
     await run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], { cwd: project, timeout: 150_000 });

@@ -87,7 +87,8 @@ describe.skipIf(!netnsAvailable)(title, () => {
       `hot-join: from spawning the daemon on h4: READY +${toReady} ms, recruited +${toRecruited} ms (${recruited.t - d.readyAt} ms after READY), ` +
         `first completed task +${toFirst} ms; it completed ${w.completed} of ${String(end['n'])} tasks`,
     );
-    expect(toFirst).toBeLessThan(3000);
+    // From READY (the daemon's own start-up, TLS identity included, is not the farm's doing).
+    expect(first.t - d.readyAt).toBeLessThan(3000);
   });
 
   it('3. a recruited daemon is not offered to a second client, and is offered again after release', { timeout: 50_000 }, async () => {
