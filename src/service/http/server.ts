@@ -309,7 +309,7 @@ export class ServiceHttpServer {
       const path = req.url.split('?')[0] ?? '';
       const allowed = this.#routes.filter((r) => r.pattern.test(path)).map((r) => r.method);
       if (allowed.length > 0) {
-        const allow = [...new Set(allowed.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])))].join(', ');
+        const allow = [...new Set(allowed.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])))].sort().join(', ');
         return reply
           .code(405)
           .header('allow', allow)
