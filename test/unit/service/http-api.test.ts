@@ -632,7 +632,7 @@ describe('OpenAPI and metrics', () => {
     await http.app.inject({ method: 'GET', url: '/api/v1/jobs', headers: ADA });
     const r = await http.app.inject({ method: 'GET', url: '/metrics' });
     expect(r.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
-    const families = parsePrometheusTextFormat(r.body) as { name: string; type: string; metrics: { labels?: Record<string, string>; value?: string }[] }[];
+    const families = parsePrometheusTextFormat(r.body);
     const byName = new Map(families.map((f) => [f.name, f]));
     expect(byName.get('taskfarm_jobs')?.metrics[0]).toMatchObject({ labels: { state: 'running' }, value: '2' });
     expect(byName.get('taskfarm_http_requests_total')?.type).toBe('COUNTER');
