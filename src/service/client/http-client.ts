@@ -195,10 +195,12 @@ export class ServiceHttpClient {
     } else if (spec.contentType !== undefined) headers['content-type'] = spec.contentType;
     if (typeof body === 'string') headers['content-length'] = String(Buffer.byteLength(body));
     const send = this.#https ? httpsRequest : httpRequest;
+    let bodyError: Error | undefined;
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       const req = send(url, { method, headers, agent: this.#agent, ...(spec.signal === undefined ? {} : { signal: spec.signal }) }, resolve);
       req.on('error', (err: Error & { code?: string }) => {
-        if (err instanceof FarmError) reject(err);
+        if (bodyError !== undefined) reject(bodyError);
+        else if (err instanceof FarmError) reject(err);
         else if (err.name === 'AbortError') reject(err);
         else
           reject(
@@ -212,7 +214,11 @@ export class ServiceHttpClient {
       if (body === undefined) req.end();
       else if (typeof body === 'string') req.end(body);
       else {
-        body.on('error', (err) => req.destroy(err));
+        // The body failing (a malformed input line) aborts the request: the manager then creates no job.
+        body.on('error', (err) => {
+          bodyError = err;
+          req.destroy(err);
+        });
         body.pipe(req);
       }
     });
