@@ -321,46 +321,58 @@ function print(text: string): number {
   return 0;
 }
 
-/** JSON lines of a file (or stdin), each checked to be JSON: a malformed one throws with its line number. */
-async function* inputLines(source: string): AsyncGenerator<string> {
+/**
+ * The NDJSON body of a submit: the description line, then the input file's lines as they are read
+ * (whole chunks, never the whole file), each checked to be JSON first: a malformed one throws with
+ * its file line number, which aborts the upload (the manager then creates no job).
+ */
+async function* ndjsonBody(description: object, source: string): AsyncGenerator<string> {
   const where = source === '-' ? 'stdin' : source;
   const input = source === '-' ? process.stdin : createReadStream(source);
-  const opened = new Promise<void>((resolve, reject) => {
-    if (source === '-') resolve();
-    else {
+  if (source !== '-') {
+    await new Promise<void>((resolve, reject) => {
       input.once('open', () => resolve());
       input.once('error', reject);
-    }
-  });
-  await opened.catch((err: Error) => {
-    throw new UsageError(`cannot read --inputs ${where}: ${err.message}`);
-  });
-  const lines = createInterface({ input, crlfDelay: Infinity });
+    }).catch((err: Error) => {
+      throw new UsageError(`cannot read --inputs ${where}: ${err.message}`);
+    });
+  }
+  input.setEncoding('utf8');
+  yield JSON.stringify(description) + '\n';
+  let carry = '';
   let n = 0;
   let index = 0;
-  for await (const line of lines) {
+  const check = (line: string): void => {
     n++;
-    if (line.trim().length === 0) continue;
+    if (line.trim().length === 0) return;
     try {
       JSON.parse(line);
     } catch (err) {
       throw new InvalidInputError(`${where}:${n}: not valid JSON (${(err as Error).message}); no job was created`, { line: n, index });
     }
     index++;
-    yield line;
-  }
-}
-
-async function* ndjsonBody(description: object, lines: AsyncIterable<string>): AsyncGenerator<string> {
-  let chunk = JSON.stringify(description) + '\n';
-  for await (const line of lines) {
-    chunk += line + '\n';
-    if (chunk.length >= 65_536) {
-      yield chunk;
-      chunk = '';
+  };
+  for await (const chunk of input as AsyncIterable<string>) {
+    const text = carry + chunk;
+    const last = text.lastIndexOf('\n');
+    if (last < 0) {
+      carry = text;
+      if (carry.length > 64 * 1024 * 1024) throw new InvalidInputError(`${where}:${n + 1}: a line of more than 64 MiB`, { line: n + 1, index });
+      continue;
     }
+    carry = text.slice(last + 1);
+    let start = 0;
+    while (start <= last) {
+      const nl = text.indexOf('\n', start);
+      check(text.slice(start, nl));
+      start = nl + 1;
+    }
+    yield text.slice(0, last + 1);
   }
-  if (chunk.length > 0) yield chunk;
+  if (carry.length > 0) {
+    check(carry);
+    yield carry + '\n';
+  }
 }
 
 async function submitCommand(argv: readonly string[], help: string): Promise<number> {
@@ -412,7 +424,7 @@ async function submitCommand(argv: readonly string[], help: string): Promise<num
       (await client.request('PUT', `/api/v1/bundles/${hash}`, { body: code, contentType: 'text/javascript' })).resume();
     }
     description['stages'] = program.stages.map((s) => ({ bundle: s.hash, name: s.name }));
-    const body = Readable.from(ndjsonBody(description, inputLines(values.inputs)), { objectMode: false });
+    const body = Readable.from(ndjsonBody(description, values.inputs), { objectMode: false });
     const { ticket } = await client.json<{ ticket: string }>('POST', '/api/v1/jobs', { body, contentType: 'application/x-ndjson' });
     process.stdout.write(common.json ? JSON.stringify({ ticket }) + '\n' : ticket + '\n');
     if (values.wait === true) return await follow(common, ticket, false);

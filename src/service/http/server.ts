@@ -20,7 +20,7 @@ import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { JobState, TaskState } from '../../store/index.js';
 import { ForbiddenError, InvalidInputError, InvalidRequestError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
 import type { Caller, InputLine, JobService, JobSpec, JobStatus, ResultLine } from '../types.js';
-import { ndjsonLines } from './ndjson.js';
+import { ndjsonLineIterator } from './ndjson.js';
 import * as S from './schemas.js';
 import { compileFor, validateBody, validationError } from './validation.js';
 
@@ -559,7 +559,20 @@ export class ServiceHttpServer {
       },
     );
     const submitNdjson = async (caller: Caller, body: Readable, maxLine: number): Promise<string> => {
-      const lines = ndjsonLines(body, maxLine)[Symbol.asyncIterator]();
+      let index = -1;
+      // Line 1 is the description; every later line must be JSON (400 naming its line and input index).
+      const lines = ndjsonLineIterator(body, maxLine, (l) => {
+        if (index < 0) {
+          index = 0;
+          return;
+        }
+        try {
+          JSON.parse(l.text);
+        } catch (err) {
+          throw new InvalidInputError(`Line ${l.line} is not JSON: ${(err as Error).message}`, { line: l.line, index });
+        }
+        index++;
+      });
       try {
         const first = await lines.next();
         if (first.done === true) throw new InvalidRequestError('The body is empty: its first line must be the job description', { line: 1 });
@@ -579,7 +592,7 @@ export class ServiceHttpServer {
             line: first.value.line,
           });
         }
-        return await service.submit(caller, spec, ndjsonInputs(lines));
+        return await service.submit(caller, spec, lines);
       } finally {
         await lines.return?.(undefined);
       }
@@ -869,23 +882,6 @@ function parseJson(text: string): unknown {
 /** Inline inputs of a JSON submit, as the lines of an NDJSON one would be (line 0: not from a body line). */
 function* inlineInputs(inputs: readonly unknown[]): Generator<InputLine> {
   for (const value of inputs) yield { text: JSON.stringify(value) ?? 'null', line: 0 };
-}
-
-/** The input lines of an NDJSON submit after its description, each checked to be JSON (400 with its line and index). */
-async function* ndjsonInputs(lines: AsyncIterator<{ text: string; line: number }>): AsyncGenerator<InputLine> {
-  let index = 0;
-  for (;;) {
-    const next = await lines.next();
-    if (next.done === true) return;
-    const { text, line } = next.value;
-    try {
-      JSON.parse(text);
-    } catch (err) {
-      throw new InvalidInputError(`Line ${line} is not JSON: ${(err as Error).message}`, { line, index });
-    }
-    yield { text, line };
-    index++;
-  }
 }
 
 /** NDJSON result lines, packed into chunks of about 64 KiB (one write per chunk, not per line). */
