@@ -103,6 +103,17 @@ describe('--help of every job-service command', () => {
   });
 });
 
+describe('taskfarm serve (argv only: the service itself needs the core, see test/system/service-e2e.test.ts)', () => {
+  it('bad flags exit 2; no farm key exits 2 with how to make one', async () => {
+    expect((await cli(['serve', '--port', 'x'])).code).toBe(2);
+    expect((await cli(['serve', '--port', '70000'])).code).toBe(2);
+    expect((await cli(['serve', '--bogus'])).code).toBe(2);
+    const nokey = await cli(['serve', '--port', '0'], { env: { HOME: home.path } });
+    expect(nokey.code).toBe(2);
+    expect(nokey.stderr).toMatch(/no farm key/);
+  });
+});
+
 describe('taskfarm token create', () => {
   it('mints a token with the farm key (challenge–response), prints it, --save keeps it 0600 for later commands', async () => {
     const keyFile = join(home.path, 'farm.key');

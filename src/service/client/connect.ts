@@ -147,10 +147,11 @@ class Job implements ServiceJob {
   }
 }
 
-function specOf(bundled: BundledProgram, options: ServiceSubmitOptions, stages: JobSpec['stages']): JobSpec {
-  const { cwd: _cwd, ...rest } = options;
-  void bundled;
-  return { stages, ...rest };
+/** The job description: the stages by bundle hash, and the options without `cwd` (a client-side setting). */
+function specOf(b: BundledProgram, options: ServiceSubmitOptions): JobSpec {
+  const rest: Record<string, unknown> = { ...options };
+  delete rest['cwd'];
+  return { stages: b.stages.map((s) => ({ bundle: s.hash, name: s.name })), ...(rest as Omit<ServiceSubmitOptions, 'cwd'>) };
 }
 
 async function bundled(program: Program | BundledProgram, cwd: string | undefined): Promise<BundledProgram> {
