@@ -293,11 +293,7 @@ class HttpServiceClient implements ServiceClient {
       if (stage !== undefined)
         await this.#http.request('PUT', `/api/v1/bundles/${hash}`, { body: text(stage.code), contentType: 'text/javascript' }).then((r) => r.resume());
     }
-    const spec = specOf(
-      b,
-      options,
-      b.stages.map((s) => ({ bundle: s.hash, name: s.name })),
-    );
+    const spec = specOf(b, options);
     const body = Readable.from(ndjsonBody(spec, inputs), { objectMode: false });
     const { ticket } = await this.#http.json<{ ticket: string }>('POST', '/api/v1/jobs', { body, contentType: 'application/x-ndjson' });
     return new Job(ticket, this.#ops);
@@ -368,11 +364,7 @@ class LocalServiceClient implements ServiceClient {
   async submit(program: Program | BundledProgram, inputs: Iterable<unknown> | AsyncIterable<unknown>, options: ServiceSubmitOptions = {}): Promise<ServiceJob> {
     const b = await bundled(program, options.cwd);
     for (const s of b.stages) await this.#service.putBundle(this.#caller, s.hash, text(s.code));
-    const spec = specOf(
-      b,
-      options,
-      b.stages.map((s) => ({ bundle: s.hash, name: s.name })),
-    );
+    const spec = specOf(b, options);
     const ticket = await this.#service.submit(this.#caller, spec, inputLines(inputs));
     return new Job(ticket, this.#ops);
   }
