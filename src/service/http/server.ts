@@ -51,6 +51,8 @@ export interface ServiceHttpOptions {
   readonly maxHeaderBytes?: number;
   /** Time a client has to send a request's headers, in ms (slowloris). @default 30000 */
   readonly headersTimeoutMs?: number;
+  /** Close a connection on which nothing moved for this long, in ms (a stalled upload; SSE streams send keepalives). @default 120000 */
+  readonly idleTimeoutMs?: number;
   /** Session cookie lifetime, in seconds. @default 604800 (7 days) */
   readonly sessionMaxAgeS?: number;
   /** @default silentLogger */
@@ -171,7 +173,7 @@ export class ServiceHttpServer {
       return503OnClosing: true,
       forceCloseConnections: true,
       requestTimeout: 0,
-      connectionTimeout: 0,
+      connectionTimeout: options.idleTimeoutMs ?? 120_000,
       ...(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }),
       http: { maxHeaderSize: options.maxHeaderBytes ?? 16_384, headersTimeout: options.headersTimeoutMs ?? 30_000 },
       schemaErrorFormatter: (errors: Parameters<typeof validationError>[0], dataVar: string) => validationError(errors, dataVar),
