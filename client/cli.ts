@@ -9,6 +9,8 @@ import { runRun, RUN_HELP } from './run.js';
 import { runLs, LS_HELP } from './ls.js';
 import { runKeygen, KEYGEN_HELP } from './keygen.js';
 import { runIsolated, ISOLATED_HELP } from './isolated.js';
+import { runServe, SERVE_HELP } from './serve.js';
+import { runServiceCommand, SERVICE_HELPS } from './service-commands.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -21,13 +23,33 @@ Commands:
   keygen     write a new farm key (shared by the farm's daemons and clients)
   demo       a real farm on this machine: 3 daemons, a Mandelbrot render, one daemon killed halfway
   isolated   run a command (daemons, a client) inside a private network namespace: no packet leaves
+  serve      run the job service (manager): submit jobs and walk away
+  token      token create: mint a bearer token for the job service (needs the farm key)
+  submit     submit a job to the manager; prints its ticket
+  status     a job's summary: counts per state, rate, ETA, first failures
+  jobs       your unfinished jobs (--all: everyone's, admins)
+  history    your finished jobs
+  attach     follow a job live; exits with its outcome (Ctrl-C detaches)
+  results    a job's outputs, one JSON value per line in input order (--failed: failures)
+  kill       cancel a job          hold / release   pause / resume a job's dispatch
+  resubmit   run a finished job again (--failed: only its failed tasks)
+  rm         remove a job and all of it
   help CMD   show the help of a command
   version    print the version
 
 Run \`taskfarm <command> --help\` for a command's options.
 `;
 
-const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP, keygen: KEYGEN_HELP, isolated: ISOLATED_HELP };
+const helps: Record<string, string> = {
+  worker: WORKER_HELP,
+  run: RUN_HELP,
+  demo: DEMO_HELP,
+  ls: LS_HELP,
+  keygen: KEYGEN_HELP,
+  isolated: ISOLATED_HELP,
+  serve: SERVE_HELP,
+  ...SERVICE_HELPS,
+};
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -44,6 +66,21 @@ async function main(argv: string[]): Promise<number> {
       return runKeygen(rest);
     case 'isolated':
       return runIsolated(rest);
+    case 'serve':
+      return runServe(rest);
+    case 'token':
+    case 'submit':
+    case 'status':
+    case 'jobs':
+    case 'history':
+    case 'attach':
+    case 'results':
+    case 'kill':
+    case 'hold':
+    case 'release':
+    case 'resubmit':
+    case 'rm':
+      return runServiceCommand(command, rest);
     case 'version':
     case '--version':
     case '-v':

@@ -149,6 +149,56 @@ export type {
   RecoveryReport,
 } from './store/index.js';
 
+// ---- Job service (`taskfarm serve`, `connect()`)
+export {
+  connect,
+  connectToService,
+  createJobService,
+  ServiceHttpServer,
+  ServiceHttpClient,
+  errorFromBody,
+  statusToJson,
+  tokenProof,
+  configPath,
+  defaultKnownManagersPath,
+  pinnedFingerprint,
+  checkOrPin,
+  httpStatusOf,
+  SESSION_COOKIE,
+  CSRF_HEADER,
+  InvalidRequestError,
+  InvalidInputError,
+  ForbiddenError,
+  NotFoundError,
+  TooLargeError,
+  ShuttingDownError,
+  CertificateMismatchError,
+  ServiceUnreachableError,
+} from './service/index.js';
+export type {
+  ServiceClient,
+  ServiceJob,
+  ServiceResult,
+  ServiceSubmitOptions,
+  JobStatusView,
+  ConnectOptions,
+  ServiceHttpOptions,
+  ServiceHttpClientOptions,
+  JobServiceFactoryOptions,
+  JobService,
+  Caller,
+  JobSpec,
+  SubmittedStage,
+  InputLine,
+  ServiceJobStatus,
+  ResultLine,
+  ServiceEvent,
+  ServiceWorker,
+  ServicePage,
+  TaskRowView,
+  TokenProofFields,
+} from './service/index.js';
+
 // ---- Errors
 export {
   FarmError,
@@ -178,6 +228,7 @@ export {
 
 // ---- Farm keys
 export { generateFarmKey, resolveFarmKey, defaultKeyPath, writeNewKeyFile, keyFileTooOpen, NO_KEY_HELP, type ResolvedFarmKey } from './security/index.js';
+export { loadOrCreateTlsIdentity, certFingerprint, type TlsIdentity } from './security/index.js';
 
 // ---- Logging and protocol
 export { silentLogger, streamLogger, type Logger, type LogFields, type LogLevel } from './log.js';
