@@ -335,16 +335,11 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     const jo = job.options;
     let prepared: PreparedStage[];
     if (bundled !== undefined) {
-      prepared = bundled.stages.map((s) => {
-        const code = typeof s.code === 'string' ? Buffer.from(s.code, 'utf8') : Buffer.from(s.code);
-        const hash = bundleHash(code);
-        if (hash !== s.hash) throw new InvalidStageError(`Bundled stage ${s.name}: its code does not match its hash ${s.hash}`);
-        return { name: s.name, hash, code, inline: code.toString('utf8', 0, INLINE_BUNDLE_MARKER.length) === INLINE_BUNDLE_MARKER };
-      });
+      prepared = verifiedBundles(bundled);
     } else {
-      // Everything that can be checked without running anything is checked first.
+      // Everything that can be checked without running anything is checked first; prepareStages
+      // checks module paths and inline stages before it bundles (and remembers both).
       if (repo instanceof MemoryTaskRepository) repo.validateArray();
-      checkStages(stages!, jo.cwd);
       prepared = await prepareStages(stages!, jo.cwd);
     }
     const shared = await prepareShared(jo.shared);
@@ -1364,6 +1359,22 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     for (const j of this.#jobs) if (j.id === job.id) return j.progress(this.#workersOf(j));
     return undefined;
   }
+}
+
+/** A bundled program's stages, their hashes checked once per program object. */
+const verified = new WeakMap<BundledProgram, PreparedStage[]>();
+
+function verifiedBundles(bundled: BundledProgram): PreparedStage[] {
+  const known = verified.get(bundled);
+  if (known !== undefined) return known;
+  const prepared = bundled.stages.map((s) => {
+    const code = typeof s.code === 'string' ? Buffer.from(s.code, 'utf8') : Buffer.from(s.code);
+    const hash = bundleHash(code);
+    if (hash !== s.hash) throw new InvalidStageError(`Bundled stage ${s.name}: its code does not match its hash ${s.hash}`);
+    return { name: s.name, hash, code, inline: code.toString('utf8', 0, INLINE_BUNDLE_MARKER.length) === INLINE_BUNDLE_MARKER };
+  });
+  verified.set(bundled, prepared);
+  return prepared;
 }
 
 function isBundled(p: unknown): p is BundledProgram {
