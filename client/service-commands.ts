@@ -26,15 +26,17 @@ import {
 
 const DEFAULT_SERVER = 'http://127.0.0.1:7800';
 
-const COMMON = `Common options:
-  --server URL     the manager (default $TASKFARM_SERVER or ${DEFAULT_SERVER})
+const COMMON_LINES = `  --server URL     the manager (default $TASKFARM_SERVER or ${DEFAULT_SERVER})
   --token T        bearer token (default $TASKFARM_TOKEN, or the token file
                    ${configPath('token')} that \`taskfarm token create --save\` writes)
   --json           machine-readable output
-  -h, --help       show this help
-
-HTTPS managers are pinned on first use in ${configPath('known_managers')} (like SSH's
+  -h, --help       show this help`;
+const PINNING = `HTTPS managers are pinned on first use in ${configPath('known_managers')} (like SSH's
 known_hosts); a changed certificate is refused.`;
+/** After a command's own Options: the common ones. */
+const COMMON = `Common options:\n${COMMON_LINES}\n\n${PINNING}`;
+/** For a command with no options of its own. */
+const ONLY_COMMON = `Options:\n${COMMON_LINES}\n\n${PINNING}`;
 
 /** Help texts, by command. */
 export const SERVICE_HELPS: Readonly<Record<string, string>> = {
@@ -80,18 +82,26 @@ ${COMMON}
 A statistical summary of the job: tasks per state, rate, ETA, the first failures with their input
 index and message. --json prints the status object of GET /api/v1/jobs/{ticket}.
 
-${COMMON}
+${ONLY_COMMON}
 `,
-  jobs: `Usage: taskfarm jobs [--all] [options]
+  jobs: `Usage: taskfarm jobs [--all] [--limit N] [options]
 
 Your jobs that are not finished (queued, running, held), newest first; --all: every user's (an
 admin token only). See taskfarm history for finished ones.
+
+Options:
+  --all            every user's jobs (an admin token only)
+  --limit N        at most N jobs (default all)
 
 ${COMMON}
 `,
   history: `Usage: taskfarm history [--all] [--limit N] [options]
 
 Your finished jobs (done, failed, cancelled), newest first; --all: every user's (admin only).
+
+Options:
+  --all            every user's jobs (an admin token only)
+  --limit N        at most N jobs (default 100)
 
 ${COMMON}
 `,
@@ -100,7 +110,7 @@ ${COMMON}
 Follows the job live (progress on stderr) and exits with its outcome: 0 done, 1 failed or
 cancelled. Ctrl-C detaches: the job goes on. --json prints the events as JSON lines on stdout.
 
-${COMMON}
+${ONLY_COMMON}
 `,
   results: `Usage: taskfarm results TICKET [--output FILE|-] [--failed] [options]
 
@@ -118,23 +128,26 @@ ${COMMON}
 
 Cancels the job: its tasks stop on the workers; what was computed stays readable.
 
-${COMMON}
+${ONLY_COMMON}
 `,
   hold: `Usage: taskfarm hold TICKET [options]
 
 Holds the job: no new tasks are dispatched; tasks in flight are stopped and go back to pending.
 
-${COMMON}
+${ONLY_COMMON}
 `,
   release: `Usage: taskfarm release TICKET [options]
 
 Releases a held job: it is queued again.
 
-${COMMON}
+${ONLY_COMMON}
 `,
   resubmit: `Usage: taskfarm resubmit TICKET [--failed] [options]
 
 Runs a finished (done, failed or cancelled) job again; --failed: only its failed tasks.
+
+Options:
+  --failed         only the failed tasks run again
 
 ${COMMON}
 `,
@@ -142,7 +155,7 @@ ${COMMON}
 
 Removes the job and all of it (inputs, outputs, events); a running job is cancelled first.
 
-${COMMON}
+${ONLY_COMMON}
 `,
 };
 

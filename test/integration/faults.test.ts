@@ -99,10 +99,19 @@ describe('faults with real daemons', () => {
 
   it('a daemon that comes back (same id) is recruited again in the same run', async () => {
     const [a, b] = await daemons.start(2);
-    const n = 400;
-    const inputs = Array.from({ length: n }, (_, v) => ({ v, ms: 5 }));
-    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), inputs, { peers: [a!.address, b!.address], localFallback: false });
     const recruitedIds: string[] = [];
+    // The inputs keep coming until the restarted daemon has rejoined and computed (bounded by a
+    // deadline), so the run cannot end before it is back however long its restart takes.
+    let n = 0;
+    const rejoined = (): boolean => (farm.stats().workers.filter((w) => w.id === a!.id)[1]?.completed ?? 0) > 0;
+    async function* inputs(): AsyncGenerator<{ v: number; ms: number }> {
+      const deadline = Date.now() + 20_000;
+      for (; n < 400 || (!rejoined() && Date.now() < deadline); n++) {
+        if (n >= 400) await new Promise((r) => setTimeout(r, 2));
+        yield { v: n, ms: 5 };
+      }
+    }
+    const farm = new TaskFarm<unknown, number>(fixture('spin.ts'), inputs(), { peers: [a!.address, b!.address], localFallback: false });
     farm.on('recruited', (w) => recruitedIds.push(w.id));
     let restarted: Promise<unknown> | undefined;
     farm.on('progress', (p) => {

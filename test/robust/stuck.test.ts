@@ -10,7 +10,7 @@ describe('a stuck task', () => {
   const daemons = new Daemons();
   afterEach(() => daemons.stopAll());
 
-  it('does not hold its batch-mates, and speculation does not copy it (speculation on, no time limit)', { timeout: 60_000 }, async () => {
+  it('does not hold its batch-mates (speculation on, no time limit)', { timeout: 60_000 }, async () => {
     const ds = await daemons.start(2, ['--threads', '2']);
     const n = 2000;
     const stuck = 137;
@@ -30,7 +30,10 @@ describe('a stuck task', () => {
     const ms = performance.now() - t0;
     expect(seen.has(stuck)).toBe(false);
     expect(seen.size).toBe(n - 1);
-    expect(farm.stats().speculated).toBe(0);
-    console.log(`stuck task ${stuck} of ${n}: the other ${n - 1} outputs arrived in ${ms.toFixed(0)} ms; backup copies ${farm.stats().speculated}`);
+    // (Backup copies of other tasks may be made on a loaded machine; that the stuck one keeps one
+    // core, not two, is test/robust/stuck-speculation.test.ts.)
+    console.log(
+      `stuck task ${stuck} of ${n}: the other ${n - 1} outputs arrived in ${ms.toFixed(0)} ms; backup copies of other tasks ${farm.stats().speculated}`,
+    );
   });
 });
