@@ -131,6 +131,48 @@ export type {
   RecoveryReport,
 } from './store/index.js';
 
+// ---- Job service (the core of `taskfarm serve`, below its HTTP layer)
+export {
+  createJobService,
+  StoreJobService,
+  StoreTaskRepository,
+  mapJobHandler,
+  openLocalService,
+  localCaller,
+  lockStore,
+  TokenMinter,
+  toJsonText,
+  InvalidFieldError,
+  InvalidInputError,
+  ForbiddenError,
+  TooLargeError,
+  ShuttingDownError,
+} from './service/index.js';
+export type {
+  Caller,
+  SubmittedStage,
+  JobSpec,
+  InputLine,
+  JobStatus as ServiceJobStatus,
+  ResultLine,
+  ServiceEvent,
+  ServiceWorker,
+  ServicePage,
+  TaskRowView,
+  JobService,
+  JobServiceOptions,
+  JobServiceLimits,
+  StoreTaskRepositoryOptions,
+  JobKindHandler,
+  JobRunContext,
+  JobRun,
+  JobOutcome,
+  LocalServiceOptions,
+  LocalJobService,
+  StoreLock,
+  TokenRequest,
+} from './service/index.js';
+
 // ---- Errors
 export {
   FarmError,
@@ -159,6 +201,7 @@ export {
 
 // ---- Farm keys
 export { generateFarmKey, resolveFarmKey, defaultKeyPath, writeNewKeyFile, keyFileTooOpen, NO_KEY_HELP, type ResolvedFarmKey } from './security/index.js';
+export { tokenProof, type TokenProofFields } from './security/index.js';
 
 // ---- Logging and protocol
 export { silentLogger, streamLogger, type Logger, type LogFields, type LogLevel } from './log.js';

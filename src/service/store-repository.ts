@@ -214,7 +214,7 @@ export class StoreTaskRepository implements TaskRepository {
     this.#outstanding--;
     this.#uncommitted++;
     if (output !== undefined) this.#outputs.push({ index: rec.index, output });
-    else this.#failures.push({ index: rec.index, error: failureOf(error, rec.crashes + rec.errors + 1) });
+    else this.#failures.push({ index: rec.index, error: failureOf(error) });
     if (this.#outputs.length >= this.#commitBatch || this.#failures.length >= this.#commitBatch) this.#kick();
     else if (this.#timer === undefined && this.#committing === undefined) {
       this.#timer = setTimeout(() => this.#kick(), this.#flushMs);

@@ -1,0 +1,25 @@
+/**
+ * The job service of `taskfarm serve` (issue 11), below the HTTP layer: the {@link JobService}
+ * contract, its implementation over a job store and a pool, the store-backed task repository, the
+ * in-process service for `connect()` without a URL, and the service's errors.
+ */
+export type {
+  Caller,
+  SubmittedStage,
+  JobSpec,
+  InputLine,
+  JobStatus,
+  ResultLine,
+  ServiceEvent,
+  ServiceWorker,
+  ServicePage,
+  TaskRowView,
+  JobService,
+} from './types.js';
+export { createJobService, StoreJobService, type JobServiceOptions, type JobServiceLimits } from './job-service.js';
+export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob } from './store-repository.js';
+export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';
+export { openLocalService, localCaller, lockStore, type LocalServiceOptions, type LocalJobService, type StoreLock } from './local.js';
+export { TokenMinter, type TokenRequest } from './tokens.js';
+export { toJsonText, failureOf } from './json.js';
+export { InvalidFieldError, InvalidInputError, ForbiddenError, TooLargeError, ShuttingDownError } from './errors.js';
