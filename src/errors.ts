@@ -23,12 +23,15 @@ export const FarmErrorCode = {
   STORE: 'FARM_ERR_STORE',
   JOB_NOT_FOUND: 'FARM_ERR_JOB_NOT_FOUND',
   JOB_STATE: 'FARM_ERR_JOB_STATE',
-  // The job service (docs/API.md); their classes live in src/service/errors.ts.
+  // ---- the job service's HTTP API (docs/API.md; classes in src/service/errors.ts)
   INVALID_INPUT: 'FARM_ERR_INVALID_INPUT',
   FORBIDDEN: 'FARM_ERR_FORBIDDEN',
   NOT_FOUND: 'FARM_ERR_NOT_FOUND',
   TOO_LARGE: 'FARM_ERR_TOO_LARGE',
   SHUTTING_DOWN: 'FARM_ERR_SHUTTING_DOWN',
+  CERT_MISMATCH: 'FARM_ERR_CERT_MISMATCH',
+  SERVICE_UNREACHABLE: 'FARM_ERR_SERVICE_UNREACHABLE',
+  INTERNAL: 'FARM_ERR_INTERNAL',
 } as const;
 
 /** One of the values of {@link FarmErrorCode}. */

@@ -142,18 +142,23 @@ export {
   lockStore,
   TokenMinter,
   toJsonText,
-  InvalidFieldError,
+  InvalidRequestError,
   InvalidInputError,
   ForbiddenError,
+  NotFoundError,
   TooLargeError,
   ShuttingDownError,
+  CertificateMismatchError,
+  ServiceUnreachableError,
+  httpStatusOf,
+  tokenProof,
 } from './service/index.js';
 export type {
   Caller,
   SubmittedStage,
   JobSpec,
   InputLine,
-  JobStatus as ServiceJobStatus,
+  ServiceJobStatus,
   ResultLine,
   ServiceEvent,
   ServiceWorker,
@@ -171,6 +176,8 @@ export type {
   LocalJobService,
   StoreLock,
   TokenRequest,
+  TokenProofFields,
+  RequestErrorContext,
 } from './service/index.js';
 
 // ---- Errors
@@ -201,7 +208,6 @@ export {
 
 // ---- Farm keys
 export { generateFarmKey, resolveFarmKey, defaultKeyPath, writeNewKeyFile, keyFileTooOpen, NO_KEY_HELP, type ResolvedFarmKey } from './security/index.js';
-export { tokenProof, type TokenProofFields } from './security/index.js';
 
 // ---- Logging and protocol
 export { silentLogger, streamLogger, type Logger, type LogFields, type LogLevel } from './log.js';

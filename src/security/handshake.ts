@@ -123,27 +123,3 @@ export class WorkerNonces {
     for (const [id, expires] of this.#used) if (expires < now) this.#used.delete(id);
   }
 }
-
-/** What a token-minting proof covers (docs/API.md, Tokens). */
-export interface TokenProofFields {
-  readonly user: string;
-  readonly admin: boolean;
-  /** @default '' */
-  readonly label?: string;
-  /** The challenge the manager issued (`POST /api/v1/tokens/challenge`), as the base64url text it sent. */
-  readonly nonce: string;
-  /** SHA-256 fingerprint of the manager's TLS certificate (`AB:CD:…`), or '' over plain HTTP. */
-  readonly certFingerprint: string;
-}
-
-/**
- * The proof of the farm key that mints a bearer token: HMAC-SHA256(key) over length-prefixed frames
- * (4-byte big-endian length, then the UTF-8 bytes) of `taskfarm/v1/token`, the user, `admin` or
- * `user`, the label, the challenge nonce (its base64url text) and the certificate fingerprint
- * (upper case, '' without TLS). The client sends it base64url-encoded; the manager recomputes it.
- */
-export function tokenProof(key: Uint8Array, f: TokenProofFields): Buffer {
-  const h = createHmac('sha256', key);
-  for (const part of ['taskfarm/v1/token', f.user, f.admin ? 'admin' : 'user', f.label ?? '', f.nonce, f.certFingerprint.toUpperCase()]) frame(h, part);
-  return h.digest();
-}

@@ -10,5 +10,5 @@ export {
   FARM_KEY_BYTES,
   type ResolvedFarmKey,
 } from './farm-key.js';
-export { workerProof, clientProof, tokenProof, proofsEqual, newClientNonce, WorkerNonces, type HandshakeFields, type TokenProofFields } from './handshake.js';
+export { workerProof, clientProof, proofsEqual, newClientNonce, WorkerNonces, type HandshakeFields } from './handshake.js';
 export { loadOrCreateTlsIdentity, certFingerprint, type TlsIdentity } from './tls.js';

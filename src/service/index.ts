@@ -8,7 +8,7 @@ export type {
   SubmittedStage,
   JobSpec,
   InputLine,
-  JobStatus,
+  JobStatus as ServiceJobStatus,
   ResultLine,
   ServiceEvent,
   ServiceWorker,
@@ -19,7 +19,20 @@ export type {
 export { createJobService, StoreJobService, type JobServiceOptions, type JobServiceLimits } from './job-service.js';
 export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob } from './store-repository.js';
 export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';
-export { openLocalService, localCaller, lockStore, type LocalServiceOptions, type LocalJobService, type StoreLock } from './local.js';
+export { openLocalService, localCaller, type LocalServiceOptions, type LocalJobService } from './local.js';
+export { lockStore, type StoreLock } from './store-lock.js';
 export { TokenMinter, type TokenRequest } from './tokens.js';
 export { toJsonText, failureOf } from './json.js';
-export { InvalidFieldError, InvalidInputError, ForbiddenError, TooLargeError, ShuttingDownError } from './errors.js';
+export {
+  InvalidRequestError,
+  InvalidInputError,
+  ForbiddenError,
+  NotFoundError,
+  TooLargeError,
+  ShuttingDownError,
+  CertificateMismatchError,
+  ServiceUnreachableError,
+  httpStatusOf,
+  type RequestErrorContext,
+} from './errors.js';
+export { tokenProof, type TokenProofFields } from './token-proof.js';

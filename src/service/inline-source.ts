@@ -7,7 +7,7 @@ import { builtinModules } from 'node:module';
 import { createHash } from 'node:crypto';
 import { bundleHash } from '../protocol/index.js';
 import type { Bundle } from '../store/index.js';
-import { InvalidFieldError } from './errors.js';
+import { InvalidRequestError } from './errors.js';
 
 const BUILTINS = new Set(builtinModules);
 const cache = new Map<string, Bundle>();
@@ -15,7 +15,7 @@ const CACHE_MAX = 64;
 
 /**
  * Bundles one inline stage source into an ES module (esbuild: TypeScript accepted, ES2022 for Node
- * 20, an inline source map naming `field`). Throws {@link InvalidFieldError} naming `field` when it
+ * 20, an inline source map naming `field`). Throws {@link InvalidRequestError} naming `field` when it
  * does not compile, imports anything but a Node built-in, or has no default export. Bundles of the
  * same source are remembered (a bounded cache).
  */
@@ -73,14 +73,13 @@ export async function bundleSource(source: string, field: string): Promise<Bundl
         : err instanceof Error
           ? err.message
           : String(err);
-    throw new InvalidFieldError(field, `\`${field}\` does not compile: ${detail}`, { cause: err });
+    throw new InvalidRequestError(`\`${field}\` does not compile: ${detail}`, { field: field }, { cause: err });
   }
   const output = Object.values(result.metafile?.outputs ?? {})[0];
   if (output !== undefined && !output.exports.includes('default')) {
-    throw new InvalidFieldError(
-      field,
-      `\`${field}\` has no default export: export the stage function (or a process object), e.g. \`export default (x) => x * 2\``,
-    );
+    throw new InvalidRequestError(`\`${field}\` has no default export: export the stage function (or a process object), e.g. \`export default (x) => x * 2\``, {
+      field: field,
+    });
   }
   const code = result.outputFiles?.[0]?.text ?? '';
   const bundle: Bundle = { hash: bundleHash(code), code };

@@ -15,6 +15,9 @@ import { FarmPool, type BundledProgram, type FarmPoolOptions, type JobOptions, t
 import { componentLogger, type Logger } from '../log.js';
 import { parseFarmKey, resolveFarmKey } from '../security/index.js';
 import {
+  SqliteJobStore,
+  defaultStorePath,
+  openJobStore,
   FINISHED_JOB_STATES,
   JOB_STATES,
   TASK_STATES,
@@ -35,7 +38,8 @@ import {
 import type { JsonValue } from '../util/json.js';
 import { describeValue } from '../util/validate.js';
 import { EventHub } from './event-hub.js';
-import { ForbiddenError, InvalidFieldError, InvalidInputError, ShuttingDownError, TooLargeError } from './errors.js';
+import { lockStore, type StoreLock } from './store-lock.js';
+import { ForbiddenError, InvalidRequestError, InvalidInputError, ShuttingDownError, TooLargeError } from './errors.js';
 import { bundleSource } from './inline-source.js';
 import { mapJobHandler, type JobKindHandler, type JobOutcome, type JobRun } from './kinds.js';
 import type { StoreTaskRepositoryOptions } from './store-repository.js';
@@ -64,18 +68,42 @@ export interface JobServiceLimits {
   readonly maxStages?: number;
 }
 
-/** Options of {@link createJobService}. */
+/**
+ * Options of {@link createJobService}. `taskfarm serve` passes `store` as its `--store` text and the
+ * pool shortcuts (`peers`, `farm`, `key`/`keyFile`, `insecure`); a program embedding the service
+ * may pass an open store and a pool (or full `poolOptions`) instead.
+ */
 export interface JobServiceOptions {
-  /** The job store; the service owns it from now on (it runs `recover()` and closes it in `close()`). */
-  readonly store: JobStore;
-  /** The pool to run jobs on; the service owns it (closes it in `close()`). Give this or `poolOptions`. */
+  /**
+   * The job store: an open {@link JobStore}, or where to open one (a SQLite path, or a
+   * `postgres://` URL). The service owns it from now on: it runs `recover()` at start and closes it
+   * in `close()`. A SQLite file the service opens itself is locked for this process (`<path>.lock`).
+   * @default the embedded SQLite store at defaultStorePath()
+   */
+  readonly store?: JobStore | string;
+  /** The pool to run jobs on; the service owns it (closes it in `close()`). Else one is made from `poolOptions` and the shortcuts below. */
   readonly pool?: FarmPool;
-  /** Options of the pool the service creates when `pool` is not given. `workerWaitMs` defaults to Infinity here: jobs wait for workers. @default {} */
+  /** Options of the pool the service makes. `workerWaitMs` defaults to Infinity here: jobs wait for workers. @default {} */
   readonly poolOptions?: FarmPoolOptions;
-  /** The farm key that mints tokens (text or bytes). @default the pool's key (`poolOptions.key`/`keyFile`, $TASKFARM_KEY, the default key file) */
-  readonly farmKey?: string | Uint8Array;
-  /** The manager's TLS certificate fingerprint, bound into token proofs ('' over plain HTTP). @default '' */
-  readonly tlsFingerprint?: string | (() => string);
+  /** Workers by address (`host:port`), instead of mDNS. */
+  readonly peers?: readonly string[];
+  /** The farm's name (mDNS). */
+  readonly farm?: string;
+  /**
+   * The farm key (bytes, or its text): the pool recruits with it and token proofs are checked
+   * against it. @default `keyFile`, else what the pool finds ($TASKFARM_KEY, the default key file)
+   */
+  readonly key?: Uint8Array | string;
+  /** The farm key's file. */
+  readonly keyFile?: string;
+  /** Workers without the farm key or TLS (and no token can be minted over the API). @default false */
+  readonly insecure?: boolean;
+  /** Compute on this process's threads only (no workers). @default false */
+  readonly local?: boolean;
+  /** The manager's TLS certificate fingerprint (`AB:CD:…`), bound into token proofs; '' over plain HTTP. @default '' */
+  readonly certFingerprint?: string | (() => string);
+  /** A prom-client Registry for the service's metrics (issue 12). Accepted, not used yet. */
+  readonly registry?: unknown;
   /** @see JobServiceLimits */
   readonly limits?: JobServiceLimits;
   /** Jobs running on the pool at once; more wait `queued`, highest priority first. @default 32 */
@@ -151,7 +179,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 
 function intField(field: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new InvalidFieldError(field, `Expected \`${field}\` to be an integer in [${min}, ${max}], got ${describeValue(v)}`);
+    throw new InvalidRequestError(`Expected \`${field}\` to be an integer in [${min}, ${max}], got ${describeValue(v)}`, { field: field });
   }
   return v;
 }
@@ -194,6 +222,7 @@ export class StoreJobService implements JobService {
   readonly #lost: { worker: ServiceWorker; at: number }[] = [];
   readonly #submits = new Set<Promise<unknown>>();
   readonly #events = new EventEmitter();
+  readonly #lock: StoreLock | undefined;
   #progressTimer: NodeJS.Timeout | undefined;
   #scheduling: Promise<void> | undefined;
   #scheduleAgain = false;
@@ -202,11 +231,12 @@ export class StoreJobService implements JobService {
   #closed: Promise<void> | undefined;
 
   /** @internal Use {@link createJobService}. */
-  constructor(options: JobServiceOptions, pool: FarmPool, farmKey: Uint8Array | undefined) {
-    this.#store = options.store;
+  constructor(options: JobServiceOptions, store: JobStore, pool: FarmPool, farmKey: Uint8Array | undefined, lock: StoreLock | undefined) {
+    this.#store = store;
     this.#pool = pool;
+    this.#lock = lock;
     this.#log = componentLogger('service', options.logger);
-    const fp = options.tlsFingerprint;
+    const fp = options.certFingerprint;
     this.#minter = new TokenMinter(farmKey, typeof fp === 'function' ? fp : () => fp ?? '');
     this.#maxLine = options.limits?.maxLineBytes ?? 1024 * 1024;
     this.#maxBundle = options.limits?.maxBundleBytes ?? 16 * 1024 * 1024;
@@ -246,10 +276,10 @@ export class StoreJobService implements JobService {
     this.#checkCaller(caller);
     this.#checkOpen();
     if (!Array.isArray(hashes) || hashes.length > 1000)
-      throw new InvalidFieldError('hashes', 'Expected `hashes` to be an array of at most 1000 sha256 hex digests');
+      throw new InvalidRequestError('Expected `hashes` to be an array of at most 1000 sha256 hex digests', { field: 'hashes' });
     hashes.forEach((h, i) => {
       if (typeof h !== 'string' || !HASH.test(h))
-        throw new InvalidFieldError(`hashes[${i}]`, `Expected \`hashes[${i}]\` to be a sha256 hex digest, got ${describeValue(h)}`);
+        throw new InvalidRequestError(`Expected \`hashes[${i}]\` to be a sha256 hex digest, got ${describeValue(h)}`, { field: `hashes[${i}]` });
     });
     return this.#store.missingBundles(hashes);
   }
@@ -258,15 +288,15 @@ export class StoreJobService implements JobService {
     this.#checkCaller(caller);
     this.#checkOpen();
     if (typeof hash !== 'string' || !HASH.test(hash))
-      throw new InvalidFieldError('hash', `Expected the bundle's hash to be a sha256 hex digest, got ${describeValue(hash)}`);
-    if (typeof code !== 'string') throw new InvalidFieldError('code', 'Expected the bundle to be ES module text');
+      throw new InvalidRequestError(`Expected the bundle's hash to be a sha256 hex digest, got ${describeValue(hash)}`, { field: 'hash' });
+    if (typeof code !== 'string') throw new InvalidRequestError('Expected the bundle to be ES module text', { field: 'code' });
     if (code.length > this.#maxBundle || Buffer.byteLength(code) > this.#maxBundle) {
-      throw new TooLargeError(`The bundle is larger than the manager's limit of ${this.#maxBundle} bytes (--max-bundle)`, this.#maxBundle);
+      throw new TooLargeError(`The bundle is larger than the manager's limit of ${this.#maxBundle} bytes (--max-bundle)`, { limit: this.#maxBundle });
     }
     try {
       return (await this.#store.putBundles([{ hash, code }])) === 1;
     } catch (err) {
-      if (err instanceof InvalidOptionError) throw new InvalidFieldError('hash', err.message, { cause: err });
+      if (err instanceof InvalidOptionError) throw new InvalidRequestError(err.message, { field: 'hash' }, { cause: err });
       throw err;
     }
   }
@@ -288,10 +318,10 @@ export class StoreJobService implements JobService {
   async #submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine> | Iterable<InputLine>): Promise<string> {
     const checked = this.#checkSpec(spec);
     const handler = this.#handlers.get(checked.kind);
-    if (handler === undefined) throw new InvalidFieldError('kind', `This manager cannot run \`${checked.kind}\` jobs yet`);
+    if (handler === undefined) throw new InvalidRequestError(`This manager cannot run \`${checked.kind}\` jobs yet`, { field: 'kind' });
     handler.validate?.(spec);
     if (inputs === null || typeof inputs !== 'object' || !(Symbol.asyncIterator in inputs || Symbol.iterator in inputs)) {
-      throw new InvalidFieldError('inputs', 'Expected the inputs to be an iterable of {text, line}');
+      throw new InvalidRequestError('Expected the inputs to be an iterable of {text, line}', { field: 'inputs' });
     }
     const program = await this.#program(checked.stages);
     const ticket = await this.#store.createJob({
@@ -310,9 +340,13 @@ export class StoreJobService implements JobService {
         if (this.#closing) throw new ShuttingDownError();
         const text = (item as InputLine | undefined)?.text;
         const line = (item as InputLine | undefined)?.line ?? index + 1;
-        if (typeof text !== 'string') throw new InvalidFieldError('inputs', `Expected input ${index} to be {text, line} with the input's JSON text`);
+        if (typeof text !== 'string')
+          throw new InvalidRequestError(`Expected input ${index} to be {text, line} with the input's JSON text`, { field: 'inputs' });
         if (text.length > this.#maxLine / 4 && Buffer.byteLength(text) > this.#maxLine) {
-          throw new TooLargeError(`Line ${line} is longer than the manager's limit of ${this.#maxLine} bytes per input (--max-line)`, this.#maxLine, { line });
+          throw new TooLargeError(`Line ${line} is longer than the manager's limit of ${this.#maxLine} bytes per input (--max-line)`, {
+            limit: this.#maxLine,
+            line,
+          });
         }
         let json = text;
         const first = text.charCodeAt(0);
@@ -325,7 +359,7 @@ export class StoreJobService implements JobService {
         try {
           JSON.parse(json);
         } catch (err) {
-          throw new InvalidInputError(line, index, `Line ${line} is not JSON: ${(err as Error).message}`, { cause: err });
+          throw new InvalidInputError(`Line ${line} is not JSON: ${(err as Error).message}`, { line: line, index: index }, { cause: err });
         }
         batch.push(json);
         index++;
@@ -349,49 +383,52 @@ export class StoreJobService implements JobService {
   }
 
   #checkSpec(spec: JobSpec): CheckedSpec {
-    if (!isObject(spec)) throw new InvalidFieldError('body', `Expected the job description to be an object, got ${describeValue(spec)}`);
+    if (!isObject(spec)) throw new InvalidRequestError(`Expected the job description to be an object, got ${describeValue(spec)}`, { field: 'body' });
     for (const k of Object.keys(spec)) {
-      if (!SPEC_KEYS.has(k)) throw new InvalidFieldError(k, `Unknown field \`${k}\`; a job takes ${[...SPEC_KEYS].filter((x) => x !== 'inputs').join(', ')}`);
+      if (!SPEC_KEYS.has(k))
+        throw new InvalidRequestError(`Unknown field \`${k}\`; a job takes ${[...SPEC_KEYS].filter((x) => x !== 'inputs').join(', ')}`, { field: k });
     }
     const s = spec as Record<string, unknown>;
     const stages = s['stages'];
     if (!Array.isArray(stages) || stages.length === 0 || stages.length > this.#maxStages) {
-      throw new InvalidFieldError('stages', `Expected \`stages\` to be an array of 1 to ${this.#maxStages} stages, got ${describeValue(stages)}`);
+      throw new InvalidRequestError(`Expected \`stages\` to be an array of 1 to ${this.#maxStages} stages, got ${describeValue(stages)}`, { field: 'stages' });
     }
     const checkedStages = stages.map((st: unknown, i: number): SubmittedStage => {
       const f = `stages[${i}]`;
-      if (!isObject(st)) throw new InvalidFieldError(f, `Expected \`${f}\` to be {"bundle": sha256} or {"source": "…"}, got ${describeValue(st)}`);
+      if (!isObject(st)) throw new InvalidRequestError(`Expected \`${f}\` to be {"bundle": sha256} or {"source": "…"}, got ${describeValue(st)}`, { field: f });
       for (const k of Object.keys(st))
-        if (k !== 'bundle' && k !== 'source' && k !== 'name') throw new InvalidFieldError(`${f}.${k}`, `Unknown field \`${f}.${k}\``);
+        if (k !== 'bundle' && k !== 'source' && k !== 'name') throw new InvalidRequestError(`Unknown field \`${f}.${k}\``, { field: `${f}.${k}` });
       const name = st['name'];
       if (name !== undefined && (typeof name !== 'string' || name.length > 200)) {
-        throw new InvalidFieldError(`${f}.name`, `Expected \`${f}.name\` to be a string of at most 200 characters, got ${describeValue(name)}`);
+        throw new InvalidRequestError(`Expected \`${f}.name\` to be a string of at most 200 characters, got ${describeValue(name)}`, { field: `${f}.name` });
       }
       const named = name === undefined ? {} : { name };
-      if ('bundle' in st && 'source' in st) throw new InvalidFieldError(f, `Give \`${f}.bundle\` or \`${f}.source\`, not both`);
+      if ('bundle' in st && 'source' in st) throw new InvalidRequestError(`Give \`${f}.bundle\` or \`${f}.source\`, not both`, { field: f });
       if ('bundle' in st) {
         const b = st['bundle'];
         if (typeof b !== 'string' || !HASH.test(b))
-          throw new InvalidFieldError(`${f}.bundle`, `Expected \`${f}.bundle\` to be a sha256 hex digest, got ${describeValue(b)}`);
+          throw new InvalidRequestError(`Expected \`${f}.bundle\` to be a sha256 hex digest, got ${describeValue(b)}`, { field: `${f}.bundle` });
         return { bundle: b, ...named };
       }
       const src = st['source'];
       if (typeof src !== 'string' || src.trim().length === 0) {
-        throw new InvalidFieldError(`${f}.source`, `Expected \`${f}.source\` to be ES module source text (a default export), got ${describeValue(src)}`);
+        throw new InvalidRequestError(`Expected \`${f}.source\` to be ES module source text (a default export), got ${describeValue(src)}`, {
+          field: `${f}.source`,
+        });
       }
       if (Buffer.byteLength(src) > this.#maxBundle)
-        throw new TooLargeError(`\`${f}.source\` is larger than the manager's limit of ${this.#maxBundle} bytes`, this.#maxBundle);
+        throw new TooLargeError(`\`${f}.source\` is larger than the manager's limit of ${this.#maxBundle} bytes`, { limit: this.#maxBundle });
       return { source: src, ...named };
     });
     const name = s['name'] ?? '';
     if (typeof name !== 'string' || name.length > 200)
-      throw new InvalidFieldError('name', `Expected \`name\` to be a string of at most 200 characters, got ${describeValue(name)}`);
+      throw new InvalidRequestError(`Expected \`name\` to be a string of at most 200 characters, got ${describeValue(name)}`, { field: 'name' });
     const options: { -readonly [K in keyof StoredJobOptions]: StoredJobOptions[K] } = {};
     if (s['priority'] !== undefined) options.priority = intField('priority', s['priority'], -1_000_000, 1_000_000);
     if (s['weight'] !== undefined) {
       const w = s['weight'];
       if (typeof w !== 'number' || !Number.isFinite(w) || w <= 0 || w > 1_000_000) {
-        throw new InvalidFieldError('weight', `Expected \`weight\` to be a number in (0, 1000000], got ${describeValue(w)}`);
+        throw new InvalidRequestError(`Expected \`weight\` to be a number in (0, 1000000], got ${describeValue(w)}`, { field: 'weight' });
       }
       options.weight = w;
     }
@@ -400,18 +437,19 @@ export class StoreJobService implements JobService {
     if (s['taskTimeoutMs'] !== undefined) options.taskTimeoutMs = intField('taskTimeoutMs', s['taskTimeoutMs'], 1, 2 ** 31 - 1);
     if (s['errors'] !== undefined) {
       if (s['errors'] !== 'fail' && s['errors'] !== 'collect')
-        throw new InvalidFieldError('errors', `Expected \`errors\` to be "fail" or "collect", got ${describeValue(s['errors'])}`);
+        throw new InvalidRequestError(`Expected \`errors\` to be "fail" or "collect", got ${describeValue(s['errors'])}`, { field: 'errors' });
       options.errors = s['errors'];
     }
     const hold = s['hold'] ?? false;
-    if (typeof hold !== 'boolean') throw new InvalidFieldError('hold', `Expected \`hold\` to be a boolean, got ${describeValue(hold)}`);
+    if (typeof hold !== 'boolean') throw new InvalidRequestError(`Expected \`hold\` to be a boolean, got ${describeValue(hold)}`, { field: 'hold' });
     const kind = s['kind'] ?? 'map';
-    if (kind !== 'map' && kind !== 'optimize') throw new InvalidFieldError('kind', `Expected \`kind\` to be "map" or "optimize", got ${describeValue(kind)}`);
+    if (kind !== 'map' && kind !== 'optimize')
+      throw new InvalidRequestError(`Expected \`kind\` to be "map" or "optimize", got ${describeValue(kind)}`, { field: 'kind' });
     const params = s['params'] ?? null;
     try {
       if (JSON.stringify(params) === undefined) throw new TypeError('not a JSON value');
     } catch (err) {
-      throw new InvalidFieldError('params', 'Expected `params` to be a JSON value', { cause: err });
+      throw new InvalidRequestError('Expected `params` to be a JSON value', { field: 'params' }, { cause: err });
     }
     return { stages: checkedStages, name, kind, options, hold, params: params as JsonValue };
   }
@@ -433,7 +471,7 @@ export class StoreJobService implements JobService {
     const bad = stages.findIndex((st, i) => 'bundle' in st && missing.has(refs[i]!.hash));
     if (bad >= 0) {
       const hash = refs[bad]!.hash;
-      throw new InvalidFieldError(`stages[${bad}].bundle`, `Bundle ${hash} is not on the manager: upload it first (PUT /api/v1/bundles/${hash})`);
+      throw new InvalidRequestError(`Bundle ${hash} is not on the manager: upload it first (PUT /api/v1/bundles/${hash})`, { field: `stages[${bad}].bundle` });
     }
     return refs;
   }
@@ -452,18 +490,18 @@ export class StoreJobService implements JobService {
   ): Promise<ServicePage<JobStatus, string>> {
     this.#checkCaller(caller);
     this.#checkNotClosed();
-    if (!isObject(options)) throw new InvalidFieldError('options', 'Expected the list options to be an object');
-    if (options.all !== undefined && typeof options.all !== 'boolean') throw new InvalidFieldError('all', 'Expected `all` to be a boolean');
+    if (!isObject(options)) throw new InvalidRequestError('Expected the list options to be an object', { field: 'options' });
+    if (options.all !== undefined && typeof options.all !== 'boolean') throw new InvalidRequestError('Expected `all` to be a boolean', { field: 'all' });
     if (options.all === true && !caller.admin) throw new ForbiddenError("Only an admin may list every user's jobs (`all`): your token is not an admin's");
     if (options.states !== undefined) {
-      if (!Array.isArray(options.states)) throw new InvalidFieldError('state', 'Expected `state` to be a list of job states');
+      if (!Array.isArray(options.states)) throw new InvalidRequestError('Expected `state` to be a list of job states', { field: 'state' });
       for (const st of options.states) {
         if (!(JOB_STATES as readonly string[]).includes(st))
-          throw new InvalidFieldError('state', `Expected \`state\` entries to be job states (${JOB_STATES.join(', ')}), got ${describeValue(st)}`);
+          throw new InvalidRequestError(`Expected \`state\` entries to be job states (${JOB_STATES.join(', ')}), got ${describeValue(st)}`, { field: 'state' });
       }
     }
     if (options.after !== undefined && (typeof options.after !== 'string' || options.after.length > 200))
-      throw new InvalidFieldError('after', 'Expected `after` to be the `next` cursor of the previous page');
+      throw new InvalidRequestError('Expected `after` to be the `next` cursor of the previous page', { field: 'after' });
     if (options.limit !== undefined) intField('limit', options.limit, 1, 1000);
     let page;
     try {
@@ -474,7 +512,8 @@ export class StoreJobService implements JobService {
         ...(options.limit === undefined ? {} : { limit: options.limit }),
       });
     } catch (err) {
-      if (err instanceof InvalidOptionError && !(err instanceof InvalidFieldError)) throw new InvalidFieldError('after', err.message, { cause: err });
+      if (err instanceof InvalidOptionError && !(err instanceof InvalidRequestError))
+        throw new InvalidRequestError(err.message, { field: 'after' }, { cause: err });
       throw err;
     }
     const items: JobStatus[] = [];
@@ -488,7 +527,7 @@ export class StoreJobService implements JobService {
     const after = options.after ?? -1;
     intField('after', after, -1, Number.MAX_SAFE_INTEGER);
     const failedOnly = options.failedOnly ?? false;
-    if (typeof failedOnly !== 'boolean') throw new InvalidFieldError('failed', 'Expected `failed` to be a boolean');
+    if (typeof failedOnly !== 'boolean') throw new InvalidRequestError('Expected `failed` to be a boolean', { field: 'failed' });
     const job = await this.#visible(caller, ticket);
     yield* this.#store.readResults(job.ticket, { after, failedOnly });
   }
@@ -499,7 +538,7 @@ export class StoreJobService implements JobService {
     const after = options.after ?? 0;
     intField('after', after, 0, Number.MAX_SAFE_INTEGER);
     if (!(options.signal instanceof AbortSignal))
-      throw new InvalidFieldError('signal', 'Expected `signal` to be an AbortSignal (events follow the job until it aborts)');
+      throw new InvalidRequestError('Expected `signal` to be an AbortSignal (events follow the job until it aborts)', { field: 'signal' });
     const job = await this.#visible(caller, ticket);
     let hub = this.#hubs.get(job.ticket);
     if (hub === undefined || hub.closed) {
@@ -521,7 +560,9 @@ export class StoreJobService implements JobService {
     this.#checkCaller(caller);
     this.#checkNotClosed();
     if (options.state !== undefined && !(TASK_STATES as readonly string[]).includes(options.state)) {
-      throw new InvalidFieldError('state', `Expected \`state\` to be a task state (${TASK_STATES.join(', ')}), got ${describeValue(options.state)}`);
+      throw new InvalidRequestError(`Expected \`state\` to be a task state (${TASK_STATES.join(', ')}), got ${describeValue(options.state)}`, {
+        field: 'state',
+      });
     }
     if (options.after !== undefined) intField('after', options.after, -1, Number.MAX_SAFE_INTEGER);
     if (options.limit !== undefined) intField('limit', options.limit, 1, 1000);
@@ -560,7 +601,7 @@ export class StoreJobService implements JobService {
 
   async resubmit(caller: Caller, ticket: string, options: { readonly failedOnly?: boolean } = {}): Promise<JobStatus> {
     const failedOnly = options.failedOnly ?? false;
-    if (typeof failedOnly !== 'boolean') throw new InvalidFieldError('failed', 'Expected `failed` to be a boolean');
+    if (typeof failedOnly !== 'boolean') throw new InvalidRequestError('Expected `failed` to be a boolean', { field: 'failed' });
     const status = await this.#act(caller, ticket, FINISHED_JOB_STATES, 'resubmitted', (t) => {
       this.#failuresCache.delete(t);
       return this.#store.resubmitJob(t, { failedOnly });
@@ -736,7 +777,11 @@ export class StoreJobService implements JobService {
       for (const hub of this.#hubs.values()) hub.close();
       this.#hubs.clear();
       this.#storeClosed = true;
-      await this.#store.close();
+      try {
+        await this.#store.close();
+      } finally {
+        this.#lock?.release();
+      }
     }
   }
 
@@ -1060,23 +1105,62 @@ export class StoreJobService implements JobService {
  * are pending again, abandoned submits removed), resumes every running job and starts the queued
  * ones, then resolves. The service owns the store and the pool from then on; `close()` closes both.
  * @example
- * const service = await createJobService({ store: await openJobStore(), poolOptions: { peers: ['node1:7000'] } });
+ * const service = await createJobService({ store: '/var/lib/taskfarm/jobs.db', peers: ['node1:7000', 'node2:7000'] });
  * const ticket = await service.submit({ user: 'ada', admin: false }, { stages: [{ source: 'export default (x) => x * 2' }] }, [{ text: '1', line: 1 }]);
  */
-export async function createJobService(options: JobServiceOptions): Promise<StoreJobService> {
-  if (!isObject(options) || options.store === undefined) throw new InvalidOptionError('Expected `store` (a JobStore) in the job service options');
-  if (options.pool !== undefined && options.poolOptions !== undefined) throw new InvalidOptionError('Give either `pool` or `poolOptions`, not both');
-  const poolOptions: FarmPoolOptions = { workerWaitMs: Number.POSITIVE_INFINITY, ...options.poolOptions };
+export async function createJobService(options: JobServiceOptions = {}): Promise<StoreJobService> {
+  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('Expected the job service options to be an object');
+  const shortcuts =
+    options.peers !== undefined || options.farm !== undefined || options.keyFile !== undefined || options.insecure !== undefined || options.local !== undefined;
+  if (options.pool !== undefined && (options.poolOptions !== undefined || shortcuts)) {
+    throw new InvalidOptionError(
+      'Give either `pool` or the options of the pool to make (`poolOptions`, `peers`, `farm`, `keyFile`, `insecure`, `local`), not both',
+    );
+  }
+  if (options.insecure === true && (options.key !== undefined || options.keyFile !== undefined)) {
+    throw new InvalidOptionError('Give either a farm key (`key`, `keyFile`) or `insecure: true`, not both');
+  }
+  const keyText = options.key === undefined ? undefined : typeof options.key === 'string' ? options.key : Buffer.from(options.key).toString('base64url');
+  const poolOptions: FarmPoolOptions = {
+    workerWaitMs: Number.POSITIVE_INFINITY,
+    ...options.poolOptions,
+    ...(options.local === true ? { discovery: 'local' as const } : {}),
+    ...(options.peers === undefined ? {} : { peers: options.peers }),
+    ...(options.farm === undefined ? {} : { farm: options.farm }),
+    ...(options.insecure === undefined ? {} : { insecure: options.insecure }),
+    ...(options.local === true || options.insecure === true
+      ? {}
+      : keyText !== undefined
+        ? { key: keyText }
+        : options.keyFile !== undefined
+          ? { keyFile: options.keyFile }
+          : {}),
+  };
+  // The minting key: the one given, else what the pool would use.
   const key =
-    options.farmKey === undefined
-      ? poolOptions.insecure === true || poolOptions.discovery === 'local'
-        ? resolveFarmKey({})?.key
-        : resolveFarmKey({ key: poolOptions.key, keyFile: poolOptions.keyFile })?.key
-      : typeof options.farmKey === 'string'
-        ? parseFarmKey(options.farmKey, 'option `farmKey`')
-        : options.farmKey;
+    keyText !== undefined
+      ? parseFarmKey(keyText, 'option `key`')
+      : resolveFarmKey({ key: poolOptions.key, keyFile: options.keyFile ?? poolOptions.keyFile })?.key;
   const pool = options.pool ?? new FarmPool(poolOptions);
-  const service = new StoreJobService(options, pool, key);
+  let store: JobStore;
+  let lock: StoreLock | undefined;
+  if (typeof options.store === 'object' && options.store !== null) store = options.store;
+  else {
+    if (options.store !== undefined && typeof options.store !== 'string')
+      throw new InvalidOptionError('Expected `store` to be a JobStore, a SQLite path or a postgres:// URL');
+    const location = options.store === undefined || options.store === '' ? defaultStorePath() : options.store;
+    store = await openJobStore(location);
+    if (store instanceof SqliteJobStore && store.path !== ':memory:') {
+      try {
+        lock = lockStore(store.path);
+      } catch (err) {
+        await store.close();
+        await pool.close();
+        throw err;
+      }
+    }
+  }
+  const service = new StoreJobService(options, store, pool, key, lock);
   try {
     await service.start();
   } catch (err) {

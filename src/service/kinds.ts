@@ -55,7 +55,7 @@ export interface JobRun {
 /** Runs the jobs of one kind. */
 export interface JobKindHandler {
   readonly kind: JobKind;
-  /** Checks kind-specific parts of a submit (`params`) before anything is stored. Throws InvalidFieldError naming the field. */
+  /** Checks kind-specific parts of a submit (`params`) before anything is stored. Throws InvalidRequestError naming the field. */
   validate?(spec: JobSpec): void;
   /** Starts a job; must not throw (failures go to the outcome). */
   start(context: JobRunContext): JobRun;

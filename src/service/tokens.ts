@@ -4,8 +4,9 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { AuthenticationError } from '../errors.js';
-import { proofsEqual, tokenProof } from '../security/index.js';
-import { InvalidFieldError } from './errors.js';
+import { proofsEqual } from '../security/index.js';
+import { InvalidRequestError } from './errors.js';
+import { tokenProof } from './token-proof.js';
 
 const RANDOM_BYTES = 16;
 const TAG_BYTES = 16;
@@ -59,21 +60,22 @@ export class TokenMinter {
 
   /**
    * Checks a request: its fields, its challenge (issued here, unexpired, unused) and its proof of the
-   * farm key; marks the challenge used. Throws {@link InvalidFieldError} for a malformed field and
+   * farm key; marks the challenge used. Throws {@link InvalidRequestError} for a malformed field and
    * {@link AuthenticationError} (401) for a bad challenge or proof.
    */
   verify(request: TokenRequest): { user: string; admin: boolean; label: string } {
-    if (typeof request !== 'object' || request === null) throw new InvalidFieldError('body', 'Expected the token request to be an object');
+    if (typeof request !== 'object' || request === null) throw new InvalidRequestError('Expected the token request to be an object', { field: 'body' });
     const { user, admin, nonce, proof } = request;
     const label = request.label ?? '';
     if (typeof user !== 'string' || user.length === 0 || user.length > 200 || /[\u0000-\u001f\u007f]/.test(user)) {
-      throw new InvalidFieldError('user', 'Expected `user` to be a string of 1 to 200 characters without control characters');
+      throw new InvalidRequestError('Expected `user` to be a string of 1 to 200 characters without control characters', { field: 'user' });
     }
-    if (typeof admin !== 'boolean') throw new InvalidFieldError('admin', 'Expected `admin` to be a boolean');
-    if (typeof label !== 'string' || label.length > 200) throw new InvalidFieldError('label', 'Expected `label` to be a string of at most 200 characters');
+    if (typeof admin !== 'boolean') throw new InvalidRequestError('Expected `admin` to be a boolean', { field: 'admin' });
+    if (typeof label !== 'string' || label.length > 200)
+      throw new InvalidRequestError('Expected `label` to be a string of at most 200 characters', { field: 'label' });
     if (typeof nonce !== 'string' || nonce.length > 200)
-      throw new InvalidFieldError('nonce', 'Expected `nonce` to be the base64url challenge from POST /api/v1/tokens/challenge');
-    if (typeof proof !== 'string' || proof.length > 200) throw new InvalidFieldError('proof', 'Expected `proof` to be a base64url HMAC-SHA256');
+      throw new InvalidRequestError('Expected `nonce` to be the base64url challenge from POST /api/v1/tokens/challenge', { field: 'nonce' });
+    if (typeof proof !== 'string' || proof.length > 200) throw new InvalidRequestError('Expected `proof` to be a base64url HMAC-SHA256', { field: 'proof' });
     if (this.#key === undefined) {
       throw new AuthenticationError(
         'This manager has no farm key, so no token can be minted over the API. Start it with the farm key (--key-file) and mint with `taskfarm token create --key-file FILE`.',
@@ -91,7 +93,7 @@ export class TokenMinter {
     const id = random.toString('hex');
     if (this.#used.has(id)) throw new AuthenticationError('The token challenge was already used: ask for a new one');
     const expected = tokenProof(this.#key, { user, admin, label, nonce, certFingerprint: this.#fingerprint() });
-    if (!proofsEqual(expected, Buffer.from(proof, 'base64url')))
+    if (!proofsEqual(Buffer.from(expected, 'base64url'), Buffer.from(proof, 'base64url')))
       throw new AuthenticationError("Wrong proof: the token request was not signed with this farm's key");
     if (this.#used.size >= this.#maxUsed) for (const [k, e] of this.#used) if (e < now) this.#used.delete(k);
     if (this.#used.size >= this.#maxUsed) throw new AuthenticationError('Too many token requests in the last minute: try again shortly');

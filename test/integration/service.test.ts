@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   AuthenticationError,
   ForbiddenError,
-  InvalidFieldError,
+  InvalidRequestError,
   InvalidInputError,
   InvalidOptionError,
   JobNotFoundError,
@@ -153,13 +153,13 @@ describe('job service (in process, SQLite, worker daemons)', () => {
   it('refuses a bad submit naming the field or the line, and leaves no job behind (also when the input stream fails midway)', async () => {
     const { service } = await open(1);
     const spec: JobSpec = { stages: [{ source: 'export default (x) => x' }] };
-    await expect(service.submit(ada, { ...spec, priority: 1.5 }, [])).rejects.toMatchObject({ name: 'InvalidFieldError', field: 'priority' });
+    await expect(service.submit(ada, { ...spec, priority: 1.5 }, [])).rejects.toMatchObject({ name: 'InvalidRequestError', field: 'priority' });
     await expect(service.submit(ada, { stages: [] }, [])).rejects.toMatchObject({ field: 'stages' });
     await expect(service.submit(ada, { stages: [{ bundle: 'a'.repeat(64) }] }, [])).rejects.toMatchObject({ field: 'stages[0].bundle' });
     await expect(service.submit(ada, { stages: [{ source: 'import x from "./secret.js"; export default x' }] }, [])).rejects.toMatchObject({
       field: 'stages[0].source',
     });
-    await expect(service.submit(ada, { ...spec, bogus: 1 } as unknown as JobSpec, [])).rejects.toBeInstanceOf(InvalidFieldError);
+    await expect(service.submit(ada, { ...spec, bogus: 1 } as unknown as JobSpec, [])).rejects.toBeInstanceOf(InvalidRequestError);
     const bad = service.submit(ada, spec, [
       { text: '1', line: 2 },
       { text: '', line: 3 },
@@ -312,10 +312,10 @@ describe('job service (in process, SQLite, worker daemons)', () => {
     const key = resolveFarmKey()!.key;
     const nonce = await service.tokenChallenge();
     const req = { user: 'ada', admin: false, label: 'laptop', nonce };
-    const proof = tokenProof(key, { ...req, certFingerprint: '' }).toString('base64url');
-    await expect(
-      service.createToken({ ...req, proof: tokenProof(Buffer.alloc(32, 1), { ...req, certFingerprint: '' }).toString('base64url') }),
-    ).rejects.toBeInstanceOf(AuthenticationError);
+    const proof = tokenProof(key, { ...req, certFingerprint: '' });
+    await expect(service.createToken({ ...req, proof: tokenProof(Buffer.alloc(32, 1), { ...req, certFingerprint: '' }) })).rejects.toBeInstanceOf(
+      AuthenticationError,
+    );
     const minted = await service.createToken({ ...req, proof });
     expect(minted).toMatchObject({ user: 'ada', admin: false });
     expect(await service.authenticate(minted.token)).toEqual({ user: 'ada', admin: false });
