@@ -132,7 +132,10 @@ export interface JobService {
   submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine> | Iterable<InputLine>): Promise<string>;
   status(caller: Caller, ticket: string): Promise<JobStatus>;
   /** The caller's jobs (or everyone's with `all`: admins only, 403 otherwise), newest first. */
-  list(caller: Caller, options?: { readonly all?: boolean; readonly states?: readonly JobState[]; readonly after?: string; readonly limit?: number }): Promise<ServicePage<JobStatus, string>>;
+  list(
+    caller: Caller,
+    options?: { readonly all?: boolean; readonly states?: readonly JobState[]; readonly after?: string; readonly limit?: number },
+  ): Promise<ServicePage<JobStatus, string>>;
   cancel(caller: Caller, ticket: string): Promise<JobStatus>;
   hold(caller: Caller, ticket: string): Promise<JobStatus>;
   release(caller: Caller, ticket: string): Promise<JobStatus>;
@@ -142,7 +145,11 @@ export interface JobService {
   results(caller: Caller, ticket: string, options?: { readonly after?: number; readonly failedOnly?: boolean }): AsyncIterable<ResultLine>;
   /** The job's events after `after`, then new ones as they happen, until `signal` aborts. */
   events(caller: Caller, ticket: string, options: { readonly after?: number; readonly signal: AbortSignal }): AsyncIterable<ServiceEvent>;
-  tasks(caller: Caller, ticket: string, options?: { readonly state?: TaskState; readonly after?: number; readonly limit?: number }): Promise<ServicePage<TaskRowView, number>>;
+  tasks(
+    caller: Caller,
+    ticket: string,
+    options?: { readonly state?: TaskState; readonly after?: number; readonly limit?: number },
+  ): Promise<ServicePage<TaskRowView, number>>;
   failures(
     caller: Caller,
     ticket: string,
@@ -158,7 +165,13 @@ export interface JobService {
   /** A fresh challenge for minting a token with the farm key (docs/API.md Tokens). */
   tokenChallenge(): Promise<string>;
   /** Mints a token when `proof` proves the farm key over the challenge (401 otherwise); the raw token is returned once. */
-  createToken(request: { readonly user: string; readonly admin: boolean; readonly label?: string; readonly nonce: string; readonly proof: string }): Promise<{ readonly token: string; readonly id: string; readonly user: string; readonly admin: boolean }>;
+  createToken(request: {
+    readonly user: string;
+    readonly admin: boolean;
+    readonly label?: string;
+    readonly nonce: string;
+    readonly proof: string;
+  }): Promise<{ readonly token: string; readonly id: string; readonly user: string; readonly admin: boolean }>;
 
   // ---- life
   /** True while the service accepts requests and its store answers. */
