@@ -171,6 +171,8 @@ interface Running {
   dirty: boolean;
   failures: FailureEntry[];
   stopping: boolean;
+  /** The last append of its events (appends of one job go in order). */
+  reporting: Promise<void>;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -764,6 +766,8 @@ export class StoreJobService implements JobService {
       await this.#scheduling?.catch(() => {});
       await Promise.all(runs.map((r) => r.run.stop()));
       await this.#pool.close();
+      // Actions and ends of runs already under way finish before the store closes.
+      await Promise.all([...this.#locks.values()]);
       for (const r of runs) {
         await this.#report(r).catch(() => {});
         await r.run
@@ -881,6 +885,7 @@ export class StoreJobService implements JobService {
       dirty: false,
       failures: [],
       stopping: false,
+      reporting: Promise.resolve(),
       run: undefined as unknown as JobRun,
     };
     r.samples.add(Date.now(), settledOf(job.counts));
@@ -1005,17 +1010,26 @@ export class StoreJobService implements JobService {
   }
 
   /** Appends a job's pending progress and failure events (one transaction) and wakes its subscribers. */
-  async #report(r: Running): Promise<void> {
-    if (!r.dirty && r.failures.length === 0) return;
-    r.dirty = false;
-    const failures = r.failures;
-    r.failures = [];
-    const rate = r.samples.rate(Date.now(), settledOf(r.counts));
-    const left = r.total - settledOf(r.counts);
-    const events: NewEvent[] = failures.map((f) => ({ type: 'failure', data: { index: f.index, error: { name: f.error.name, message: f.error.message } } }));
-    events.push({ type: 'progress', data: { counts: { ...r.counts }, rate, etaSeconds: rate !== null && rate > 0 ? left / rate : null } });
-    await this.#store.appendEvents(r.ticket, events);
-    this.#poke(r.ticket);
+  #report(r: Running): Promise<void> {
+    // Appends of one job are chained, so the final progress lands before the state change that follows it.
+    r.reporting = r.reporting
+      .catch(() => {})
+      .then(async () => {
+        if (!r.dirty && r.failures.length === 0) return;
+        r.dirty = false;
+        const failures = r.failures;
+        r.failures = [];
+        const rate = r.samples.rate(Date.now(), settledOf(r.counts));
+        const left = r.total - settledOf(r.counts);
+        const events: NewEvent[] = failures.map((f) => ({
+          type: 'failure',
+          data: { index: f.index, error: { name: f.error.name, message: f.error.message } },
+        }));
+        events.push({ type: 'progress', data: { counts: { ...r.counts }, rate, etaSeconds: rate !== null && rate > 0 ? left / rate : null } });
+        await this.#store.appendEvents(r.ticket, events);
+        this.#poke(r.ticket);
+      });
+    return r.reporting;
   }
 
   #poke(ticket: string): void {

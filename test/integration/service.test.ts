@@ -27,7 +27,7 @@ import {
   type ServiceJobStatus,
   type StoreJobService,
 } from '../../dist/src/index.js';
-import { Daemons, fixture, tempDir, until } from '../helpers/daemons.js';
+import { Daemons, fixture, tempDir, until, type LocalDaemon } from '../helpers/daemons.js';
 
 interface Exec {
   v: number;
@@ -63,7 +63,7 @@ describe('job service (in process, SQLite, worker daemons)', () => {
     await daemons.stopAll();
   });
 
-  async function open(workers = 2): Promise<{ service: StoreJobService; storePath: string; dir: string; stop: () => Promise<void> }> {
+  async function open(workers = 2): Promise<{ service: StoreJobService; storePath: string; dir: string; stop: () => Promise<void>; ds: LocalDaemon[] }> {
     const ds = await daemons.start(workers, ['--threads', '1']);
     const t = tempDir();
     const storePath = join(t.path, 'jobs.db');
@@ -77,7 +77,7 @@ describe('job service (in process, SQLite, worker daemons)', () => {
       closed = true;
     };
     cleanups.push(() => t.remove(), stop);
-    return { service, storePath, dir: t.path, stop };
+    return { service, storePath, dir: t.path, stop, ds };
   }
 
   /** Uploads a module stage's bundle; returns its stage reference. */
@@ -173,6 +173,30 @@ describe('job service (in process, SQLite, worker daemons)', () => {
     }
     await expect(service.submit(ada, spec, dies())).rejects.toBeInstanceOf(InvalidOptionError);
     expect((await service.list(root, { all: true })).items).toEqual([]);
+  });
+
+  it('finishes a job of no inputs at once', async () => {
+    const { service } = await open(1);
+    const ticket = await service.submit(ada, { stages: [{ source: 'export default (x) => x' }] }, []);
+    expect(await finished(service, ada, ticket)).toMatchObject({ state: 'done', total: 0, counts: { pending: 0, running: 0, done: 0, failed: 0 } });
+    expect(await collect(service.results(ada, ticket))).toEqual([]);
+  });
+
+  it('lists a worker it lost with the reason, and the job goes on on the others', async () => {
+    const { service, dir, ds } = await open(2);
+    const mark = await upload(service, fixture('chaos-mark.ts'));
+    const n = 150;
+    const ticket = await service.submit(ada, { stages: [mark] }, lines(Array.from({ length: n }, (_, v) => ({ v, ms: 20, dir }))));
+    await until('both workers busy with the job', async () => (await service.workers(ada)).filter((w) => w.jobs.includes(ticket)).length === 2, 30_000);
+    process.kill(ds[0]!.pid, 'SIGKILL');
+    expect((await finished(service, ada, ticket)).state).toBe('done');
+    const workers = await service.workers(ada);
+    const lost = workers.find((w) => w.id === ds[0]!.id);
+    expect(lost).toMatchObject({ state: 'lost', inFlight: 0, jobs: [] });
+    expect(lost?.lost).toEqual(expect.any(String));
+    expect(workers.find((w) => w.id === ds[1]!.id)?.state).toMatch(/idle|busy/);
+    const results = await collect(service.results(ada, ticket));
+    expect(results.map((r) => JSON.parse((r as { output: string }).output).r)).toEqual(Array.from({ length: n }, (_, v) => v * 2));
   });
 
   it('hold stops dispatch (tasks in flight go back to pending) and release resumes it: every output exact, only in-flight tasks run twice', async () => {
