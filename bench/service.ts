@@ -78,7 +78,7 @@ function makers(pg: PgServer | undefined, dirs: string[]): Record<'sqlite' | 'po
       const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
       dirs.push(dir);
       const location = join(dir, 'jobs.db');
-      return { store: await SqliteJobStore.open(location), location, dispose: async () => rmSync(dir, { recursive: true, force: true }) };
+      return { store: await SqliteJobStore.open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
     },
     postgres:
       pg === undefined

@@ -492,13 +492,14 @@ export class StoreJobService implements JobService {
   ): Promise<ServicePage<JobStatus, string>> {
     this.#checkCaller(caller);
     this.#checkNotClosed();
-    if (!isObject(options)) throw new InvalidRequestError('Expected the list options to be an object', { field: 'options' });
+    if (typeof options !== 'object' || options === null) throw new InvalidRequestError('Expected the list options to be an object', { field: 'options' });
     if (options.all !== undefined && typeof options.all !== 'boolean') throw new InvalidRequestError('Expected `all` to be a boolean', { field: 'all' });
     if (options.all === true && !caller.admin) throw new ForbiddenError("Only an admin may list every user's jobs (`all`): your token is not an admin's");
     if (options.states !== undefined) {
-      if (!Array.isArray(options.states)) throw new InvalidRequestError('Expected `state` to be a list of job states', { field: 'state' });
-      for (const st of options.states) {
-        if (!(JOB_STATES as readonly string[]).includes(st))
+      const states: unknown = options.states;
+      if (!Array.isArray(states)) throw new InvalidRequestError('Expected `state` to be a list of job states', { field: 'state' });
+      for (const st of states as readonly unknown[]) {
+        if (typeof st !== 'string' || !(JOB_STATES as readonly string[]).includes(st))
           throw new InvalidRequestError(`Expected \`state\` entries to be job states (${JOB_STATES.join(', ')}), got ${describeValue(st)}`, { field: 'state' });
       }
     }
@@ -659,6 +660,7 @@ export class StoreJobService implements JobService {
 
   // ------------------------------------------------------------------ farm
 
+  // eslint-disable-next-line @typescript-eslint/require-await -- async so that a bad call rejects, never throws
   async workers(caller: Caller): Promise<ServiceWorker[]> {
     this.#checkCaller(caller);
     this.#checkNotClosed();
@@ -714,6 +716,7 @@ export class StoreJobService implements JobService {
     return record === undefined ? undefined : { user: record.user, admin: record.admin };
   }
 
+  // eslint-disable-next-line @typescript-eslint/require-await -- async so that a bad call rejects, never throws
   async tokenChallenge(): Promise<string> {
     this.#checkOpen();
     return this.#minter.challenge();

@@ -168,7 +168,7 @@ describe('job service (in process, SQLite, worker daemons)', () => {
     await expect(bad).rejects.toBeInstanceOf(InvalidInputError);
     await expect(bad).rejects.toMatchObject({ line: 4, index: 1, code: 'FARM_ERR_INVALID_INPUT' });
     async function* dies(): AsyncGenerator<InputLine> {
-      for (let i = 0; i < 25_000; i++) yield { text: String(i), line: i + 1 };
+      for (let i = 0; i < 25_000; i++) yield await Promise.resolve({ text: String(i), line: i + 1 });
       throw new Error('client went away');
     }
     await expect(service.submit(ada, spec, dies())).rejects.toBeInstanceOf(InvalidOptionError);
