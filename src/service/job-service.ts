@@ -9,7 +9,6 @@
  * a run are serialised (one at a time, in order); the manager holds a window of each running job's
  * tasks, never the job.
  */
-import { EventEmitter } from 'node:events';
 import { AuthenticationError, FarmError, InvalidOptionError, JobNotFoundError, JobStateError, StoreError } from '../errors.js';
 import { FarmPool, type BundledProgram, type FarmPoolOptions, type JobOptions, type WorkerLostEvent } from '../farm/index.js';
 import { componentLogger, type Logger } from '../log.js';
@@ -223,7 +222,6 @@ export class StoreJobService implements JobService {
   readonly #restarts = new Map<string, { timer: NodeJS.Timeout | undefined; attempts: number }>();
   readonly #lost: { worker: ServiceWorker; at: number }[] = [];
   readonly #submits = new Set<Promise<unknown>>();
-  readonly #events = new EventEmitter();
   readonly #lock: StoreLock | undefined;
   #progressTimer: NodeJS.Timeout | undefined;
   #scheduling: Promise<void> | undefined;
@@ -253,7 +251,6 @@ export class StoreJobService implements JobService {
     intField('progressMs', this.#progressMs, 10, 60_000);
     this.#handlers.set('map', mapJobHandler);
     for (const h of options.handlers ?? []) this.#handlers.set(h.kind, h);
-    this.#events.setMaxListeners(0);
     pool.on('lost', (e) => this.#onLost(e));
     pool.on('recruited', (w) => {
       const i = this.#lost.findIndex((l) => l.worker.id === w.id);
@@ -1177,7 +1174,16 @@ export async function createJobService(options: JobServiceOptions = {}): Promise
       }
     }
   }
-  const service = new StoreJobService(options, store, pool, key, lock);
+  let service: StoreJobService;
+  try {
+    service = new StoreJobService(options, store, pool, key, lock);
+  } catch (err) {
+    // Bad options: release what was opened here (a store or pool passed in stays the caller's).
+    lock?.release();
+    if (typeof options.store !== 'object') await store.close().catch(() => {});
+    if (options.pool === undefined) await pool.close().catch(() => {});
+    throw err;
+  }
   try {
     await service.start();
   } catch (err) {
