@@ -1,7 +1,7 @@
 /**
  * The in-process job service behind `connect()` without a URL (PARK: no connection means the
  * client machine): the embedded SQLite store at its default path, and local threads as the pool
- * unless workers are named. The store is locked for this process (one manager per store).
+ * when there are no workers. The store is locked for this process (one manager per store).
  */
 import { userInfo } from 'node:os';
 import type { FarmPoolOptions } from '../farm/index.js';
@@ -25,7 +25,11 @@ export function localCaller(): Caller {
 export interface LocalServiceOptions {
   /** The SQLite store. @default defaultStorePath() (`$XDG_DATA_HOME/taskfarm/jobs.db`) */
   readonly storePath?: string;
-  /** The pool. @default `{ discovery: 'local' }`: threads of this process (give `peers` to use workers) */
+  /**
+   * The pool. @default `{ localFallback: true, workerWaitMs: 3000 }`: the farm's workers when there
+   * are some (mDNS with the farm key, as `TaskFarm` finds them), else this machine's threads. Give
+   * `{ discovery: 'local' }` for local threads only, or `peers`.
+   */
   readonly poolOptions?: FarmPoolOptions;
   /** Other service options (limits, repository tuning, handlers, logger). */
   readonly service?: Omit<JobServiceOptions, 'store' | 'pool' | 'poolOptions' | 'local'>;
@@ -46,8 +50,9 @@ export interface LocalJobService {
 
 /**
  * Opens the job service in this process, for `connect()` without a URL: the SQLite store at
- * `storePath` (locked for this process: a second process gets a StoreError naming the first),
- * local threads as the pool unless `poolOptions` say otherwise, the store's jobs resumed. Close it
+ * `storePath` (locked for this process: a second process gets a StoreError naming the first), the
+ * farm's workers if any answer within 3 s and local threads otherwise (unless `poolOptions` say
+ * otherwise), the store's jobs resumed. Close it
  * to release the store; a process that dies leaves a stale lock that the next opener takes over.
  * @example
  * const local = await openLocalService();
@@ -60,7 +65,7 @@ export async function openLocalService(options: LocalServiceOptions = {}): Promi
     ...options.service,
     ...(options.logger === undefined ? {} : { logger: options.logger }),
     store: storePath,
-    ...(options.poolOptions === undefined ? { local: true } : { poolOptions: options.poolOptions }),
+    poolOptions: options.poolOptions ?? { localFallback: true, workerWaitMs: 3000 },
   });
   return {
     service,

@@ -31,11 +31,11 @@ describe('openLocalService', () => {
     );
     await until('the job done', async () => (await local.service.status(local.caller, ticket)).state === 'done', 30_000);
     // A second manager on the same store is refused, naming the one that serves it.
-    await expect(openLocalService({ storePath })).rejects.toThrow(new RegExp(`pid ${process.pid}`));
-    await expect(openLocalService({ storePath })).rejects.toBeInstanceOf(StoreError);
+    await expect(openLocalService({ storePath, poolOptions: { discovery: 'local' } })).rejects.toThrow(new RegExp(`pid ${process.pid}`));
+    await expect(openLocalService({ storePath, poolOptions: { discovery: 'local' } })).rejects.toBeInstanceOf(StoreError);
     await local.close();
     open.splice(0);
-    const again = await openLocalService({ storePath });
+    const again = await openLocalService({ storePath, poolOptions: { discovery: 'local' } });
     open.push(again);
     const outputs: string[] = [];
     for await (const r of again.service.results(again.caller, ticket)) outputs.push((r as { output: string }).output);
@@ -48,7 +48,7 @@ describe('openLocalService', () => {
     const storePath = join(t.path, 'jobs.db');
     const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
     writeFileSync(`${storePath}.lock`, `${gone.stdout}\n`);
-    const local = await openLocalService({ storePath });
+    const local = await openLocalService({ storePath, poolOptions: { discovery: 'local' } });
     open.push(local);
     expect(await local.service.healthy()).toBe(true);
   });
