@@ -758,12 +758,13 @@ export class StoreJobService implements JobService {
     const grace = new AbortController();
     const timer = setTimeout(() => grace.abort(), Math.max(0, graceMs));
     try {
+      // A scheduling pass under way starts no more runs (it checks #closing) but may be finishing one.
+      await this.#scheduling?.catch(() => {});
       // No new dispatch; what is in flight finishes within the grace period.
       const runs = [...this.#running.values()];
       for (const r of runs) r.stopping = true;
       await Promise.all(runs.map((r) => r.run.drain(grace.signal)));
       await Promise.race([Promise.allSettled([...this.#submits]), new Promise((r) => grace.signal.addEventListener('abort', r, { once: true }))]);
-      await this.#scheduling?.catch(() => {});
       await Promise.all(runs.map((r) => r.run.stop()));
       await this.#pool.close();
       // Actions and ends of runs already under way finish before the store closes.
