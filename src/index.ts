@@ -166,6 +166,7 @@ export type {
   TaskRowView,
   JobService,
   JobServiceOptions,
+  JobServiceFactoryOptions,
   JobServiceLimits,
   StoreTaskRepositoryOptions,
   JobKindHandler,
