@@ -16,7 +16,13 @@ export type {
   TaskRowView,
   JobService,
 } from './types.js';
-export { createJobService, StoreJobService, type JobServiceOptions, type JobServiceOptions as JobServiceFactoryOptions, type JobServiceLimits } from './job-service.js';
+export {
+  createJobService,
+  StoreJobService,
+  type JobServiceOptions,
+  type JobServiceOptions as JobServiceFactoryOptions,
+  type JobServiceLimits,
+} from './job-service.js';
 export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob } from './store-repository.js';
 export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';
 export { openLocalService, localCaller, type LocalServiceOptions, type LocalJobService } from './local.js';
