@@ -24,6 +24,7 @@ import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
 import { concurrentRate, generationOverhead, parallelEfficiency } from './optimize-farm.js';
 import { storeBench } from './store.js';
+import { serviceBench } from './service.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -378,6 +379,18 @@ async function main(): Promise<void> {
     // The job store alone (bench/store.ts): SQLite beside a private PostgreSQL, on one job of 1,000,000 tiny tasks.
     for (const f of await storeBench({ smoke, runs, log })) {
       record(f.name, f.unit, f.xs, { ...(f.target !== undefined ? { target: f.target } : {}), ...(f.met !== undefined ? { met: f.met } : {}) });
+    }
+  }
+
+  if (want('service')) {
+    // The job service core (bench/service.ts): tiny tasks with every output committed beside the
+    // in-memory pool, status, restart after SIGKILL, manager RSS; SQLite beside PostgreSQL.
+    for (const f of await serviceBench({ smoke, runs, log })) {
+      record(f.name, f.unit, f.xs, {
+        ...(f.ratios !== undefined ? { ratios: f.ratios } : {}),
+        ...(f.target !== undefined ? { target: f.target } : {}),
+        ...(f.met !== undefined ? { met: f.met } : {}),
+      });
     }
   }
 
