@@ -79,7 +79,10 @@ export function Overview({ session }: { readonly session: Session }) {
           for (const w of ws) {
             const before = rates.current.get(w.id);
             const dt = before === undefined ? 0 : (at - before.at) / 1000;
-            const perSecond = before === undefined || dt <= 0 ? (before?.perSecond ?? null) : Math.max(0, (w.completed - before.completed) / dt);
+            // Measured between two refreshes; before the second one, what its busy threads do at its mean task time.
+            const estimate =
+              w.state === 'busy' && w.avgTaskMs > 0 ? (Math.min(w.threads, Math.max(1, w.inFlight)) * 1000) / w.avgTaskMs : w.state === 'busy' ? null : 0;
+            const perSecond = before === undefined || dt <= 0 ? (before?.perSecond ?? estimate) : Math.max(0, (w.completed - before.completed) / dt);
             next.set(w.id, { completed: w.completed, at, perSecond });
           }
           rates.current = next;
