@@ -9,6 +9,7 @@ import { runRun, RUN_HELP } from './run.js';
 import { runLs, LS_HELP } from './ls.js';
 import { runKeygen, KEYGEN_HELP } from './keygen.js';
 import { runIsolated, ISOLATED_HELP } from './isolated.js';
+import { runTop, TOP_HELP } from './top.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -21,13 +22,22 @@ Commands:
   keygen     write a new farm key (shared by the farm's daemons and clients)
   demo       a real farm on this machine: 3 daemons, a Mandelbrot render, one daemon killed halfway
   isolated   run a command (daemons, a client) inside a private network namespace: no packet leaves
+  top        the farm's workers and your jobs, live in the terminal (from a manager's API)
   help CMD   show the help of a command
   version    print the version
 
 Run \`taskfarm <command> --help\` for a command's options.
 `;
 
-const helps: Record<string, string> = { worker: WORKER_HELP, run: RUN_HELP, demo: DEMO_HELP, ls: LS_HELP, keygen: KEYGEN_HELP, isolated: ISOLATED_HELP };
+const helps: Record<string, string> = {
+  worker: WORKER_HELP,
+  run: RUN_HELP,
+  demo: DEMO_HELP,
+  ls: LS_HELP,
+  keygen: KEYGEN_HELP,
+  isolated: ISOLATED_HELP,
+  top: TOP_HELP,
+};
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -44,6 +54,8 @@ async function main(argv: string[]): Promise<number> {
       return runKeygen(rest);
     case 'isolated':
       return runIsolated(rest);
+    case 'top':
+      return runTop(rest);
     case 'version':
     case '--version':
     case '-v':
