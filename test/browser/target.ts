@@ -122,12 +122,14 @@ function clientFor(url: string, token: string): TargetClient {
             controller.enqueue(encoder.encode(s));
           },
         });
-        const res = await fetch(`${url}/api/v1/jobs`, {
+        // `duplex` is required by Node's fetch for a streamed body (not in the DOM's RequestInit type).
+        const init: RequestInit & { duplex: 'half' } = {
           method: 'POST',
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson' },
           body,
           duplex: 'half',
-        } as RequestInit);
+        };
+        const res = await fetch(`${url}/api/v1/jobs`, init);
         const json = (await res.json()) as { ticket?: string };
         if (res.status !== 201 || json.ticket === undefined) throw new Error(`submit → ${res.status} ${JSON.stringify(json)}`);
         return json.ticket;

@@ -676,8 +676,7 @@ export async function startFakeManager(options: FakeManagerOptions): Promise<Fak
     if (!file.startsWith(normalize(root)) || !existsSync(file) || !statSync(file).isFile()) file = join(root, 'index.html');
     res.writeHead(200, {
       'content-type': MIME[extname(file)] ?? 'application/octet-stream',
-      'content-security-policy':
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+      'content-security-policy': "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
       'x-content-type-options': 'nosniff',
     });
     res.end(readFileSync(file));

@@ -45,8 +45,8 @@ function startWorker(cacheDir: string, extra: readonly string[] = []): Promise<S
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`no READY line within 20 s: ${err}`)), 20_000);
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       const ready = /^READY port=(\d+)/m.exec(out);
       const metrics = /^METRICS port=(\d+)/m.exec(out);

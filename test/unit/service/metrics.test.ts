@@ -9,7 +9,7 @@ import { namingProblems, parseExposition, sample } from '../../helpers/prometheu
 
 const sources = (over: Partial<ServiceMetricsSources> = {}): ServiceMetricsSources => ({
   jobsByState: () => ({ running: 2, done: 5 }),
-  tasksByState: async () => ({ pending: 1000, running: 16, done: 84 }),
+  tasksByState: () => Promise.resolve({ pending: 1000, running: 16, done: 84 }),
   workersByState: () => ({ busy: 3, lost: 1 }),
   ...over,
 });
