@@ -1,22 +1,23 @@
 /**
  * The manager the browser tests (and `taskfarm top`'s tests) run against: ONE factory.
  *
- *   TASKFARM_DASHBOARD_TARGET=fake  (default until `taskfarm serve` is merged) — test/helpers/fake-manager.ts
- *   TASKFARM_DASHBOARD_TARGET=real  — a real `taskfarm serve` process on a real SQLite store, with two
- *                                     real worker daemons (--threads 2) on 127.0.0.1, tokens minted
- *                                     with `taskfarm token create`, the dashboard served from dist/dashboard.
- *
- * After the merge, flip {@link DEFAULT_TARGET} to 'real' (one line): the tests talk to the target
- * only through the documented HTTP API, so nothing else changes.
+ *   real — a real `taskfarm serve` process on a real SQLite store, with two real worker daemons
+ *          (--threads 2) on 127.0.0.1, tokens minted with `taskfarm token create`, the dashboard
+ *          served from dist/dashboard (`--static`). The default whenever this build has the
+ *          `serve` command (i.e. once branches svc and http are merged).
+ *   fake — test/helpers/fake-manager.ts, the documented API simulated in process: the default
+ *          while the build has no `serve`.
+ * TASKFARM_DASHBOARD_TARGET=real|fake forces one. The tests talk to the target only through the
+ * documented HTTP API, so nothing else changes between the two.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { CLI, REPO } from '../helpers/cli.js';
 import { Daemons, tempDir, waitForLine } from '../helpers/daemons.js';
 import { startFakeManager } from '../helpers/fake-manager.js';
 
-/** Which manager the tests use when TASKFARM_DASHBOARD_TARGET is not set. */
-export const DEFAULT_TARGET: 'fake' | 'real' = 'fake';
+/** Which manager the tests use when TASKFARM_DASHBOARD_TARGET is not set: the real one when the build has `taskfarm serve`. */
+export const DEFAULT_TARGET: 'fake' | 'real' = spawnSync(process.execPath, [CLI, 'serve', '--help'], { stdio: 'ignore' }).status === 0 ? 'real' : 'fake';
 
 /** The built dashboard (`npm run build`). */
 export const DASHBOARD_DIR = new URL('../../dist/dashboard/', import.meta.url).pathname;

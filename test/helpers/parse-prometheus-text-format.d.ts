@@ -4,13 +4,7 @@ declare module 'parse-prometheus-text-format' {
     readonly name: string;
     readonly help: string;
     readonly type: 'COUNTER' | 'GAUGE' | 'HISTOGRAM' | 'SUMMARY' | 'UNTYPED';
-    readonly metrics: readonly {
-      readonly labels?: Record<string, string>;
-      readonly value?: string;
-      readonly buckets?: Record<string, string>;
-      readonly count?: string;
-      readonly sum?: string;
-    }[];
+    readonly metrics: readonly { readonly labels?: Record<string, string>; readonly value?: string; readonly buckets?: Record<string, string>; readonly count?: string; readonly sum?: string }[];
   }
   export default function parsePrometheusTextFormat(text: string): MetricFamily[];
 }

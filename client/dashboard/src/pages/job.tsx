@@ -303,14 +303,15 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
 
   useInterval(
     () => {
-      if (stats === null || job === undefined) return;
+      // Asked at once, beside the status (not after it): the first render waits for the slower of the two.
+      if (stats === null) return;
       api.stats(ticket).then(setStats, (err: unknown) => {
         // The manager lacks the proposed stats route: the page plots the live rate instead.
         if (err instanceof ApiError && (err.status === 404 || err.status === 405)) setStats(null);
       });
     },
     STATS_MS,
-    [ticket, job === undefined, stats === null],
+    [ticket, stats === null],
   );
 
   const optimize = job?.kind === 'optimize';
