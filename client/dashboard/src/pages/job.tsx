@@ -320,6 +320,11 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
   useJobEvents(ticket, optimize ? 0 : job?.lastEventSeq, job !== undefined, {
     progress: (d) => {
       const p = d as ProgressEvent;
+      // A stream opened without `after` (a manager without `lastEventSeq`) replays old progress
+      // first: counts never go back within a run (a resubmit reloads the status), so older ones are skipped.
+      const settled = p.counts.done + p.counts.failed;
+      const current = job === undefined ? 0 : job.counts.done + job.counts.failed;
+      if (settled < current) return;
       setJob((j) => (j === undefined ? j : { ...j, counts: p.counts, rate: p.rate, etaSeconds: p.etaSeconds }));
       if (p.rate !== null) setSamples((s) => [...s.slice(-(MAX_SAMPLES - 1)), [Date.now() / 1000, p.rate ?? 0]]);
     },

@@ -24,7 +24,10 @@ function JobRow({ job, live }: { readonly job: JobStatus; readonly live: boolean
   useJobEvents(job.ticket, job.lastEventSeq, live && !FINAL_STATES.includes(job.state), {
     progress: (d) => {
       const p = d as ProgressEvent;
-      setNow((j) => ({ ...j, counts: p.counts, rate: p.rate, etaSeconds: p.etaSeconds }));
+      // Replayed old progress (a stream opened without `after`) must not move the bar back.
+      setNow((j) =>
+        p.counts.done + p.counts.failed < j.counts.done + j.counts.failed ? j : { ...j, counts: p.counts, rate: p.rate, etaSeconds: p.etaSeconds },
+      );
     },
     state: (d) => {
       const s = d as StateEvent;
