@@ -1,16 +1,30 @@
+import { statSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
+
+/** The fault, LAN and security tests: real daemons whose heartbeats (about 1 s) decide whether a worker is lost. */
+const FAULT_LANE = /\/test\/(system|robust|security|harness)\/|\/test\/integration\/faults\.test\.ts$/;
 
 /**
- * The fault, LAN and security tests: real daemons whose heartbeats (about 1 s) decide whether a
- * worker is lost. They run one file at a time, in a lane of their own.
+ * Files run two at a time, in an order that pairs a fault test with another one: a fault test spends
+ * most of its time waiting (for a heartbeat timeout, a link to heal), so it shares the 2 cores well
+ * with an ordinary integration test, less well with a second virtual LAN. Within each lane, the
+ * largest files first.
  */
-const faultLane = [
-  'test/system/**/*.test.ts',
-  'test/robust/**/*.test.ts',
-  'test/security/**/*.test.ts',
-  'test/harness/**/*.test.ts',
-  'test/integration/faults.test.ts',
-];
+class LaneSequencer extends BaseSequencer {
+  override sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const size = (f: TestSpecification): number => statSync(f.moduleId).size;
+    const bySize = (a: TestSpecification, b: TestSpecification): number => size(b) - size(a);
+    const faults = files.filter((f) => FAULT_LANE.test(f.moduleId)).sort(bySize);
+    const others = files.filter((f) => !FAULT_LANE.test(f.moduleId)).sort(bySize);
+    const out: TestSpecification[] = [];
+    for (let i = 0; i < Math.max(faults.length, others.length); i++) {
+      if (i < faults.length) out.push(faults[i]!);
+      if (i < others.length) out.push(others[i]!);
+    }
+    return Promise.resolve(out);
+  }
+}
 
 export default defineConfig({
   test: {
@@ -20,17 +34,12 @@ export default defineConfig({
     hookTimeout: 30_000,
     teardownTimeout: 10_000,
     reporters: ['default'],
-    // Two lanes run side by side, each one file at a time: the fault lane and everything else. Most
-    // of a fault test's time is waiting (for a heartbeat timeout, a link to heal), so two files at once
-    // on a 2-core machine cut the wall time nearly in half without starving anyone's heartbeats; the
-    // benchmarks' smoke run (CPU-bound) runs after both, alone.
+    sequence: { sequencer: LaneSequencer },
+    // Two files at a time (see LaneSequencer); the benchmarks' smoke run and the batching
+    // measurements (CPU-bound) run afterwards, alone.
     projects: [
-      { extends: true, test: { name: 'faults', include: faultLane, fileParallelism: false, sequence: { groupOrder: 0 } } },
-      {
-        extends: true,
-        test: { name: 'main', include: ['test/**/*.test.ts'], exclude: [...faultLane, 'test/perf/**'], fileParallelism: false, sequence: { groupOrder: 0 } },
-      },
-      { extends: true, test: { name: 'perf', include: ['test/perf/**/*.test.ts'], fileParallelism: false, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: 'main', include: ['test/**/*.test.ts'], exclude: ['test/perf/**'], maxWorkers: 2, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: 'perf', include: ['test/perf/**/*.test.ts'], maxWorkers: 1, sequence: { groupOrder: 2 } } },
     ],
   },
 });
