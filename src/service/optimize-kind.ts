@@ -148,7 +148,7 @@ export function checkOptimizeParams(params: unknown): CheckedOptimizeParams {
   for (const k of CORE_KEYS) if (params[k] !== undefined) core[k] = params[k];
   try {
     // The constructor makes every check a run makes before it starts (options, optimiser settings, the space).
-    new Minimization(() => Promise.resolve([]), space, core as MinimizeOptions);
+    new Minimization(() => Promise.resolve([]), space, core);
   } catch (err) {
     asRequestError(err);
   }
@@ -163,7 +163,7 @@ export function checkOptimizeParams(params: unknown): CheckedOptimizeParams {
       isObject(v) && keys.length === 1 && (keys[0] === 'json' || (keys[0] === 'base64' && typeof v['base64'] === 'string' && BASE64.test(v['base64'])));
     if (!ok) throw new InvalidRequestError(`Expected \`${field}\` to be {"json": value} or {"base64": "…"}, got ${describeValue(v)}`, { field });
   }
-  return { space, resolved: resolved!, core: core as MinimizeOptions, shared: shared as Record<string, OptimizeSharedValue> };
+  return { space, resolved: resolved!, core: core, shared: shared as Record<string, OptimizeSharedValue> };
 }
 
 /** The result an optimize job shows while it runs (the `generation` events carry it without `history`). */
