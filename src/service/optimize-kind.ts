@@ -17,8 +17,12 @@
 import { FarmAbortError, FarmError, InvalidCostError, InvalidOptionError, StoreError, TaskError } from '../errors.js';
 import { sharedValue, type FarmJob, type SharedValue } from '../farm/index.js';
 import {
+  Bfgs,
+  DifferentialEvolution,
   Minimization,
   resolveSpace,
+  type BfgsOptions,
+  type DifferentialEvolutionOptions,
   type EvaluationContext,
   type GenerationEvent,
   type MinimizeCheckpoint,
@@ -149,6 +153,19 @@ export function checkOptimizeParams(params: unknown): CheckedOptimizeParams {
   try {
     // The constructor makes every check a run makes before it starts (options, optimiser settings, the space).
     new Minimization(() => Promise.resolve([]), space, core);
+    // The optimiser's own checks (population size, its options) and the initial population against the budget.
+    const opt =
+      optimizer === 'bfgs'
+        ? new Bfgs(core['optimizerOptions'] as BfgsOptions)
+        : new DifferentialEvolution(core['optimizerOptions'] as DifferentialEvolutionOptions);
+    opt.configure({ seed: 0, populationSize: core['populationSize'] as number | undefined });
+    const size = opt.start(resolved!).length;
+    const max = core['maxEvaluations'];
+    if (typeof max === 'number' && size > max) {
+      throw new InvalidOptionError(
+        `Expected \`maxEvaluations\` (${max}) to allow at least the initial population (${size} members): raise it or lower populationSize`,
+      );
+    }
   } catch (err) {
     asRequestError(err);
   }
