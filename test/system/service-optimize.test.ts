@@ -47,9 +47,9 @@ async function startManager(dir: string, peers: readonly LocalDaemon[]): Promise
     { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config') } },
   );
   children.add(child);
-  child.stderr!.resume();
-  const ready = await waitForLine(child.stdout!, /^READY port=(\d+)$/m, 20_000);
-  child.stdout!.resume();
+  child.stderr.resume();
+  const ready = await waitForLine(child.stdout, /^READY port=(\d+)$/m, 20_000);
+  child.stdout.resume();
   return { child, url: `http://127.0.0.1:${ready[1]}` };
 }
 
@@ -62,8 +62,8 @@ async function cli(dir: string, url: string, token: string, args: readonly strin
   children.add(child);
   let stdout = '';
   let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
   const [code] = (await once(child, 'close')) as [number | null];
   clearTimeout(timer);
