@@ -178,7 +178,7 @@ describe('optimize jobs on taskfarm serve (real manager + daemons)', () => {
   });
 
   it('SIGKILL of the manager mid-run: restarted on the same store, the job continues from its last committed generation, same result as without the kill', async () => {
-    const config = { fn: 'rosenbrock' as const, ms: 15 };
+    const config = { fn: 'rosenbrock' as const, ms: 25 };
     const cfg = join(dir.path, 'rosenbrock.json');
     writeFileSync(cfg, JSON.stringify(config));
     const generations = 40;
