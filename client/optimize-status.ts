@@ -32,7 +32,7 @@ export function formatPoint(x: unknown, names: unknown): string {
   if (!Array.isArray(x)) return '?';
   return x
     .map((v: unknown, i) => {
-      const name = Array.isArray(names) && typeof names[i] === 'string' ? (names[i]) : `x[${i}]`;
+      const name = Array.isArray(names) && typeof names[i] === 'string' ? names[i] : `x[${i}]`;
       return `${name} = ${typeof v === 'number' ? formatNumber(v) : '?'}`;
     })
     .join(', ');
