@@ -96,7 +96,7 @@ describe('optimize jobs on the job service (in process, SQLite, local threads)',
     expect((await svc.list(caller)).items).toEqual([]);
   });
 
-  it('a graceful close commits the generation in flight; reopened, the job continues; hold and release; the result is the uninterrupted run’s', async () => {
+  it('a graceful close mid-run; reopened, the job continues from its last committed generation; hold and release; the result is the uninterrupted run’s', async () => {
     const { svc: first, path } = await fresh();
     const params = {
       space: {
