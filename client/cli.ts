@@ -12,6 +12,7 @@ import { runIsolated, ISOLATED_HELP } from './isolated.js';
 import { runServe, SERVE_HELP } from './serve.js';
 import { runServiceCommand, SERVICE_HELPS } from './service-commands.js';
 import { runTop, TOP_HELP } from './top.js';
+import { runOptimize, OPTIMIZE_HELP } from './optimize.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -27,6 +28,7 @@ Commands:
   serve      run the job service (manager): submit jobs and walk away
   token      token create: mint a bearer token for the job service (needs the farm key)
   submit     submit a job to the manager; prints its ticket
+  optimize   submit an optimisation job (minimise a cost over a box) to the manager
   status     a job's summary: counts per state, rate, ETA, first failures
   jobs       your unfinished jobs (--all: everyone's, admins)
   history    your finished jobs
@@ -51,6 +53,7 @@ const helps: Record<string, string> = {
   isolated: ISOLATED_HELP,
   serve: SERVE_HELP,
   ...SERVICE_HELPS,
+  optimize: OPTIMIZE_HELP,
   top: TOP_HELP,
 };
 
@@ -84,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
     case 'resubmit':
     case 'rm':
       return runServiceCommand(command, rest);
+    case 'optimize':
+      return runOptimize(rest);
     case 'top':
       return runTop(rest);
     case 'version':

@@ -23,6 +23,7 @@ import {
   type JobStatusView,
   type ServiceEvent,
 } from '../src/index.js';
+import { describeOptimization, generationLine } from './optimize-status.js';
 
 const DEFAULT_SERVER = 'http://127.0.0.1:7800';
 
@@ -34,7 +35,7 @@ const COMMON_LINES = `  --server URL     the manager (default $TASKFARM_SERVER o
 const PINNING = `HTTPS managers are pinned on first use in ${configPath('known_managers')} (like SSH's
 known_hosts); a changed certificate is refused.`;
 /** After a command's own Options: the common ones. */
-const COMMON = `Common options:\n${COMMON_LINES}\n\n${PINNING}`;
+export const COMMON = `Common options:\n${COMMON_LINES}\n\n${PINNING}`;
 /** For a command with no options of its own. */
 const ONLY_COMMON = `Options:\n${COMMON_LINES}\n\n${PINNING}`;
 
@@ -80,7 +81,8 @@ ${COMMON}
   status: `Usage: taskfarm status TICKET [options]
 
 A statistical summary of the job: tasks per state, rate, ETA, the first failures with their input
-index and message. --json prints the status object of GET /api/v1/jobs/{ticket}.
+index and message; for an optimize job, the generations and evaluations so far, the best cost and
+its parameters, and why it stopped. --json prints the status object of GET /api/v1/jobs/{ticket}.
 
 ${ONLY_COMMON}
 `,
@@ -159,18 +161,18 @@ ${ONLY_COMMON}
 `,
 };
 
-class UsageError extends Error {
+export class UsageError extends Error {
   readonly code = 'FARM_ERR_INVALID_OPTION';
 }
 
-const commonOptions = {
+export const commonOptions = {
   server: { type: 'string' },
   token: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
-interface Common {
+export interface Common {
   readonly json: boolean;
   readonly client: ServiceHttpClient;
 }
@@ -187,7 +189,7 @@ function tokenFrom(flag: string | undefined): string | undefined {
   }
 }
 
-function clientFor(values: { server?: string | undefined; token?: string | undefined }): ServiceHttpClient {
+export function clientFor(values: { server?: string | undefined; token?: string | undefined }): ServiceHttpClient {
   const server =
     values.server ??
     (process.env['TASKFARM_SERVER'] !== undefined && process.env['TASKFARM_SERVER'].length > 0 ? process.env['TASKFARM_SERVER'] : DEFAULT_SERVER);
@@ -199,7 +201,7 @@ function clientFor(values: { server?: string | undefined; token?: string | undef
   });
 }
 
-function int(name: string, v: string | undefined, min = -Infinity): number | undefined {
+export function int(name: string, v: string | undefined, min = -Infinity): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} expects an integer${min > -Infinity ? ` ≥ ${min}` : ''}, got "${v}"`);
@@ -224,7 +226,11 @@ export function describeStatus(s: JobStatusView): string {
   const c = s.counts;
   const lines = [
     `job ${s.ticket}${s.name.length > 0 ? ` "${s.name}"` : ''} of ${s.owner}: ${s.state}`,
-    `  tasks   ${s.total} total: ${c.pending} pending, ${c.running} running, ${c.done} done, ${c.failed} failed (${s.total > 0 ? ((100 * (c.done + c.failed)) / s.total).toFixed(1) : '100.0'} % settled)`,
+    ...(s.kind === 'optimize'
+      ? describeOptimization(s)
+      : [
+          `  tasks   ${s.total} total: ${c.pending} pending, ${c.running} running, ${c.done} done, ${c.failed} failed (${s.total > 0 ? ((100 * (c.done + c.failed)) / s.total).toFixed(1) : '100.0'} % settled)`,
+        ]),
   ];
   if (s.rate !== null || s.etaSeconds !== null) {
     lines.push(`  rate    ${s.rate === null ? '?' : `${s.rate.toFixed(1)} tasks/s`}${s.etaSeconds === null ? '' : `, ETA ${seconds(s.etaSeconds)}`}`);
@@ -329,7 +335,7 @@ async function tokenCommand(argv: readonly string[], help: string): Promise<numb
   }
 }
 
-function print(text: string): number {
+export function print(text: string): number {
   process.stdout.write(text);
   return 0;
 }
@@ -525,7 +531,7 @@ async function jobsCommand(command: 'jobs' | 'history', argv: readonly string[],
 }
 
 /** Follows a job's events until it finishes (or Ctrl-C detaches). 0 done, 1 failed/cancelled, 130 detached. */
-async function follow(common: Common, ticket: string, printEvents: boolean): Promise<number> {
+export async function follow(common: Common, ticket: string, printEvents: boolean): Promise<number> {
   const ac = new AbortController();
   let detached = false;
   const onSigint = (): void => {
@@ -557,6 +563,10 @@ async function follow(common: Common, ticket: string, printEvents: boolean): Pro
             const total = c.pending + c.running + c.done + c.failed;
             const line = `${c.done + c.failed}/${total} settled, ${c.running} running, ${c.failed} failed${typeof data.rate === 'number' ? `, ${data.rate.toFixed(0)} tasks/s` : ''}`;
             process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+          }
+          if (ev.type === 'generation' && !printEvents) {
+            const line = generationLine(ev.data);
+            if (line !== undefined) process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
           }
           if (ev.type === 'state' && data?.state !== undefined && final(data.state)) {
             const now = await common.client.json<JobStatusView>('GET', jobPath(ticket), {}, ticket);
@@ -606,7 +616,10 @@ async function* sse(source: AsyncIterable<Buffer>): AsyncGenerator<ServiceEvent>
           } catch {
             // keep the text
           }
-          if (type === 'error') throw new FarmError('FARM_ERR_STORE', String((parsed as { message?: unknown }).message ?? text));
+          if (type === 'error') {
+            const message = (parsed as { message?: unknown } | null)?.message;
+            throw new FarmError('FARM_ERR_STORE', typeof message === 'string' ? message : text);
+          }
           if (id !== undefined) yield { seq: id, at: Date.now(), type, data: parsed as ServiceEvent['data'] };
         }
         type = 'message';

@@ -25,6 +25,7 @@ export {
 } from './job-service.js';
 export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob } from './store-repository.js';
 export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';
+export { optimizeJobHandler, checkOptimizeParams, type OptimizeJobParams, type OptimizeSharedValue, type CheckedOptimizeParams } from './optimize-kind.js';
 export { openLocalService, localCaller, type LocalServiceOptions, type LocalJobService } from './local.js';
 export { lockStore, type StoreLock } from './store-lock.js';
 export { TokenMinter, type TokenRequest } from './tokens.js';

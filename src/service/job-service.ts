@@ -41,6 +41,7 @@ import { lockStore, type StoreLock } from './store-lock.js';
 import { ForbiddenError, InvalidRequestError, InvalidInputError, ShuttingDownError, TooLargeError } from './errors.js';
 import { bundleSource } from './inline-source.js';
 import { mapJobHandler, type JobKindHandler, type JobOutcome, type JobRun } from './kinds.js';
+import { optimizeJobHandler } from './optimize-kind.js';
 import type { StoreTaskRepositoryOptions } from './store-repository.js';
 import { TokenMinter } from './tokens.js';
 import type {
@@ -111,7 +112,7 @@ export interface JobServiceOptions {
   readonly repository?: StoreTaskRepositoryOptions;
   /** At most one `progress` event per job this often, in ms. @default 250 */
   readonly progressMs?: number;
-  /** Handlers of job kinds besides `map` (an `optimize` handler, issue 13). */
+  /** Handlers of job kinds besides `map` and `optimize` (registered by default; a handler given here replaces the default of its kind). */
   readonly handlers?: readonly JobKindHandler[];
   /** @default silentLogger */
   readonly logger?: Logger;
@@ -250,6 +251,7 @@ export class StoreJobService implements JobService {
     intField('maxRunningJobs', this.#maxRunning, 1, 10_000);
     intField('progressMs', this.#progressMs, 10, 60_000);
     this.#handlers.set('map', mapJobHandler);
+    this.#handlers.set('optimize', optimizeJobHandler);
     for (const h of options.handlers ?? []) this.#handlers.set(h.kind, h);
     pool.on('lost', (e) => this.#onLost(e));
     pool.on('recruited', (w) => {
@@ -341,6 +343,8 @@ export class StoreJobService implements JobService {
         const line = (item as InputLine | undefined)?.line ?? index + 1;
         if (typeof text !== 'string')
           throw new InvalidRequestError(`Expected input ${index} to be {text, line} with the input's JSON text`, { field: 'inputs' });
+        if (checked.kind === 'optimize' && text.trim().length > 0)
+          throw new InvalidRequestError('An optimize job takes no inputs: its populations come from the optimiser (`params`)', { field: 'inputs', line });
         if (text.length > this.#maxLine / 4 && Buffer.byteLength(text) > this.#maxLine) {
           throw new TooLargeError(`Line ${line} is longer than the manager's limit of ${this.#maxLine} bytes per input (--max-line)`, {
             limit: this.#maxLine,
@@ -902,6 +906,7 @@ export class StoreJobService implements JobService {
         r.dirty = true;
         for (const f of failures) if (r.failures.length < FAILURE_EVENTS_PER_TICK) r.failures.push(f);
       },
+      notify: () => this.#poke(ticket),
     });
     (r as { run: JobRun }).run = run;
     this.#running.set(ticket, r);

@@ -1,8 +1,9 @@
 /**
  * Job kinds: how the service runs a job of each kind on the pool. A `map` job is one pool job over a
- * {@link StoreTaskRepository}. An `optimize` job (issue 13) will be driven by the optimiser runner,
- * one pool job per generation, committing its state per generation with `saveOptimizerState`: it
- * plugs in here as another {@link JobKindHandler} (`createJobService({ handlers: [...] })`).
+ * {@link StoreTaskRepository}. An `optimize` job (issue 13, src/service/optimize-kind.ts) is driven
+ * by the optimiser runner, one pool job per generation, committing its state per generation with
+ * `saveOptimizerState`. Both are registered by default; another kind plugs in here as another
+ * {@link JobKindHandler} (`createJobService({ handlers: [...] })`).
  */
 import { FarmAbortError, FarmError, StoreError, TaskError, UnsendableInputError } from '../errors.js';
 import type { BundledProgram, FarmPool, JobOptions } from '../farm/index.js';
@@ -25,6 +26,8 @@ export interface JobRunContext {
   readonly repository: StoreTaskRepositoryOptions;
   /** Tell the service about every commit (counters for status and progress events, failures for failure events). */
   readonly onCommit: (result: SettleResult, failures: readonly FailureEntry[]) => void;
+  /** Tell the service the run wrote events or result metadata itself (e.g. an optimisation's generation): its event subscribers read them. */
+  readonly notify: () => void;
 }
 
 /** How a run ended. */

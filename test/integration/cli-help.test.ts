@@ -63,7 +63,8 @@ describe('--help against the README', () => {
       expect(synopsis, `README "Command line" has a synopsis of taskfarm ${command}`).toBeDefined();
       expect(flagsOf(synopsis!), `taskfarm ${command}: README synopsis vs --help`).toEqual(helpFlags(r.stdout));
     }
-  });
+    // One CLI start per command (two dozen): ~1.5 s each on a loaded 2-core machine.
+  }, 120_000);
 
   it('the synopsis under "Running worker daemons" is the one under "Command line"', () => {
     expect(synopses(codeBlockAfter('Running worker daemons')).get('worker')).toBe(synopses(codeBlockAfter('Command line')).get('worker'));
