@@ -1174,7 +1174,6 @@ export class PostgresJobStore implements JobStore {
     );
   }
 
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
