@@ -106,7 +106,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-async function startManager(workers: number, log: (m: string) => void): Promise<Manager> {
+async function startManager(workers: number): Promise<Manager> {
   const dir = mkdtempSync(join(tmpdir(), 'taskfarm-dashboard-bench-'));
   const daemons: LocalDaemon[] = await Promise.all(
     Array.from({ length: workers }, (_, i) => startDaemon(['--cache-dir', join(dir, `w${i}`), '--threads', '1', '--log-level', 'warn'])),
@@ -256,7 +256,7 @@ export async function dashboardBench(o: DashboardBenchOptions): Promise<Dashboar
     figures.push({ name: 'dashboard: page JavaScript (gzip)', unit: 'KB', xs: [kb], target: '≤ 200 KB', met: kb <= 200 });
   } else o.log(`dashboard bench: size check failed: ${measured.stderr}`);
 
-  const m = await startManager(sizes.workers, o.log);
+  const m = await startManager(sizes.workers);
   try {
     const big = await submit(m, sizes.tasks, true);
     const n = sizes.tasks.toLocaleString('en-US');

@@ -125,12 +125,22 @@ export class JobStatsTracker {
       }
     }
     this.durations = Histogram.from(o['durations']);
-    const t = o['throughput'] as Partial<Throughput> | undefined;
-    const ok = t !== undefined && typeof t.intervalSeconds === 'number' && typeof t.start === 'number' && Array.isArray(t.done) && Array.isArray(t.failed);
-    this.#interval = ok ? t.intervalSeconds! : FIRST_INTERVAL_S;
-    this.#start = ok ? t.start! : now;
-    this.#done = ok ? [...t.done!] : [];
-    this.#failed = ok ? [...t.failed!] : [];
+    const t = o['throughput'] as { intervalSeconds?: unknown; start?: unknown; done?: unknown; failed?: unknown } | undefined;
+    const nums = (xs: unknown): number[] | undefined =>
+      Array.isArray(xs) && xs.every((x) => typeof x === 'number' && x >= 0) ? (xs as number[]).slice(0, MAX_INTERVALS) : undefined;
+    const done = nums(t?.done);
+    const failed = nums(t?.failed);
+    if (t !== undefined && typeof t.intervalSeconds === 'number' && t.intervalSeconds > 0 && typeof t.start === 'number' && done && failed) {
+      this.#interval = t.intervalSeconds;
+      this.#start = t.start;
+      this.#done = done;
+      this.#failed = failed;
+    } else {
+      this.#interval = FIRST_INTERVAL_S;
+      this.#start = now;
+      this.#done = [];
+      this.#failed = [];
+    }
     const ws = o['workers'];
     if (Array.isArray(ws)) {
       for (const w of ws as Partial<JobWorkerStats & { timed: number }>[]) {

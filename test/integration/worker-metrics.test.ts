@@ -195,7 +195,7 @@ describe('GET /metrics of a real taskfarm serve', () => {
       { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.unshift(manager); // stopped first
-    const [, port] = await waitForLine(manager.stdout!, /^READY port=(\d+)/, 30_000);
+    const [, port] = await waitForLine(manager.stdout, /^READY port=(\d+)/, 30_000);
     const url = `http://127.0.0.1:${port}`;
     const token = (await cli(['token', 'create', '--user', 'ada', '--server', url])).trim().split('\n').pop() ?? '';
     const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
