@@ -46,7 +46,7 @@ export interface JobStatsView {
 /** At most this many throughput intervals are kept: past it, intervals are merged two by two (the interval doubles). */
 export const MAX_INTERVALS = 720;
 /** The first throughput interval, seconds. */
-export const FIRST_INTERVAL_S = 5;
+export const FIRST_INTERVAL_S = 1;
 /** Workers kept per job (the busiest). */
 const MAX_JOB_WORKERS = 1000;
 

@@ -125,8 +125,8 @@ export class ServiceStats {
 
   #timed(store: JobStore, metrics: ServiceMetricsRecorder): JobStore {
     return new Proxy(store, {
-      get(target, prop, receiver) {
-        const value = Reflect.get(target, prop, receiver) as unknown;
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
         if (typeof value !== 'function') return value;
         const kind = typeof prop === 'string' ? TIMED[prop] : undefined;
         if (kind === undefined) return (value as (...a: unknown[]) => unknown).bind(target);

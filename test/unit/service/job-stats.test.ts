@@ -28,10 +28,11 @@ describe('JobStatsTracker', () => {
   });
 
   it('bins settled tasks per interval from the start, and merges intervals two by two past 720', () => {
+    const I = FIRST_INTERVAL_S * 1000;
     const t = new JobStatsTracker(undefined, 1_000_000);
     t.settled(10, 0, 1_000_000);
-    t.settled(5, 1, 1_000_000 + 4_999);
-    t.settled(7, 0, 1_000_000 + 12_000);
+    t.settled(5, 1, 1_000_000 + I - 1);
+    t.settled(7, 0, 1_000_000 + 2.4 * I);
     let v = t.view(host).throughput;
     expect(v).toEqual({ intervalSeconds: FIRST_INTERVAL_S, start: 1_000_000, done: [15, 0, 7], failed: [1, 0, 0] });
     // One more just past the 720th interval: the intervals double and nothing is lost.
