@@ -614,9 +614,12 @@ export class StoreJobService implements JobService {
   async resubmit(caller: Caller, ticket: string, options: { readonly failedOnly?: boolean } = {}): Promise<JobStatus> {
     const failedOnly = options.failedOnly ?? false;
     if (typeof failedOnly !== 'boolean') throw new InvalidRequestError('Expected `failed` to be a boolean', { field: 'failed' });
-    const status = await this.#act(caller, ticket, FINISHED_JOB_STATES, 'resubmitted', (t) => {
+    const status = await this.#act(caller, ticket, FINISHED_JOB_STATES, 'resubmitted', async (t) => {
       this.#failuresCache.delete(t);
-      return this.#store.resubmitJob(t, { failedOnly });
+      const done = await this.#store.resubmitJob(t, { failedOnly });
+      // Every task runs again: the plots start again too (a resubmit of the failed ones adds to them).
+      if (done.changed && !failedOnly) await this.#stats.reset(t);
+      return done;
     });
     this.#schedule();
     return status;

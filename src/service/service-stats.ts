@@ -214,6 +214,14 @@ export class ServiceStats {
     await this.#save(ticket, e.tracker);
   }
 
+  /** Every task of the job runs again: its statistics start again empty. */
+  async reset(ticket: string): Promise<void> {
+    this.#jobs.delete(ticket);
+    const empty = new JobStatsTracker();
+    empty.dirty = true;
+    await this.#save(ticket, empty);
+  }
+
   /** The job was removed: nothing more to save. */
   forget(ticket: string): void {
     this.#jobs.delete(ticket);
