@@ -813,9 +813,10 @@ export class StoreJobService implements JobService {
         this.#poke(r.ticket);
       }
       this.#running.clear();
-      await this.#stats.close();
     } finally {
       clearTimeout(timer);
+      // The statistics of the runs stopped above are saved before the store closes.
+      await this.#stats.close().catch((err: unknown) => this.#log.warn('saving statistics on close failed', { error: String(err) }));
       for (const hub of this.#hubs.values()) hub.close();
       this.#hubs.clear();
       this.#storeClosed = true;
