@@ -273,7 +273,17 @@ describe.skipIf(!HAVE_CHROMIUM)('dashboard in Chromium, on a real taskfarm serve
   it('shows a worker’s page: what it ran, its task times', async () => {
     const alice = target.as('alice');
     const ticket = await alice.submit({ name: 'for-workers', inputs: slow(40, 5) });
-    await until('the job to end', async () => (await alice.status(ticket)).state === 'done');
+    const bobs = await target.as('bob').submit({ name: 'bobs-worker-job', inputs: slow(20, 1) });
+    await until('the jobs to end', async () => (await alice.status(ticket)).state === 'done' && (await target.as('bob').status(bobs)).state === 'done');
+    // Another user's job is not named on a worker's page (an admin sees it on one of them).
+    const seen = { alice: '', admin: '' };
+    for (const w of await alice.workers()) {
+      seen.alice += JSON.stringify((await alice.request('GET', `/api/v1/workers/${encodeURIComponent(w.id)}`)).json);
+      seen.admin += JSON.stringify((await target.as('admin').request('GET', `/api/v1/workers/${encodeURIComponent(w.id)}`)).json);
+    }
+    expect(seen.alice).not.toContain(bobs);
+    expect(seen.alice).not.toContain('bobs-worker-job');
+    expect(seen.admin).toContain(bobs);
     // GET /api/v1/workers/{id} of each worker: between them they ran all 40 tasks.
     const details = await Promise.all(
       (await alice.workers()).map(async (w) => ({
