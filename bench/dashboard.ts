@@ -8,9 +8,8 @@
  *   running job's throughput by ≤ 5 % (ratio to the same job with none, in the same run);
  * - the page's JavaScript ≤ 200 KB gzipped.
  *
- * The manager: a real `taskfarm serve` with real daemons when this build has the `serve` command
- * (after the merge), else the fake API of test/helpers/fake-manager.ts in its own process — its
- * figures then measure the fake (said in each figure's name), not the manager.
+ * The manager: a real `taskfarm serve` on a real SQLite store with real daemons on 127.0.0.1
+ * (--no-advertise), serving the dashboard it was built with (no --static).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,7 +22,6 @@ import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemo
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CLI = join(here, '..', 'client', 'cli.js');
-const DASHBOARD = join(here, '..', 'dashboard');
 const CHROMIUM = '/usr/bin/chromium';
 
 /** A figure of this section (bench/run.ts records it). */
@@ -43,7 +41,6 @@ export interface DashboardBenchOptions {
 }
 
 interface Manager {
-  readonly kind: 'real' | 'fake';
   readonly url: string;
   readonly token: string;
   readonly pid: number;
@@ -84,10 +81,6 @@ function cpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
-function hasServe(): boolean {
-  return spawnSync(process.execPath, [CLI, 'serve', '--help'], { stdio: 'ignore' }).status === 0;
-}
-
 function waitLine(child: ChildProcess, re: RegExp, ms: number): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -113,15 +106,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-async function startManager(workers: number, log: (m: string) => void): Promise<Manager> {
-  if (!hasServe()) {
-    log('dashboard bench: this build has no `taskfarm serve` yet: measuring the FAKE manager (test/helpers/fake-manager.ts)');
-    const child = spawn(process.execPath, [join(here, 'dashboard-fake.js'), '--workers', String(workers), '--static', DASHBOARD], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const [, url, token] = await waitLine(child, /^READY (\S+) (\S+)/m, 30_000);
-    return { kind: 'fake', url: url!, token: token!, pid: child.pid!, close: () => stopChild(child) };
-  }
+async function startManager(workers: number): Promise<Manager> {
   const dir = mkdtempSync(join(tmpdir(), 'taskfarm-dashboard-bench-'));
   const daemons: LocalDaemon[] = await Promise.all(
     Array.from({ length: workers }, (_, i) => startDaemon(['--cache-dir', join(dir, `w${i}`), '--threads', '1', '--log-level', 'warn'])),
@@ -139,8 +124,6 @@ async function startManager(workers: number, log: (m: string) => void): Promise<
       join(dir, 'state'),
       '--peers',
       daemons.map((d) => `127.0.0.1:${d.port}`).join(','),
-      '--static',
-      DASHBOARD,
       '--log-level',
       'warn',
     ],
@@ -151,7 +134,6 @@ async function startManager(workers: number, log: (m: string) => void): Promise<
   const minted = spawnSync(process.execPath, [CLI, 'token', 'create', '--user', 'bench', '--admin', '--server', url], { encoding: 'utf8' });
   if (minted.status !== 0) throw new Error(`taskfarm token create failed: ${minted.stderr}`);
   return {
-    kind: 'real',
     url,
     token: minted.stdout.trim().split('\n').pop() ?? '',
     pid: child.pid!,
@@ -274,8 +256,7 @@ export async function dashboardBench(o: DashboardBenchOptions): Promise<Dashboar
     figures.push({ name: 'dashboard: page JavaScript (gzip)', unit: 'KB', xs: [kb], target: '≤ 200 KB', met: kb <= 200 });
   } else o.log(`dashboard bench: size check failed: ${measured.stderr}`);
 
-  const m = await startManager(sizes.workers, o.log);
-  const tag = m.kind === 'fake' ? ' [FAKE manager]' : '';
+  const m = await startManager(sizes.workers);
   try {
     const big = await submit(m, sizes.tasks, true);
     const n = sizes.tasks.toLocaleString('en-US');
@@ -284,7 +265,7 @@ export async function dashboardBench(o: DashboardBenchOptions): Promise<Dashboar
       const xs = await firstRender(m, big, o.runs);
       const med = [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? Number.NaN;
       figures.push({
-        name: `dashboard: first render, job page of ${n} tasks, ${sizes.workers} workers${tag}`,
+        name: `dashboard: first render, job page of ${n} tasks, ${sizes.workers} workers`,
         unit: 'ms',
         xs,
         target: '≤ 1000 ms',
@@ -303,7 +284,7 @@ export async function dashboardBench(o: DashboardBenchOptions): Promise<Dashboar
         xs.push((cpuMs(m.pid) - before) / sizes.refreshes);
       }
       const med = [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? Number.NaN;
-      figures.push({ name: `dashboard: manager CPU per ${what} refresh (${n}-task job)${tag}`, unit: 'ms', xs, target: '≤ 5 ms', met: med <= 5 });
+      figures.push({ name: `dashboard: manager CPU per ${what} refresh (${n}-task job)`, unit: 'ms', xs, target: '≤ 5 ms', met: med <= 5 });
     }
     await call(m, 'DELETE', `/api/v1/jobs/${big}`);
 
@@ -332,7 +313,7 @@ export async function dashboardBench(o: DashboardBenchOptions): Promise<Dashboar
     }
     const med = [...ratios].sort((a, b) => a - b)[ratios.length >> 1] ?? Number.NaN;
     figures.push({
-      name: `dashboard: job throughput with ${sizes.dashboards} open dashboards / with none${tag}`,
+      name: `dashboard: job throughput with ${sizes.dashboards} open dashboards / with none`,
       unit: 'ratio',
       xs: ratios,
       target: '≥ 0.95',

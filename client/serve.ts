@@ -3,8 +3,10 @@
  * sink, signals and exit codes only; the service is the core's `createJobService` and the HTTP layer
  * is ServiceHttpServer.
  */
+import { existsSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Registry } from 'prom-client';
 import {
@@ -23,6 +25,11 @@ import {
 function defaultStateDir(): string {
   const base = process.env['XDG_STATE_HOME'];
   return join(base !== undefined && base.length > 0 ? base : join(homedir(), '.local', 'state'), 'taskfarm', 'manager');
+}
+
+/** The built dashboard of this installation (dist/dashboard beside dist/client: a clone after `npm run build`, or an installed package). */
+export function defaultDashboardDir(): string {
+  return fileURLToPath(new URL('../dashboard/', import.meta.url));
 }
 
 export const SERVE_HELP = `Usage: taskfarm serve [options]
@@ -45,13 +52,17 @@ Options:
   --insecure           recruit workers WITHOUT key and TLS (an isolated, trusted network only)
   --insecure-http      serve plain HTTP on a non-loopback address (tokens then travel in clear)
   --state-dir DIR      TLS certificate and key (default ${defaultStateDir()})
-  --static DIR         serve this folder at / (the dashboard's built assets)
+  --static DIR         serve this folder at / instead of the built dashboard (default: the
+                       dashboard of this installation, ${defaultDashboardDir()})
   --grace-ms MS        on SIGTERM, time for in-flight batches to finish (default 10000)
   --max-body-mb MB     largest JSON body (default 64)
   --max-line-mb MB     largest NDJSON line (default 1)
   --max-bundle-mb MB   largest bundle (default 16)
   --log-level LEVEL    debug | info | warn | error (default info)
   -h, --help           show this help
+
+The dashboard at / (sign in with a token from \`taskfarm token create\`) shows workers and jobs
+live; GET /metrics serves the Prometheus series (no token).
 
 On start it prints one line to stdout once it accepts requests: READY port=<port>
 SIGTERM or SIGINT: no new jobs or dispatch, in-flight batches finish within the grace period,
@@ -147,6 +158,15 @@ export async function runServe(argv: readonly string[]): Promise<number> {
     if (!isLoopback(host)) process.stderr.write(`taskfarm serve: WARNING: --insecure-http on ${host}: tokens and data travel in clear on the network.\n`);
   }
 
+  let staticDir = values.static;
+  if (staticDir === undefined) {
+    const dir = defaultDashboardDir();
+    if (existsSync(join(dir, 'index.html'))) staticDir = dir;
+    else process.stderr.write(`taskfarm serve: warning: no dashboard at ${dir} (run \`npm run build\`): / answers 404; the API works\n`);
+  } else if (!existsSync(staticDir)) {
+    throw new FarmError('FARM_ERR_INVALID_OPTION', `--static ${staticDir}: no such folder`);
+  }
+
   const registry = new Registry();
   factory.registry = registry;
   const service = await createJobService(factory);
@@ -158,7 +178,7 @@ export async function runServe(argv: readonly string[]): Promise<number> {
     registry,
     logger,
     ...(tls === undefined ? {} : { tls }),
-    ...(values.static === undefined ? {} : { staticDir: values.static }),
+    ...(staticDir === undefined ? {} : { staticDir }),
     ...(maxBody === undefined ? {} : { maxBodyBytes: maxBody }),
     ...(maxLine === undefined ? {} : { maxLineBytes: maxLine }),
     ...(maxBundle === undefined ? {} : { maxBundleBytes: maxBundle }),

@@ -25,6 +25,6 @@ export {
 } from './options.js';
 export type { WorkerInfo } from './link.js';
 export { preferCachedThenFastest, firstComeFirstServed, type SchedulingPolicy, type WorkerView } from './scheduling.js';
-export { MemoryTaskRepository, type InputSource, type TaskRecord, type TaskRepository, type ResultSink } from './repository.js';
+export { MemoryTaskRepository, type InputSource, type TaskRecord, type TaskRepository, type TaskTiming, type ResultSink } from './repository.js';
 export { prepareStages, type PreparedStage } from './bundler.js';
 export { sharedFile, SharedFile, sharedValue, SharedValue } from './shared.js';

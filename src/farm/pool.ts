@@ -1051,7 +1051,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       // The first copy to answer settles the task; any other copy is cancelled on its worker.
       if (rec.copies > 0) this.#cancelCopies(job, rec);
       if (flag === 0) {
-        if (job.repo.complete(rec, value)) {
+        if (job.repo.complete(rec, value, { durationMs: d, workerId: m.link.info.id })) {
           lane.completed++;
           m.completed++;
         }

@@ -27,6 +27,14 @@ export interface TaskRecord {
   sentAt: number;
 }
 
+/** How long a task ran, as its worker reported it, and where. */
+export interface TaskTiming {
+  /** Run time on the worker, in ms. */
+  readonly durationMs: number;
+  /** The worker's id. */
+  readonly workerId: string;
+}
+
 /** Inputs a TaskFarm accepts. */
 export type InputSource<T> = Iterable<T> | AsyncIterable<T>;
 
@@ -62,8 +70,11 @@ export interface TaskRepository {
   take(max: number, pullNew: boolean): TaskRecord[];
   /** Puts tasks back at the front. */
   requeue(recs: readonly TaskRecord[]): void;
-  /** Settles a task with its output. False when it was settled already (a duplicate result). */
-  complete(rec: TaskRecord, output: unknown): boolean;
+  /**
+   * Settles a task with its output. False when it was settled already (a duplicate result).
+   * `timing`: the run time the worker reported and who ran it (a repository may keep statistics).
+   */
+  complete(rec: TaskRecord, output: unknown, timing?: TaskTiming): boolean;
   /** Settles a task as failed (errors: 'collect'). False when it was settled already. */
   fail(rec: TaskRecord, error: FarmError): boolean;
   /** The job ended (done, failed or cancelled): stop pulling, release what is held. */

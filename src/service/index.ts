@@ -12,6 +12,7 @@ export type {
   ResultLine,
   ServiceEvent,
   ServiceWorker,
+  ServiceWorkerDetail,
   ServicePage,
   TaskRowView,
   JobService,
@@ -23,7 +24,9 @@ export {
   type JobServiceOptions as JobServiceFactoryOptions,
   type JobServiceLimits,
 } from './job-service.js';
-export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob } from './store-repository.js';
+export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob, type RepositoryObserver } from './store-repository.js';
+export type { JobStatsView, DurationHistogram, Throughput, JobWorkerStats, WorkerLoss } from './job-stats.js';
+export type { WorkerDetailView } from './service-stats.js';
 export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';
 export { optimizeJobHandler, checkOptimizeParams, type OptimizeJobParams, type OptimizeSharedValue, type CheckedOptimizeParams } from './optimize-kind.js';
 export { openLocalService, localCaller, type LocalServiceOptions, type LocalJobService } from './local.js';

@@ -38,11 +38,13 @@ import type { JsonValue } from '../util/json.js';
 import { describeValue } from '../util/validate.js';
 import { EventHub } from './event-hub.js';
 import { lockStore, type StoreLock } from './store-lock.js';
-import { ForbiddenError, InvalidRequestError, InvalidInputError, ShuttingDownError, TooLargeError } from './errors.js';
+import { ForbiddenError, InvalidRequestError, InvalidInputError, NotFoundError, ShuttingDownError, TooLargeError } from './errors.js';
 import { bundleSource } from './inline-source.js';
 import { mapJobHandler, type JobKindHandler, type JobOutcome, type JobRun } from './kinds.js';
 import { optimizeJobHandler } from './optimize-kind.js';
 import type { StoreTaskRepositoryOptions } from './store-repository.js';
+import type { JobStatsView } from './job-stats.js';
+import { ServiceStats } from './service-stats.js';
 import { TokenMinter } from './tokens.js';
 import type {
   Caller,
@@ -54,6 +56,7 @@ import type {
   ServiceEvent,
   ServicePage,
   ServiceWorker,
+  ServiceWorkerDetail,
   SubmittedStage,
   TaskRowView,
 } from './types.js';
@@ -102,7 +105,7 @@ export interface JobServiceOptions {
   readonly local?: boolean;
   /** The manager's TLS certificate fingerprint (`AB:CD:…`), bound into token proofs; '' over plain HTTP. @default '' */
   readonly certFingerprint?: string | (() => string);
-  /** A prom-client Registry for the service's metrics (issue 12). Accepted, not used yet. */
+  /** A prom-client Registry: the service registers its series on it (src/service/metrics.ts; `GET /metrics` serves it). @default no metrics */
   readonly registry?: unknown;
   /** @see JobServiceLimits */
   readonly limits?: JobServiceLimits;
@@ -224,6 +227,8 @@ export class StoreJobService implements JobService {
   readonly #lost: { worker: ServiceWorker; at: number }[] = [];
   readonly #submits = new Set<Promise<unknown>>();
   readonly #lock: StoreLock | undefined;
+  /** Statistics of jobs and workers, and the metrics (issue 12). */
+  readonly #stats: ServiceStats;
   #progressTimer: NodeJS.Timeout | undefined;
   #scheduling: Promise<void> | undefined;
   #scheduleAgain = false;
@@ -233,10 +238,11 @@ export class StoreJobService implements JobService {
 
   /** @internal Use {@link createJobService}. */
   constructor(options: JobServiceOptions, store: JobStore, pool: FarmPool, farmKey: Uint8Array | undefined, lock: StoreLock | undefined) {
-    this.#store = store;
     this.#pool = pool;
     this.#lock = lock;
     this.#log = componentLogger('service', options.logger);
+    this.#stats = new ServiceStats({ store, pool, logger: this.#log, registry: options.registry, workersByState: () => this.#workersByState() });
+    this.#store = this.#stats.store;
     const fp = options.certFingerprint;
     this.#minter = new TokenMinter(farmKey, typeof fp === 'function' ? fp : () => fp ?? '');
     this.#maxLine = options.limits?.maxLineBytes ?? 1024 * 1024;
@@ -574,6 +580,12 @@ export class StoreJobService implements JobService {
     return this.#store.listTasks(job.ticket, options);
   }
 
+  async jobStats(caller: Caller, ticket: string): Promise<JobStatsView> {
+    this.#checkCaller(caller);
+    this.#checkNotClosed();
+    return this.#stats.view(await this.#visible(caller, ticket));
+  }
+
   async failures(
     caller: Caller,
     ticket: string,
@@ -606,9 +618,12 @@ export class StoreJobService implements JobService {
   async resubmit(caller: Caller, ticket: string, options: { readonly failedOnly?: boolean } = {}): Promise<JobStatus> {
     const failedOnly = options.failedOnly ?? false;
     if (typeof failedOnly !== 'boolean') throw new InvalidRequestError('Expected `failed` to be a boolean', { field: 'failed' });
-    const status = await this.#act(caller, ticket, FINISHED_JOB_STATES, 'resubmitted', (t) => {
+    const status = await this.#act(caller, ticket, FINISHED_JOB_STATES, 'resubmitted', async (t) => {
       this.#failuresCache.delete(t);
-      return this.#store.resubmitJob(t, { failedOnly });
+      const done = await this.#store.resubmitJob(t, { failedOnly });
+      // Every task runs again: the plots start again too (a resubmit of the failed ones adds to them).
+      if (done.changed && !failedOnly) await this.#stats.reset(t);
+      return done;
     });
     this.#schedule();
     return status;
@@ -623,6 +638,7 @@ export class StoreJobService implements JobService {
       this.#cancelRestart(job.ticket);
       if (!(await this.#store.removeJob(job.ticket))) throw new JobNotFoundError(job.ticket);
       this.#failuresCache.delete(job.ticket);
+      this.#stats.forget(job.ticket);
       const hub = this.#hubs.get(job.ticket);
       this.#hubs.delete(job.ticket);
       hub?.close();
@@ -679,11 +695,31 @@ export class StoreJobService implements JobService {
       avgTaskMs: w.avgTaskMs,
       jobs: w.jobs.flatMap((id) => {
         const t = tickets.get(id);
-        return t === undefined ? [] : [t];
+        // A user is told of their own jobs only (another's ticket is not theirs to know).
+        return t === undefined || (!caller.admin && this.#stats.ownerOf(t) !== caller.user) ? [] : [t];
       }),
     }));
     const ids = new Set(live.map((w) => w.id));
     return [...live, ...this.#lost.filter((l) => !ids.has(l.worker.id)).map((l) => l.worker)];
+  }
+
+  async worker(caller: Caller, id: string): Promise<ServiceWorkerDetail> {
+    if (typeof id !== 'string' || id.length === 0 || id.length > 200) throw new NotFoundError(`No worker ${String(id).slice(0, 200)}`);
+    const worker = (await this.workers(caller)).find((w) => w.id === id);
+    const detail = this.#stats.worker(id, (owner) => caller.admin || owner === caller.user);
+    if (worker === undefined) throw new NotFoundError(`No worker ${id} (GET /api/v1/workers lists them)`);
+    return { worker, jobs: detail?.jobs ?? [], durations: detail?.durations ?? this.#stats.emptyHistogram(), losses: detail?.losses ?? [] };
+  }
+
+  #workersByState(): Record<'idle' | 'busy' | 'draining' | 'lost', number> {
+    const counts = { idle: 0, busy: 0, draining: 0, lost: 0 };
+    const ids = new Set<string>();
+    for (const w of this.#pool.workers()) {
+      counts[w.state]++;
+      ids.add(w.id);
+    }
+    for (const l of this.#lost) if (!ids.has(l.worker.id)) counts.lost++;
+    return counts;
   }
 
   #onLost(e: WorkerLostEvent): void {
@@ -783,6 +819,8 @@ export class StoreJobService implements JobService {
       this.#running.clear();
     } finally {
       clearTimeout(timer);
+      // The statistics of the runs stopped above are saved before the store closes.
+      await this.#stats.close().catch((err: unknown) => this.#log.warn('saving statistics on close failed', { error: String(err) }));
       for (const hub of this.#hubs.values()) hub.close();
       this.#hubs.clear();
       this.#storeClosed = true;
@@ -894,14 +932,16 @@ export class StoreJobService implements JobService {
       run: undefined as unknown as JobRun,
     };
     r.samples.add(Date.now(), settledOf(job.counts));
+    const live = await this.#stats.begin(job);
     const run = handler.start({
       store: this.#store,
       pool: this.#pool,
       job,
       program,
       options,
-      repository: this.#repository,
+      repository: { ...this.#repository, observer: live.observer },
       onCommit: (result: SettleResult, failures: readonly FailureEntry[]) => {
+        live.commit(result);
         r.counts = result.counts;
         r.dirty = true;
         for (const f of failures) if (r.failures.length < FAILURE_EVENTS_PER_TICK) r.failures.push(f);
@@ -920,6 +960,7 @@ export class StoreJobService implements JobService {
   async #ended(r: Running, outcome: JobOutcome): Promise<void> {
     if (this.#running.get(r.ticket) !== r || r.stopping) return; // an action stopped it and made the transition
     this.#running.delete(r.ticket);
+    await this.#stats.end(r.ticket);
     if (outcome.type === 'stopped') return;
     if (outcome.type === 'interrupted') {
       this.#log.warn('a job was interrupted; it starts again shortly', { ticket: r.ticket, error: String(outcome.error) });
@@ -989,6 +1030,7 @@ export class StoreJobService implements JobService {
     await r.run.stop();
     this.#running.delete(ticket);
     await this.#report(r).catch(() => {});
+    await this.#stats.end(ticket);
   }
 
   /** The stages of a stored program, as the pool runs them. */
@@ -1067,6 +1109,7 @@ export class StoreJobService implements JobService {
         job.error === null ? null : { code: job.error.code, message: job.error.message, ...(job.error.index === undefined ? {} : { index: job.error.index }) },
       result: job.result,
       generation: job.generation,
+      lastEventSeq: job.lastEventSeq,
     };
   }
 

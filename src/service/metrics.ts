@@ -36,8 +36,12 @@ export interface ServiceMetricsSources {
   workersByState(): StateCounts<WorkerMetricState> | Promise<StateCounts<WorkerMetricState>>;
 }
 
-/** Why a worker was lost, as a short label value; anything else is recorded as `other`. */
-export const LOSS_REASONS = ['connection', 'silent', 'protocol', 'crashed', 'expired', 'other'] as const;
+/**
+ * Why a worker was lost, as a short label value: its stream broke (`connection`), it missed
+ * heartbeats (`silent`), it broke the protocol, its daemon crashed, its lease expired or was
+ * released, it left on purpose (`drained`: its daemon was stopped); anything else is `other`.
+ */
+export const LOSS_REASONS = ['connection', 'silent', 'protocol', 'crashed', 'expired', 'drained', 'other'] as const;
 /** One of {@link LOSS_REASONS}. */
 export type LossReason = (typeof LOSS_REASONS)[number];
 

@@ -4,10 +4,22 @@
  * The store is the truth; this is a cache over it that never holds the whole job.
  */
 import { StoreError, TaskError, type FarmError } from '../errors.js';
-import type { TaskRecord, TaskRepository } from '../farm/index.js';
+import type { TaskRecord, TaskRepository, TaskTiming } from '../farm/index.js';
 import type { FailureEntry, JobStore, OutputEntry, SettleResult, TaskCounts } from '../store/index.js';
 import { expectInteger } from '../util/validate.js';
 import { failureOf, toJsonText } from './json.js';
+
+/** Told what happens to a job's tasks (the service's statistics and metrics). Every method is synchronous and cheap. */
+export interface RepositoryObserver {
+  /** A task was settled with its output; `timing` as the pool reported it (absent when it did not). */
+  completed?(timing: TaskTiming | undefined, outputBytes: number): void;
+  /** A task was settled as failed. */
+  failed?(error: FarmError): void;
+  /** Tasks were put back to be run again. */
+  requeued?(n: number): void;
+  /** A task was sent to a worker (`speculative`: a backup copy of one already in flight), its input this many bytes of JSON. */
+  sent?(inputBytes: number, speculative: boolean): void;
+}
 
 /** Options of a {@link StoreTaskRepository}. */
 export interface StoreTaskRepositoryOptions {
@@ -26,6 +38,38 @@ export interface StoreTaskRepositoryOptions {
   readonly errors?: 'fail' | 'collect';
   /** Called after every commit, with the store's answer and the failures it committed (for events). */
   readonly onCommit?: (result: SettleResult, failures: readonly FailureEntry[]) => void;
+  /** @see RepositoryObserver */
+  readonly observer?: RepositoryObserver;
+}
+
+/** A task of the window; it notices each send (the pool counts copies in flight) for the observer. */
+class StoreTaskRecord implements TaskRecord {
+  readonly index: number;
+  input: unknown;
+  crashes = 0;
+  errors = 0;
+  losses = 0;
+  done = false;
+  sentAt = 0;
+  readonly #bytes: number;
+  readonly #observer: RepositoryObserver | undefined;
+  #copies = 0;
+
+  constructor(index: number, input: unknown, bytes: number, observer: RepositoryObserver | undefined) {
+    this.index = index;
+    this.input = input;
+    this.#bytes = bytes;
+    this.#observer = observer;
+  }
+
+  get copies(): number {
+    return this.#copies;
+  }
+
+  set copies(n: number) {
+    if (n > this.#copies) this.#observer?.sent?.(this.#bytes, this.#copies > 0);
+    this.#copies = n;
+  }
 }
 
 /** The job the repository serves: its ticket, number of inputs and counters when it started. */
@@ -68,6 +112,7 @@ export class StoreTaskRepository implements TaskRepository {
   readonly #maxUncommitted: number;
   readonly #errors: 'fail' | 'collect';
   readonly #onCommit: StoreTaskRepositoryOptions['onCommit'];
+  readonly #observer: RepositoryObserver | undefined;
   /** Settled tasks by the store's counters (done + failed), as of the last commit. */
   #settled: number;
   #requeued = 0;
@@ -106,6 +151,7 @@ export class StoreTaskRepository implements TaskRepository {
     this.#maxUncommitted = options.maxUncommitted ?? 4 * this.#commitBatch;
     this.#errors = options.errors ?? 'fail';
     this.#onCommit = options.onCommit;
+    this.#observer = options.observer;
     expectInteger('window', this.#window, 1, 1_000_000);
     expectInteger('commitBatch', this.#commitBatch, 1, 100_000);
     expectInteger('flushMs', this.#flushMs, 0, 60_000);
@@ -181,11 +227,12 @@ export class StoreTaskRepository implements TaskRepository {
     if (recs.length === 0) return;
     this.#requeued += recs.length;
     this.#outstanding -= recs.length;
+    this.#observer?.requeued?.(recs.length);
     this.#front = recs.concat(this.#front);
     this.#wakeIdle();
   }
 
-  complete(rec: TaskRecord, output: unknown): boolean {
+  complete(rec: TaskRecord, output: unknown, timing?: TaskTiming): boolean {
     if (rec.done) return false;
     let text: string;
     try {
@@ -199,11 +246,13 @@ export class StoreTaskRepository implements TaskRepository {
       if (this.#errors === 'fail' && this.#error === undefined) this.#error = error;
       return this.#settle(rec, undefined, error);
     }
+    this.#observer?.completed?.(timing, text.length);
     return this.#settle(rec, text, undefined);
   }
 
   fail(rec: TaskRecord, error: FarmError): boolean {
     if (rec.done) return false;
+    this.#observer?.failed?.(error);
     return this.#settle(rec, undefined, error);
   }
 
@@ -305,7 +354,7 @@ export class StoreTaskRepository implements TaskRepository {
             break;
           }
           this.#claimed.add(t.index);
-          this.#queue.push({ index: t.index, input, crashes: 0, errors: 0, losses: 0, done: false, copies: 0, sentAt: 0 });
+          this.#queue.push(new StoreTaskRecord(t.index, input, t.input.length, this.#observer));
         }
         this.onAvailable();
       },

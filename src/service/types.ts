@@ -10,6 +10,8 @@
  */
 import type { JsonValue } from '../util/json.js';
 import type { JobKind, JobState, TaskCounts, TaskFailure, TaskState } from '../store/index.js';
+import type { JobStatsView } from './job-stats.js';
+import type { WorkerDetailView } from './service-stats.js';
 
 /** Who is calling: resolved from a bearer token (or a session cookie) by the HTTP layer. */
 export interface Caller {
@@ -68,6 +70,8 @@ export interface JobStatus {
   /** An optimisation's best cost and parameters so far (issue 13), or null. */
   readonly result: JsonValue;
   readonly generation: number | null;
+  /** Sequence number of the job's last event (0 before the first): a live view follows the events from there. (Always set by the store's service.) */
+  readonly lastEventSeq?: number;
 }
 
 /** A settled task as `results` yields it: the output as JSON text, or the failure. */
@@ -97,6 +101,11 @@ export interface ServiceWorker {
   readonly jobs: readonly string[];
   /** Why it was lost, for a worker that is gone. */
   readonly lost?: string;
+}
+
+/** `GET /api/v1/workers/{id}`. */
+export interface ServiceWorkerDetail extends WorkerDetailView {
+  readonly worker: ServiceWorker;
 }
 
 /** A page of rows (keyset): `next` is what to pass as `after` for the following page, null at the end. */
@@ -156,8 +165,22 @@ export interface JobService {
     options?: { readonly after?: number; readonly limit?: number },
   ): Promise<ServicePage<{ readonly index: number; readonly error: TaskFailure }, number>>;
 
+  /**
+   * What the job page plots (docs/API.md `GET …/stats`): the task-duration histogram, tasks settled
+   * per interval, per-worker figures; kept as results arrive, never a task scan. Optional: a service
+   * without it answers 404 on the route.
+   */
+  jobStats?(caller: Caller, ticket: string): Promise<JobStatsView>;
+
   // ---- farm
+  /** The pool's workers and the lost ones the manager remembers; a non-admin's `jobs` name only their own jobs. */
   workers(caller: Caller): Promise<ServiceWorker[]>;
+  /**
+   * One worker (docs/API.md `GET /api/v1/workers/{id}`): what it ran (the caller's jobs; an
+   * admin's: all), its task times, its losses with their reasons. NotFoundError for an id the
+   * manager never saw. Optional, like {@link jobStats}.
+   */
+  worker?(caller: Caller, id: string): Promise<ServiceWorkerDetail>;
 
   // ---- tokens
   /** Resolves a bearer token to its caller, or undefined (unknown or revoked). */

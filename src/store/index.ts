@@ -34,6 +34,7 @@ export type {
   NewToken,
   OptimizerState,
   RecoveryReport,
+  StoreSummary,
 } from './types.js';
 export { JOB_STATES, TASK_STATES, FINISHED_JOB_STATES, ACTIVE_JOB_STATES } from './types.js';
 export { SqliteJobStore, defaultStorePath, type SqliteJobStoreOptions } from './sqlite.js';

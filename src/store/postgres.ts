@@ -28,6 +28,7 @@ import {
   checkMax,
   checkNewJob,
   checkStates,
+  checkStats,
   countsOf,
   decodeFailure,
   dedupe,
@@ -40,6 +41,7 @@ import {
   outputOk,
   pageLimit,
   sha256,
+  summaryOf,
   type CountsRow,
 } from './shared.js';
 import type {
@@ -64,6 +66,7 @@ import type {
   RecoveryReport,
   ResultRow,
   SettleResult,
+  StoreSummary,
   TaskCounts,
   TaskPageOptions,
   TaskRow,
@@ -138,6 +141,7 @@ CREATE TABLE IF NOT EXISTS ${schema}.results (job_id integer NOT NULL, idx integ
 CREATE INDEX IF NOT EXISTS results_failed ON ${schema}.results (job_id, idx) WHERE failed;
 CREATE TABLE IF NOT EXISTS ${schema}.requeued (job_id integer NOT NULL, idx integer NOT NULL, PRIMARY KEY (job_id, idx));
 CREATE TABLE IF NOT EXISTS ${schema}.events (job_id integer NOT NULL, seq integer NOT NULL, at bigint NOT NULL, type text NOT NULL, data text NOT NULL, PRIMARY KEY (job_id, seq));
+CREATE TABLE IF NOT EXISTS ${schema}.job_stats (job_id integer PRIMARY KEY, data text NOT NULL, updated_at bigint NOT NULL);
 `;
 
 const JOB_COLUMNS = `j.id, j.ticket, j.owner, j.name, j.kind, j.state, j.program, j.options, j.params, j.error, j.result, j.opt_generation,
@@ -456,6 +460,7 @@ export class PostgresJobStore implements JobStore {
     }
     await this.#tx('purge', async (q) => {
       await this.#q(q, 'DELETE FROM requeued WHERE job_id = $1', [jobId]);
+      await this.#q(q, 'DELETE FROM job_stats WHERE job_id = $1', [jobId]);
       await this.#q(q, 'DELETE FROM job_counts WHERE job_id = $1', [jobId]);
       await this.#q(q, 'DELETE FROM jobs WHERE id = $1', [jobId]);
     });
@@ -1121,6 +1126,50 @@ export class PostgresJobStore implements JobStore {
         const r = rows[0];
         return r === undefined || r.generation === null || r.state === null ? undefined : { generation: r.generation, state: r.state };
       },
+      'read',
+    );
+  }
+  // ------------------------------------------------------------------ statistics
+
+  async saveJobStats(ticket: string, stats: string): Promise<void> {
+    expectTicket(ticket);
+    checkStats(stats);
+    await this.#tx('saveJobStats', async (q) => {
+      const { id } = await this.#peek(q, ticket);
+      await this.#q(
+        q,
+        'INSERT INTO job_stats (job_id, data, updated_at) VALUES ($1, $2, $3) ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at',
+        [id, stats, this.#now()],
+      );
+    });
+  }
+
+  async loadJobStats(ticket: string): Promise<string | undefined> {
+    expectTicket(ticket);
+    return this.#tx(
+      'loadJobStats',
+      async (q) => {
+        const { id } = await this.#peek(q, ticket);
+        const rows = await this.#q<{ data: string }>(q, 'SELECT data FROM job_stats WHERE job_id = $1', [id]);
+        return rows[0]?.data;
+      },
+      'read',
+    );
+  }
+
+  async summary(): Promise<StoreSummary> {
+    return this.#tx(
+      'summary',
+      async (q) =>
+        summaryOf(
+          await this.#q<{ state: string; jobs: number; pending: number; running: number; done: number; failed: number }>(
+            q,
+            `SELECT j.state AS state, count(*)::bigint AS jobs, sum(c.pending)::bigint AS pending, sum(c.running)::bigint AS running,
+                    sum(c.done)::bigint AS done, sum(c.failed)::bigint AS failed
+             FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.state IN ${VISIBLE} GROUP BY j.state`,
+            [],
+          ),
+        ),
       'read',
     );
   }

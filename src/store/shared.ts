@@ -16,11 +16,12 @@ import type {
   NewJob,
   OutputEntry,
   StageRef,
+  StoreSummary,
   StoredJobOptions,
   TaskCounts,
   TaskFailure,
 } from './types.js';
-import { JOB_STATES } from './types.js';
+import { ACTIVE_JOB_STATES, JOB_STATES } from './types.js';
 
 /** Version of the schema both backends create; a store with a newer one is refused. */
 export const SCHEMA_VERSION = 1;
@@ -352,3 +353,35 @@ export const TRANSITIONS = {
 
 /** States a job may be resubmitted from. */
 export const RESUBMITTABLE: readonly JobState[] = ['done', 'failed', 'cancelled'];
+
+/** Largest job statistics text {@link JobStore.saveJobStats} takes. */
+export const MAX_STATS_BYTES = 1024 * 1024;
+
+/** Checks a job's statistics: JSON text of at most {@link MAX_STATS_BYTES}. */
+export function checkStats(stats: string): void {
+  if (typeof stats !== 'string') throw new InvalidOptionError(`Expected \`stats\` to be JSON text, got ${describeValue(stats)}`);
+  if (stats.length > MAX_STATS_BYTES || Buffer.byteLength(stats) > MAX_STATS_BYTES)
+    throw new InvalidOptionError(`Expected \`stats\` to be at most ${MAX_STATS_BYTES} bytes of JSON text, got ${Buffer.byteLength(stats)}`);
+  try {
+    JSON.parse(stats);
+  } catch (err) {
+    throw new InvalidOptionError(`Expected \`stats\` to be JSON text: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** A {@link StoreSummary} from rows of (state, jobs, pending, running, done, failed) per state. */
+export function summaryOf(rows: readonly { state: string; jobs: number; pending: number; running: number; done: number; failed: number }[]): StoreSummary {
+  const jobs = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
+  const tasks = { pending: 0, running: 0, done: 0, failed: 0 };
+  for (const r of rows) {
+    if (!(JOB_STATES as readonly string[]).includes(r.state)) continue;
+    jobs[r.state as JobState] += Number(r.jobs);
+    if ((ACTIVE_JOB_STATES as readonly string[]).includes(r.state)) {
+      tasks.pending += Number(r.pending);
+      tasks.running += Number(r.running);
+      tasks.done += Number(r.done);
+      tasks.failed += Number(r.failed);
+    }
+  }
+  return { jobs, tasks };
+}

@@ -32,6 +32,7 @@ import {
   checkMax,
   checkNewJob,
   checkStates,
+  checkStats,
   countsOf,
   decodeFailure,
   dedupe,
@@ -44,6 +45,7 @@ import {
   outputOk,
   pageLimit,
   sha256,
+  summaryOf,
   type CountsRow,
 } from './shared.js';
 import type {
@@ -68,6 +70,7 @@ import type {
   RecoveryReport,
   ResultRow,
   SettleResult,
+  StoreSummary,
   TaskCounts,
   TaskFailure,
   TaskPageOptions,
@@ -138,6 +141,7 @@ CREATE TABLE IF NOT EXISTS results (job_id INTEGER NOT NULL, idx INTEGER NOT NUL
 CREATE INDEX IF NOT EXISTS results_failed ON results (job_id, idx) WHERE failed = 1;
 CREATE TABLE IF NOT EXISTS requeued (job_id INTEGER NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (job_id, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (job_id INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS job_stats (job_id INTEGER PRIMARY KEY, data TEXT NOT NULL, updated_at INTEGER NOT NULL);
 `;
 
 const JOB_COLUMNS = `j.id, j.ticket, j.owner, j.name, j.kind, j.state, j.program, j.options, j.params, j.error, j.result, j.opt_generation,
@@ -389,6 +393,7 @@ export class SqliteJobStore implements JobStore {
     }
     this.#write('purge', () => {
       this.#stmt('DELETE FROM requeued WHERE job_id = ?').run(jobId);
+      this.#stmt('DELETE FROM job_stats WHERE job_id = ?').run(jobId);
       this.#stmt('DELETE FROM job_counts WHERE job_id = ?').run(jobId);
       this.#stmt('DELETE FROM jobs WHERE id = ?').run(jobId);
     });
@@ -1003,6 +1008,38 @@ export class SqliteJobStore implements JobStore {
       };
       return r.generation === null || r.state === null ? undefined : { generation: r.generation, state: r.state };
     });
+  }
+
+  // ------------------------------------------------------------------ statistics
+
+  async saveJobStats(ticket: string, stats: string): Promise<void> {
+    expectTicket(ticket);
+    checkStats(stats);
+    this.#write('saveJobStats', () => {
+      const job = this.#visible(ticket);
+      this.#stmt(
+        'INSERT INTO job_stats (job_id, data, updated_at) VALUES (?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at',
+      ).run(job.id, stats, this.#now());
+    });
+  }
+
+  async loadJobStats(ticket: string): Promise<string | undefined> {
+    expectTicket(ticket);
+    return this.#read('loadJobStats', () => {
+      const job = this.#visible(ticket);
+      return (this.#stmt('SELECT data FROM job_stats WHERE job_id = ?', 'pluck').get(job.id) as string | undefined) ?? undefined;
+    });
+  }
+
+  async summary(): Promise<StoreSummary> {
+    return this.#read('summary', () =>
+      summaryOf(
+        this.#stmt(
+          `SELECT j.state AS state, count(*) AS jobs, sum(c.pending) AS pending, sum(c.running) AS running, sum(c.done) AS done, sum(c.failed) AS failed
+           FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.state IN ${VISIBLE} GROUP BY j.state`,
+        ).all() as { state: string; jobs: number; pending: number; running: number; done: number; failed: number }[],
+      ),
+    );
   }
 
   async close(): Promise<void> {

@@ -418,6 +418,30 @@ export interface JobStore {
   /** The last committed optimisation state, or undefined. One read. */
   loadOptimizerState(ticket: string): Promise<OptimizerState | undefined>;
 
+  // ---- statistics (issue 12: the dashboard's plots, `GET /metrics`)
+
+  /**
+   * Stores a job's statistics (what the service keeps as results arrive: the task-duration
+   * histogram, throughput per interval, per-worker figures), JSON text of at most 1 MiB, replacing
+   * what was stored. One transaction, one row per job (never a row per task). Removed with the job.
+   */
+  saveJobStats(ticket: string, stats: string): Promise<void>;
+  /** The job's stored statistics (JSON text), or undefined when none were saved. One read. */
+  loadJobStats(ticket: string): Promise<string | undefined>;
+  /**
+   * Jobs per state over the whole store, and the tasks per state summed over the unfinished jobs
+   * (queued, running, held) from their counters. One read of the job rows: never a task scan.
+   */
+  summary(): Promise<StoreSummary>;
+
   /** Closes the database (pending calls finish first). Idempotent. */
   close(): Promise<void>;
+}
+
+/** What {@link JobStore.summary} returns. */
+export interface StoreSummary {
+  /** Jobs per state (every state present, 0 when none). */
+  readonly jobs: Readonly<Record<JobState, number>>;
+  /** Tasks per state of the jobs that are not finished. */
+  readonly tasks: TaskCounts;
 }

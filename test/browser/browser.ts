@@ -1,7 +1,8 @@
 /**
- * Headless Chromium from Debian (`/usr/bin/chromium`) driven by playwright-core: a fresh
- * `--user-data-dir` per browser, no network but the manager's (no background services, no
- * component updates, no QUIC), and a check on close that no process of that browser is left.
+ * Headless Chromium from Debian (`/usr/bin/chromium`) driven by playwright-core: one browser per
+ * test file with a fresh page and no cookies per test, no network but the manager's (no
+ * background services, no component updates, no QUIC), and a check on close that no process of
+ * that browser is left.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,14 +26,14 @@ const FLAGS = [
   '--disable-sync',
 ];
 
-/** A browser for one test. */
+/** A page for one test (the browser's cookies cleared before it). */
 export interface TestBrowser {
   readonly context: BrowserContext;
   readonly page: Page;
   /** Messages of `console.error`, page errors and dialogs (an `alert()` from injected HTML lands here). */
   readonly problems: string[];
   readonly dialogs: string[];
-  /** Closes the browser, waits until none of its processes is left (killing stragglers by pid), removes its profile. */
+  /** Closes the test's page (the browser goes on for the next test). */
   close(): Promise<void>;
 }
 
@@ -50,36 +51,47 @@ function pidsWith(needle: string): number[] {
   return pids;
 }
 
-/** Launches Chromium with a fresh profile and opens one page. */
-export async function openBrowser(): Promise<TestBrowser> {
+/** One Chromium for a test file, a fresh page per test (launching the browser once saves seconds per test). */
+export interface SharedBrowser {
+  /** A new page, with no cookie of an earlier test. */
+  open(): Promise<TestBrowser>;
+  /** Closes the browser, waits until none of its processes is left (killing stragglers by pid), removes its profile. */
+  close(): Promise<void>;
+}
+
+/** Launches Chromium with a fresh profile folder (`--user-data-dir`: its processes are found by it on close). */
+export async function launchBrowser(): Promise<SharedBrowser> {
   const profile = mkdtempSync(join(tmpdir(), 'taskfarm-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: FLAGS,
     viewport: { width: 1280, height: 900 },
     timeout: 30_000,
   });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(15_000);
-  const problems: string[] = [];
-  const dialogs: string[] = [];
-  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
-  });
-  page.on('dialog', (d) => {
-    dialogs.push(`${d.type()}: ${d.message()}`);
-    // confirm() of the Cancel button is accepted; an alert() would be recorded (and fail the XSS test).
-    void d.accept();
-  });
+  for (const p of browser.pages()) await p.close();
   return {
-    context,
-    page,
-    problems,
-    dialogs,
+    async open() {
+      // Each test starts signed out: no cookie of an earlier test (the page keeps nothing else).
+      await browser.clearCookies();
+      const context = browser;
+      const page = await context.newPage();
+      page.setDefaultTimeout(15_000);
+      const problems: string[] = [];
+      const dialogs: string[] = [];
+      page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+      });
+      page.on('dialog', (d) => {
+        dialogs.push(`${d.type()}: ${d.message()}`);
+        // confirm() of the Cancel button is accepted; an alert() would be recorded (and fail the XSS test).
+        void d.accept();
+      });
+      return { context, page, problems, dialogs, close: () => page.close() };
+    },
     async close() {
-      await context.close();
+      await browser.close();
       const deadline = Date.now() + 10_000;
       let left = pidsWith(profile);
       while (left.length > 0 && Date.now() < deadline) {

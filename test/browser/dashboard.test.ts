@@ -1,15 +1,13 @@
 /**
  * The dashboard in a real headless Chromium (Debian's, driven by playwright-core), against the
- * manager of test/browser/target.ts (the fake API until `taskfarm serve` is merged; then a real
- * manager with real daemons and a real store: TASKFARM_DASHBOARD_TARGET=real). The tests use the
+ * manager of test/browser/target.ts: a real `taskfarm serve` with real daemons and a real store,
+ * serving the built dashboard by default (npm run build). The tests use the
  * page as a person does and check what they see against what the API says.
  */
 import { mkdirSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { HAVE_CHROMIUM, openBrowser, signIn, type TestBrowser } from './browser.js';
-import { DEFAULT_TARGET, startTarget, type Target } from './target.js';
-
-const KIND = process.env['TASKFARM_DASHBOARD_TARGET'] ?? DEFAULT_TARGET;
+import { HAVE_CHROMIUM, launchBrowser, signIn, type SharedBrowser, type TestBrowser } from './browser.js';
+import { startTarget, type Target } from './target.js';
 const SCREENSHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
 
 if (!HAVE_CHROMIUM) {
@@ -40,18 +38,20 @@ async function until<T>(what: string, check: () => Promise<T | false | undefined
 /** `n` tasks of `ms` each, as inputs of the test stage. */
 const slow = (n: number, ms: number): { i: number; ms: number }[] => Array.from({ length: n }, (_, i) => ({ i, ms }));
 
-describe.skipIf(!HAVE_CHROMIUM)(`dashboard in Chromium (${KIND} manager)`, () => {
+describe.skipIf(!HAVE_CHROMIUM)('dashboard in Chromium, on a real taskfarm serve', () => {
   let target: Target;
+  let browser: SharedBrowser;
   let b: TestBrowser;
 
   beforeAll(async () => {
-    target = await startTarget();
+    [target, browser] = await Promise.all([startTarget(), launchBrowser()]);
   }, 120_000);
   afterAll(async () => {
+    await browser?.close();
     await target?.close();
   });
   beforeEach(async () => {
-    b = await openBrowser();
+    b = await browser.open();
   });
   afterEach(async () => {
     const problems = b.problems.filter((p) => !/Failed to load resource: the server responded with a status of (404|401)/.test(p));
@@ -270,37 +270,38 @@ describe.skipIf(!HAVE_CHROMIUM)(`dashboard in Chromium (${KIND} manager)`, () =>
     await target.as('alice').request('DELETE', `/api/v1/jobs/${ticket}`);
   });
 
-  it('shows a worker’s page: threads, tasks done, its task times', async () => {
+  it('shows a worker’s page: what it ran, its task times', async () => {
     const alice = target.as('alice');
     const ticket = await alice.submit({ name: 'for-workers', inputs: slow(40, 5) });
-    await until('the job to end', async () => (await alice.status(ticket)).state === 'done');
-    const worker = (await alice.workers())[0]!;
+    const bobs = await target.as('bob').submit({ name: 'bobs-worker-job', inputs: slow(20, 1) });
+    await until('the jobs to end', async () => (await alice.status(ticket)).state === 'done' && (await target.as('bob').status(bobs)).state === 'done');
+    // Another user's job is not named on a worker's page (an admin sees it on one of them).
+    const seen = { alice: '', admin: '' };
+    for (const w of await alice.workers()) {
+      seen.alice += JSON.stringify((await alice.request('GET', `/api/v1/workers/${encodeURIComponent(w.id)}`)).json);
+      seen.admin += JSON.stringify((await target.as('admin').request('GET', `/api/v1/workers/${encodeURIComponent(w.id)}`)).json);
+    }
+    expect(seen.alice).not.toContain(bobs);
+    expect(seen.alice).not.toContain('bobs-worker-job');
+    expect(seen.admin).toContain(bobs);
+    // GET /api/v1/workers/{id} of each worker: between them they ran all 40 tasks.
+    const details = await Promise.all(
+      (await alice.workers()).map(async (w) => ({
+        w,
+        jobs: ((await alice.request('GET', `/api/v1/workers/${encodeURIComponent(w.id)}`)).json as { jobs: { ticket: string; done: number }[] }).jobs,
+      })),
+    );
+    const done = (jobs: { ticket: string; done: number }[]): number => jobs.find((j) => j.ticket === ticket)?.done ?? 0;
+    expect(details.reduce((n, d) => n + done(d.jobs), 0)).toBe(40);
+    const { w: worker, jobs } = details.find((d) => done(d.jobs) > 0)!;
     const { page } = b;
     await signIn(page, target.url, target.tokens.alice);
     await page.click(`#workers tr[data-worker="${worker.id}"] a`);
     await page.waitForSelector(`main.worker[data-worker="${worker.id}"]`);
     expect(await page.textContent('main.worker h1')).toContain(worker.host);
-    if (KIND === 'fake') {
-      // The proposed GET /api/v1/workers/{id}: what it ran and its task times.
-      await page.waitForSelector('#worker-jobs');
-      await page.waitForSelector('#worker-durations canvas');
-    }
-  });
-
-  it.skipIf(KIND !== 'fake')('draws an optimisation’s convergence from its generation events', async () => {
-    // The fake stands in for issue 13's optimisation jobs (kind "optimize", one `generation` event per population).
-    const res = await target.as('alice').request('POST', '/api/v1/jobs', {
-      name: 'fit',
-      kind: 'optimize',
-      params: { population: 10 },
-      stages: [{ source: 'export default (x) => x' }],
-      inputs: slow(60, 2),
-    });
-    const ticket = (res.json as { ticket: string }).ticket;
-    const { page } = b;
-    await signIn(page, target.url, target.tokens.alice);
-    await page.goto(`${target.url}/jobs/${ticket}`);
-    await page.waitForSelector('#convergence canvas');
-    await until('six generations plotted', async () => Number(await page.getAttribute('#convergence', 'data-points')) >= 6);
+    const row = page.locator('#worker-jobs tr', { has: page.locator(`a[href="/jobs/${ticket}"]`) });
+    await row.waitFor();
+    expect(await row.locator('td').nth(1).textContent()).toBe(String(done(jobs)));
+    await page.waitForSelector('#worker-durations canvas');
   });
 });

@@ -1,31 +1,17 @@
 /**
- * The manager the browser tests (and `taskfarm top`'s tests) run against: ONE factory.
- *
- *   real — a real `taskfarm serve` process on a real SQLite store, with two real worker daemons
- *          (--threads 2) on 127.0.0.1, tokens minted with `taskfarm token create`, the dashboard
- *          served from dist/dashboard (`--static`). The default whenever this build has the
- *          `serve` command (i.e. once branches svc and http are merged).
- *   fake — test/helpers/fake-manager.ts, the documented API simulated in process: the default
- *          while the build has no `serve`.
- * TASKFARM_DASHBOARD_TARGET=real|fake forces one. The tests talk to the target only through the
- * documented HTTP API, so nothing else changes between the two.
+ * The manager the browser tests and `taskfarm top`'s tests run against: a real `taskfarm serve`
+ * process on a real SQLite store, with two real worker daemons (--threads 2) on 127.0.0.1, tokens
+ * minted with `taskfarm token create`, and the dashboard it serves by default (dist/dashboard,
+ * built by `npm run build`: no --static). The tests talk to it only through the documented HTTP API.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { CLI, REPO } from '../helpers/cli.js';
 import { Daemons, tempDir, waitForLine } from '../helpers/daemons.js';
-import { startFakeManager } from '../helpers/fake-manager.js';
-
-/** Which manager the tests use when TASKFARM_DASHBOARD_TARGET is not set: the real one when the build has `taskfarm serve`. */
-export const DEFAULT_TARGET: 'fake' | 'real' = spawnSync(process.execPath, [CLI, 'serve', '--help'], { stdio: 'ignore' }).status === 0 ? 'real' : 'fake';
-
-/** The built dashboard (`npm run build`). */
-export const DASHBOARD_DIR = new URL('../../dist/dashboard/', import.meta.url).pathname;
 
 /**
  * The stage every test job runs (inline source, bundled by the manager): an input `{i, ms, fail}`
- * sleeps `ms`, throws `fail` when given, and returns `2 i`; a number returns twice itself. The fake
- * manager simulates exactly this.
+ * sleeps `ms`, throws `fail` when given, and returns `2 i`; a number returns twice itself.
  */
 export const TEST_STAGE = `export default async (x) => {
   if (typeof x === 'number') return x * 2;
@@ -69,7 +55,6 @@ export interface TargetClient {
 
 /** A manager for one test file. */
 export interface Target {
-  readonly kind: 'fake' | 'real';
   /** Base URL (http://127.0.0.1:PORT). */
   readonly url: string;
   readonly tokens: Readonly<Record<User, string>>;
@@ -143,15 +128,6 @@ function clientFor(url: string, token: string): TargetClient {
   };
 }
 
-async function fakeTarget(): Promise<Target> {
-  const tokens: Record<User, string> = { alice: 'tf_alice_test_token', bob: 'tf_bob_test_token', admin: 'tf_admin_test_token' };
-  const manager = await startFakeManager({
-    tokens: { [tokens.alice]: { user: 'alice', admin: false }, [tokens.bob]: { user: 'bob', admin: false }, [tokens.admin]: { user: 'root', admin: true } },
-    staticDir: DASHBOARD_DIR,
-  });
-  return { kind: 'fake', url: manager.url, tokens, as: (u) => clientFor(manager.url, tokens[u]), close: () => manager.close() };
-}
-
 /** Runs a CLI command to its end; rejects on a non-zero exit. */
 async function run(args: readonly string[]): Promise<string> {
   const child = spawn(process.execPath, [CLI, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -185,8 +161,6 @@ async function realTarget(): Promise<Target> {
         `${dir.path}/state`,
         '--peers',
         workers.map((w) => `127.0.0.1:${w.port}`).join(','),
-        '--static',
-        DASHBOARD_DIR,
         '--log-level',
         'warn',
       ],
@@ -199,7 +173,6 @@ async function realTarget(): Promise<Target> {
     const tokens: Record<User, string> = { alice: await mint('alice', false), bob: await mint('bob', false), admin: await mint('root', true) };
     const child = manager;
     return {
-      kind: 'real',
       url,
       tokens,
       as: (u) => clientFor(url, tokens[u]),
@@ -223,8 +196,6 @@ async function realTarget(): Promise<Target> {
 }
 
 /** Starts the target manager (see the module comment). */
-export async function startTarget(): Promise<Target> {
-  const kind = (process.env['TASKFARM_DASHBOARD_TARGET'] ?? DEFAULT_TARGET) as 'fake' | 'real';
-  if (kind !== 'fake' && kind !== 'real') throw new Error(`TASKFARM_DASHBOARD_TARGET must be fake or real, got ${String(kind)}`);
-  return kind === 'real' ? realTarget() : fakeTarget();
+export function startTarget(): Promise<Target> {
+  return realTarget();
 }

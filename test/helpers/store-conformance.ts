@@ -675,6 +675,46 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
       });
     });
 
+    // ---------------------------------------------------------------- statistics (issue 12)
+
+    describe('statistics', () => {
+      it('keeps one stats row per job, replaced on save, across a reopen, removed with the job', async () => {
+        const ticket = await submitted(3, { start: true });
+        expect(await store.loadJobStats(ticket)).toBeUndefined();
+        await store.saveJobStats(ticket, '{"durations":{"count":1}}');
+        await store.saveJobStats(ticket, '{"durations":{"count":2}}');
+        expect(await store.loadJobStats(ticket)).toBe('{"durations":{"count":2}}');
+        const restarted = await sut.reopen();
+        others.push(restarted);
+        expect(await restarted.loadJobStats(ticket)).toBe('{"durations":{"count":2}}');
+        await expectCode(store.saveJobStats(ticket, 'not json'), FarmErrorCode.INVALID_OPTION, /stats/);
+        await expectCode(store.saveJobStats(ticket, `"${'x'.repeat(1024 * 1024)}"`), FarmErrorCode.INVALID_OPTION, /stats/);
+        expect(await store.removeJob(ticket)).toBe(true);
+        await expectCode(store.loadJobStats(ticket), FarmErrorCode.JOB_NOT_FOUND);
+        await expectCode(store.saveJobStats(ticket, '{}'), FarmErrorCode.JOB_NOT_FOUND);
+      });
+
+      it('summarises jobs per state and the tasks of unfinished jobs from the counters', async () => {
+        const empty = await store.summary();
+        expect(empty.jobs).toEqual({ queued: 0, running: 0, held: 0, done: 0, failed: 0, cancelled: 0 });
+        expect(empty.tasks).toEqual({ pending: 0, running: 0, done: 0, failed: 0 });
+        const a = await submitted(5, { start: true });
+        await store.claimTasks(a, 2);
+        await store.commitOutputs(a, outputs([0]));
+        await submitted(4);
+        await submitted(2, { over: { state: 'held' } });
+        const d = await submitted(3, { start: true });
+        await store.claimTasks(d, 3);
+        await store.commitOutputs(d, outputs([0, 1, 2]));
+        await store.finishJob(d, 'done');
+        // Invisible: a submit that did not commit.
+        await store.createJob(job());
+        const s = await store.summary();
+        expect(s.jobs).toEqual({ queued: 1, running: 1, held: 1, done: 1, failed: 0, cancelled: 0 });
+        expect(s.tasks).toEqual({ pending: 3 + 4 + 2, running: 1, done: 1, failed: 0 });
+      });
+    });
+
     // ---------------------------------------------------------------- counters under random operations
 
     describe('counters', () => {

@@ -1,6 +1,6 @@
 /**
- * `taskfarm top` against the manager of test/browser/target.ts (the fake API until the merge, a
- * real `taskfarm serve` with TASKFARM_DASHBOARD_TARGET=real): a real CLI process, real HTTP.
+ * `taskfarm top` against the manager of test/browser/target.ts (a real `taskfarm serve` with real
+ * daemons and a real store): a real CLI process, real HTTP.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';

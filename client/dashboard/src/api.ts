@@ -39,7 +39,7 @@ export interface JobStatus {
   readonly error: { readonly code: string; readonly message: string; readonly index?: number } | null;
   readonly result: unknown;
   readonly generation: number | null;
-  /** _(proposed, docs/API.md)_ The sequence number of the job's last event: where a live view starts its event stream. */
+  /** The sequence number of the job's last event: where a live view starts its event stream. */
   readonly lastEventSeq?: number;
 }
 
@@ -84,14 +84,14 @@ export interface Histogram {
   readonly sum: number;
 }
 
-/** _(proposed)_ `GET /api/v1/jobs/{ticket}/stats`. */
+/** `GET /api/v1/jobs/{ticket}/stats` (docs/API.md). */
 export interface JobStats {
   readonly durations: Histogram;
   readonly throughput: { readonly intervalSeconds: number; readonly start: string; readonly done: readonly number[]; readonly failed: readonly number[] };
   readonly workers: readonly { readonly id: string; readonly host: string; readonly done: number; readonly failed: number; readonly avgTaskMs: number }[];
 }
 
-/** _(proposed)_ `GET /api/v1/workers/{id}`. */
+/** `GET /api/v1/workers/{id}` (docs/API.md). */
 export interface WorkerDetail {
   readonly worker: Worker;
   readonly jobs: readonly { readonly ticket: string; readonly name: string; readonly done: number; readonly failed: number; readonly avgTaskMs: number }[];

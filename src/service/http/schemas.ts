@@ -135,6 +135,11 @@ export const statusSchema = {
     error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' }, index: { type: 'integer' } } },
     result: { description: "An optimisation's best so far, or null" },
     generation: { type: ['integer', 'null'] },
+    lastEventSeq: {
+      type: 'integer',
+      minimum: 0,
+      description: "Sequence number of the job's last event: open the event stream with ?after= it to get only what happens next",
+    },
   },
 } as const;
 
@@ -267,3 +272,84 @@ export const taskRowSchema = {
 } as const;
 
 export const failureRowSchema = { type: 'object', properties: { index: { type: 'integer' }, error: taskFailure } } as const;
+
+/** `{id}` path parameter of a worker. */
+export const workerParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 200, description: "The worker's id (GET /api/v1/workers)" } },
+} as const;
+
+/** A histogram of task durations in seconds. */
+export const histogramSchema = {
+  type: 'object',
+  properties: {
+    bounds: { type: 'array', items: { type: 'number' }, description: 'Upper bounds of the buckets, seconds (those of taskfarm_task_duration_seconds)' },
+    counts: {
+      type: 'array',
+      items: { type: 'integer' },
+      description: 'Tasks per bucket: counts[i] took more than bounds[i-1] and at most bounds[i]; the last one is above the last bound',
+    },
+    count: { type: 'integer' },
+    sum: { type: 'number', description: 'Sum of the durations, seconds' },
+  },
+} as const;
+
+/** `GET /api/v1/jobs/{ticket}/stats`. */
+export const jobStatsSchema = {
+  type: 'object',
+  properties: {
+    durations: histogramSchema,
+    throughput: {
+      type: 'object',
+      properties: {
+        intervalSeconds: { type: 'number' },
+        start: { type: 'string', format: 'date-time' },
+        done: { type: 'array', items: { type: 'integer' }, description: 'Tasks done per interval from start, oldest first (at most 720)' },
+        failed: { type: 'array', items: { type: 'integer' } },
+      },
+    },
+    workers: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          host: { type: 'string' },
+          done: { type: 'integer' },
+          failed: { type: 'integer' },
+          avgTaskMs: { type: 'number', description: 'Mean run time of its done tasks of this job, ms (-1: none yet)' },
+        },
+      },
+    },
+  },
+} as const;
+
+/** `GET /api/v1/workers/{id}`. */
+export const workerDetailSchema = {
+  type: 'object',
+  properties: {
+    worker: workerSchema,
+    jobs: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          ticket: { type: 'string' },
+          name: { type: 'string' },
+          done: { type: 'integer' },
+          failed: { type: 'integer' },
+          avgTaskMs: { type: 'number' },
+        },
+      },
+    },
+    durations: histogramSchema,
+    losses: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: { at: { type: 'string', format: 'date-time' }, reason: { type: 'string' }, requeued: { type: 'integer' } },
+      },
+    },
+  },
+} as const;

@@ -18,7 +18,7 @@ import { AuthenticationError, FarmError, FarmErrorCode } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { PACKAGE_VERSION } from '../../protocol/version.js';
 import type { JobState, TaskState } from '../../store/index.js';
-import { ForbiddenError, InvalidInputError, InvalidRequestError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
+import { ForbiddenError, InvalidInputError, InvalidRequestError, NotFoundError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
 import type { Caller, InputLine, JobService, JobSpec, JobStatus, ResultLine } from '../types.js';
 import { ndjsonLineIterator } from './ndjson.js';
 import * as S from './schemas.js';
@@ -697,6 +697,23 @@ export class ServiceHttpServer {
     );
     route(
       'GET',
+      '/api/v1/jobs/:ticket/stats',
+      {
+        schema: {
+          tags: ['jobs'],
+          summary: 'What the job page plots: task-duration histogram, throughput per interval, per-worker figures (kept as results arrive: never a task scan)',
+          params: S.ticketParams,
+          response: { 200: S.jobStatsSchema, ...S.errorResponses },
+        },
+      },
+      async (req) => {
+        if (service.jobStats === undefined) throw new NotFoundError('This manager keeps no job statistics (GET /api/v1/jobs/{ticket}/stats)');
+        const st = await service.jobStats(callerOf(req), params(req).ticket);
+        return { ...st, throughput: { ...st.throughput, start: iso(st.throughput.start) } };
+      },
+    );
+    route(
+      'GET',
       '/api/v1/jobs/:ticket/failures',
       {
         schema: {
@@ -810,6 +827,23 @@ export class ServiceHttpServer {
         },
       },
       async (req) => ({ workers: await service.workers(callerOf(req)) }),
+    );
+    route(
+      'GET',
+      '/api/v1/workers/:id',
+      {
+        schema: {
+          tags: ['farm'],
+          summary: 'One worker: what it ran (your jobs; an admin: all), its task times, its losses and their reasons',
+          params: S.workerParams,
+          response: { 200: S.workerDetailSchema, ...S.errorResponses },
+        },
+      },
+      async (req) => {
+        if (service.worker === undefined) throw new NotFoundError('This manager keeps no worker details (GET /api/v1/workers/{id})');
+        const d = await service.worker(callerOf(req), (req.params as { id: string }).id);
+        return { ...d, losses: d.losses.map((l) => ({ ...l, at: iso(l.at) })) };
+      },
     );
   }
 

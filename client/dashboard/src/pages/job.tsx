@@ -306,7 +306,7 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
       // Asked at once, beside the status (not after it): the first render waits for the slower of the two.
       if (stats === null) return;
       api.stats(ticket).then(setStats, (err: unknown) => {
-        // The manager lacks the proposed stats route: the page plots the live rate instead.
+        // An older manager without the stats route: the page plots the live rate instead.
         if (err instanceof ApiError && (err.status === 404 || err.status === 405)) setStats(null);
       });
     },

@@ -1,5 +1,5 @@
 /**
- * A worker's page: what `GET /api/v1/workers` says of it, and, where the manager has the proposed
+ * A worker's page: what `GET /api/v1/workers` says of it, and, where the manager has
  * `GET /api/v1/workers/{id}`, what it ran, its task times and its losses with their reasons.
  */
 import { useState } from 'preact/hooks';
@@ -143,7 +143,7 @@ export function WorkerPage({ id }: { readonly id: string; readonly session: Sess
           </section>
         </>
       ) : detail === null ? (
-        <p class="sub">This manager does not report a worker's history (the proposed GET /api/v1/workers/&#123;id&#125;).</p>
+        <p class="sub">This manager does not report a worker's history (an older manager without GET /api/v1/workers/&#123;id&#125;).</p>
       ) : null}
     </main>
   );
