@@ -3,7 +3,7 @@
  *
  *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…]
  *
- * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store.
+ * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, dashboard.
  *
  * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
  * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
@@ -24,6 +24,8 @@ import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
 import { concurrentRate, generationOverhead, parallelEfficiency } from './optimize-farm.js';
 import { storeBench } from './store.js';
+import { serviceBench } from './service.js';
+import { dashboardBench } from './dashboard.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -377,6 +379,25 @@ async function main(): Promise<void> {
   if (want('store')) {
     // The job store alone (bench/store.ts): SQLite beside a private PostgreSQL, on one job of 1,000,000 tiny tasks.
     for (const f of await storeBench({ smoke, runs, log })) {
+      record(f.name, f.unit, f.xs, { ...(f.target !== undefined ? { target: f.target } : {}), ...(f.met !== undefined ? { met: f.met } : {}) });
+    }
+  }
+
+  if (want('service')) {
+    // The job service core (bench/service.ts): tiny tasks with every output committed beside the
+    // in-memory pool, status, restart after SIGKILL, manager RSS; SQLite beside PostgreSQL.
+    for (const f of await serviceBench({ smoke, runs, log })) {
+      record(f.name, f.unit, f.xs, {
+        ...(f.ratios !== undefined ? { ratios: f.ratios } : {}),
+        ...(f.target !== undefined ? { target: f.target } : {}),
+        ...(f.met !== undefined ? { met: f.met } : {}),
+      });
+    }
+  }
+
+  if (want('dashboard')) {
+    // Issue 12 (bench/dashboard.ts): first render of a 1,000,000-task job page, manager CPU per refresh, 50 dashboards vs none, page weight.
+    for (const f of await dashboardBench({ smoke, runs, log })) {
       record(f.name, f.unit, f.xs, { ...(f.target !== undefined ? { target: f.target } : {}), ...(f.met !== undefined ? { met: f.met } : {}) });
     }
   }

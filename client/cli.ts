@@ -11,6 +11,7 @@ import { runKeygen, KEYGEN_HELP } from './keygen.js';
 import { runIsolated, ISOLATED_HELP } from './isolated.js';
 import { runServe, SERVE_HELP } from './serve.js';
 import { runServiceCommand, SERVICE_HELPS } from './service-commands.js';
+import { runTop, TOP_HELP } from './top.js';
 
 const HELP = `taskfarm ${PACKAGE_VERSION}: a task farm for networks of workstations
 
@@ -34,6 +35,7 @@ Commands:
   kill       cancel a job          hold / release   pause / resume a job's dispatch
   resubmit   run a finished job again (--failed: only its failed tasks)
   rm         remove a job and all of it
+  top        the farm's workers and your jobs, live in the terminal (from a manager's API)
   help CMD   show the help of a command
   version    print the version
 
@@ -49,6 +51,7 @@ const helps: Record<string, string> = {
   isolated: ISOLATED_HELP,
   serve: SERVE_HELP,
   ...SERVICE_HELPS,
+  top: TOP_HELP,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -81,6 +84,8 @@ async function main(argv: string[]): Promise<number> {
     case 'resubmit':
     case 'rm':
       return runServiceCommand(command, rest);
+    case 'top':
+      return runTop(rest);
     case 'version':
     case '--version':
     case '-v':

@@ -149,7 +149,6 @@ export async function runServe(argv: readonly string[]): Promise<number> {
 
   const registry = new Registry();
   factory.registry = registry;
-  // TODO(merge svc): createJobService is the core's factory (placeholder in src/service/pending-core.ts until the merge).
   const service = await createJobService(factory);
   const maxBody = mb('max-body-mb');
   const maxLine = mb('max-line-mb');

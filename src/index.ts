@@ -87,6 +87,28 @@ export { SeededRandom, type RandomState } from './util/rng.js';
 // ---- Worker daemon
 export { WorkerServer, defaultCacheDir, type WorkerServerOptions, type WorkerServerEvents, type WorkerState } from './worker/index.js';
 
+// ---- Metrics (Prometheus): the worker daemon's (`--metrics-port`) and the manager's (`GET /metrics`)
+export {
+  registerWorkerMetrics,
+  startMetricsServer,
+  workerRegistry,
+  type WorkerServerStats,
+  type MetricsServer,
+  type MetricsServerOptions,
+} from './worker/index.js';
+export {
+  registerServiceMetrics,
+  TASK_DURATION_BUCKETS,
+  STORE_COMMIT_BUCKETS,
+  LOSS_REASONS,
+  WORKER_METRIC_STATES,
+  type ServiceMetricsSources,
+  type ServiceMetricsRecorder,
+  type StateCounts,
+  type LossReason,
+  type WorkerMetricState,
+} from './service/metrics.js';
+
 // ---- Discovery
 export {
   StaticDiscovery,
@@ -166,6 +188,14 @@ export {
   httpStatusOf,
   SESSION_COOKIE,
   CSRF_HEADER,
+  StoreJobService,
+  StoreTaskRepository,
+  mapJobHandler,
+  openLocalService,
+  localCaller,
+  lockStore,
+  TokenMinter,
+  toJsonText,
   InvalidRequestError,
   InvalidInputError,
   ForbiddenError,
@@ -197,6 +227,18 @@ export type {
   ServicePage,
   TaskRowView,
   TokenProofFields,
+  JobServiceOptions,
+  JobServiceLimits,
+  StoreTaskRepositoryOptions,
+  JobKindHandler,
+  JobRunContext,
+  JobRun,
+  JobOutcome,
+  LocalServiceOptions,
+  LocalJobService,
+  StoreLock,
+  TokenRequest,
+  RequestErrorContext,
 } from './service/index.js';
 
 // ---- Errors

@@ -8,6 +8,9 @@ import {
   NO_KEY_HELP,
   WorkerServer,
   keyFileTooOpen,
+  startMetricsServer,
+  workerRegistry,
+  type MetricsServer,
   resolveFarmKey,
   streamLogger,
   type LogLevel,
@@ -42,10 +45,14 @@ Options:
   --idle-timeout-ms MS  close connections silent for this long (default 30000)
   --thread-memory-mb MB heap limit of each thread; a thread over it dies alone and is replaced
   --grace-ms MS         on SIGTERM/SIGINT, time for in-flight tasks to finish (default 10000)
+  --metrics-port N      serve Prometheus metrics at http://HOST:N/metrics (tasks, task durations,
+                        leases, programs, threads, bytes received); HOST is 127.0.0.1, or the
+                        --host address when that is given. Off by default
   --log-level LEVEL     debug | info | warn | error (default info)
   -h, --help            show this help
 
 On start it prints one line to stdout: READY port=<port> id=<id>
+(with --metrics-port, a line METRICS port=<port> comes before it)
 SIGTERM or SIGINT: take no new work, finish in-flight tasks within the grace period, release the
 client, exit 0. A second signal exits at once.
 `;
@@ -80,6 +87,7 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
       'idle-timeout-ms': { type: 'string' },
       'thread-memory-mb': { type: 'string' },
       'grace-ms': { type: 'string' },
+      'metrics-port': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -146,8 +154,32 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
     opts.key = key.key;
   }
 
+  const metricsPort = int('metrics-port', values['metrics-port']);
+  if (metricsPort !== undefined && (metricsPort < 0 || metricsPort > 65_535)) {
+    throw new FarmError('FARM_ERR_INVALID_OPTION', `--metrics-port expects a port in [0, 65535], got "${values['metrics-port']}"`);
+  }
+
   const server = new WorkerServer(opts);
-  const { port: bound, id } = await server.start();
+  let metrics: MetricsServer | undefined;
+  if (metricsPort !== undefined) {
+    const host = values.host ?? values.interface ?? '127.0.0.1';
+    try {
+      metrics = await startMetricsServer({ port: metricsPort, host, registry: workerRegistry(server) });
+    } catch (err) {
+      throw new FarmError('FARM_ERR_INVALID_OPTION', `--metrics-port ${metricsPort}: cannot listen on ${host}:${metricsPort}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+  let started: { port: number; id: string };
+  try {
+    started = await server.start();
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
+  const { port: bound, id } = started;
+  if (metrics !== undefined) process.stdout.write(`METRICS port=${metrics.port}\n`);
   process.stdout.write(`READY port=${bound} id=${id}\n`);
 
   return await new Promise<number>((resolve) => {
@@ -162,7 +194,10 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
       stopping = true;
       process.stderr.write(`taskfarm worker: ${signal}: finishing in-flight tasks (grace ${server.options.graceMs} ms), then exiting\n`);
       server.drain().then(
-        () => resolve(0),
+        async () => {
+          await metrics?.close();
+          resolve(0);
+        },
         (err: unknown) => {
           process.stderr.write(`taskfarm worker: shutdown failed: ${String(err)}\n`);
           resolve(1);

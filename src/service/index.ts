@@ -1,6 +1,7 @@
 /**
- * The job service (`taskfarm serve`, issue 11): its contract, the HTTP layer over it, the client
- * that talks to it, and the errors both ends share.
+ * The job service of `taskfarm serve` (issue 11), below the HTTP layer: the {@link JobService}
+ * contract, its implementation over a job store and a pool, the store-backed task repository, the
+ * in-process service for `connect()` without a URL, and the service's errors.
  */
 export type {
   Caller,
@@ -16,6 +17,19 @@ export type {
   JobService,
 } from './types.js';
 export {
+  createJobService,
+  StoreJobService,
+  type JobServiceOptions,
+  type JobServiceOptions as JobServiceFactoryOptions,
+  type JobServiceLimits,
+} from './job-service.js';
+export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob } from './store-repository.js';
+export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';
+export { openLocalService, localCaller, type LocalServiceOptions, type LocalJobService } from './local.js';
+export { lockStore, type StoreLock } from './store-lock.js';
+export { TokenMinter, type TokenRequest } from './tokens.js';
+export { toJsonText, failureOf } from './json.js';
+export {
   InvalidRequestError,
   InvalidInputError,
   ForbiddenError,
@@ -29,8 +43,6 @@ export {
 } from './errors.js';
 export { ServiceHttpServer, statusToJson, errorBody, SESSION_COOKIE, CSRF_HEADER, type ServiceHttpOptions } from './http/index.js';
 export { tokenProof, type TokenProofFields } from './token-proof.js';
-// TODO(merge svc): export the core's factory instead of the placeholder.
-export { createJobService, type JobServiceFactoryOptions } from './pending-core.js';
 export {
   connect,
   connectToService,

@@ -568,16 +568,13 @@ export class PostgresJobStore implements JobStore {
 
   async getJob(ticket: string): Promise<JobRecord | undefined> {
     if (typeof ticket !== 'string') return undefined;
-    return this.#tx(
+    // One statement (one snapshot of the job and its counters): one round trip on the status path.
+    const rows = await this.#one(
       'getJob',
-      async (q) => {
-        const rows = await this.#q(q, `SELECT ${JOB_COLUMNS} FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.ticket = $1 AND j.state IN ${VISIBLE}`, [
-          ticket,
-        ]);
-        return rows[0] === undefined ? undefined : toJob(rows[0]);
-      },
-      'read',
+      `SELECT ${JOB_COLUMNS} FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.ticket = $1 AND j.state IN ${VISIBLE}`,
+      [ticket],
     );
+    return rows[0] === undefined ? undefined : toJob(rows[0]);
   }
 
   async listJobs(options: JobListOptions = {}): Promise<Page<JobRecord, string>> {

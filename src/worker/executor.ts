@@ -171,6 +171,7 @@ export class Executor {
   #respawnsWithoutProgress = 0;
   #idleWaiters: (() => void)[] = [];
   #crashed = 0;
+  #replaced = 0;
   #maxResultBytes = 4 * 1024 * 1024;
   #avgTaskMs = 0;
   #watchdog: NodeJS.Timeout | undefined;
@@ -195,6 +196,18 @@ export class Executor {
   /** How many threads crashed and were replaced so far. */
   get crashedThreads(): number {
     return this.#crashed;
+  }
+
+  /** How many threads were replaced so far, for any reason (crashes, time limits, cancelled tasks). */
+  get replacedThreads(): number {
+    return this.#replaced;
+  }
+
+  /** Programs loaded on the threads now. */
+  get programsLoaded(): number {
+    let n = 0;
+    for (const p of this.#programs.values()) if (p.state === 'loaded') n++;
+    return n;
   }
 
   /** Result messages from now on stay below this size (the current client's and our limit). */
@@ -636,6 +649,7 @@ export class Executor {
 
   #respawn(afterCrash = true): void {
     if (this.#closed) return;
+    this.#replaced++;
     if (afterCrash && ++this.#respawnsWithoutProgress > MAX_RESPAWNS_WITHOUT_PROGRESS * this.#options.threads) {
       this.#log.error('worker threads keep dying without finishing a task; not replacing more', {});
       this.#failQueued(() => true, { kind: 'crashed', name: 'ThreadExit', message: 'worker threads keep dying without finishing a task', stack: '', code: '' });

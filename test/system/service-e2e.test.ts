@@ -2,14 +2,10 @@
  * End to end on the REAL service core: a `taskfarm serve` process (SQLite store in a temp folder,
  * static peers: real worker daemons on 127.0.0.1, never mDNS), driven by the CLI in child
  * processes, by fetch and by curl.
- *
- * NEEDS THE CORE (branch svc). These tests switch themselves on when the placeholder
- * src/service/pending-core.ts is gone (the lead deletes it at the merge, see TODO(merge svc));
- * TASKFARM_E2E_SERVICE=1 forces them on, =0 off.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -17,8 +13,6 @@ import { Daemons, tempDir, until, waitForLine, type LocalDaemon } from '../helpe
 
 const REPO = new URL('../../', import.meta.url).pathname;
 const CLI = join(REPO, 'dist/client/cli.js');
-const force = process.env['TASKFARM_E2E_SERVICE'];
-const CORE = force === '1' || (force !== '0' && !existsSync(join(REPO, 'src/service/pending-core.ts')));
 
 interface Manager {
   readonly child: ChildProcess;
@@ -82,7 +76,7 @@ async function cli(
   return { code, stdout, stderr };
 }
 
-describe.skipIf(!CORE)('job service end to end (real taskfarm serve + daemons)', () => {
+describe('job service end to end (real taskfarm serve + daemons)', () => {
   const daemons = new Daemons();
   let ds: LocalDaemon[];
   let dir: { path: string; remove: () => void };
@@ -228,6 +222,3 @@ describe.skipIf(!CORE)('job service end to end (real taskfarm serve + daemons)',
   });
 });
 
-describe.skipIf(CORE)('job service end to end', () => {
-  it.skip('waits for the service core (branch svc): delete src/service/pending-core.ts at the merge to switch these on', () => {});
-});

@@ -3,7 +3,6 @@
  * same routes the CLI and curl use); without a URL, an in-process service on an embedded store
  * (PARK: no connection means the client machine). Both give the same {@link ServiceClient}.
  */
-import { userInfo } from 'node:os';
 import { Readable } from 'node:stream';
 import { FarmError, InvalidOptionError } from '../../errors.js';
 import { bundleProgram, type BundledProgram } from '../../farm/index.js';
@@ -12,7 +11,8 @@ import type { JobState, TaskFailure } from '../../store/index.js';
 import type { JsonValue } from '../../util/json.js';
 import { statusToJson } from '../http/server.js';
 import type { Caller, InputLine, JobService, JobSpec, JobStatus, ServiceEvent, ServiceWorker } from '../types.js';
-import { createJobService } from '../pending-core.js';
+import { openLocalService } from '../local.js';
+import type { FarmPoolOptions } from '../../farm/index.js';
 import { ServiceHttpClient, type ServiceHttpClientOptions } from './http-client.js';
 import { ndjsonLines } from '../http/ndjson.js';
 
@@ -78,10 +78,13 @@ export interface ServiceClient {
 
 /** Options of {@link connect}. */
 export interface ConnectOptions extends ServiceHttpClientOptions {
-  /** In process only: the store (a SQLite path or a postgres:// URL). @default the embedded default store */
+  /** In process only: the SQLite store file. @default the embedded default store (`$XDG_DATA_HOME/taskfarm/jobs.db`) */
   readonly store?: string;
-  /** In process only: options passed to the service core's factory (peers, farm, key…). */
-  readonly service?: Readonly<Record<string, unknown>>;
+  /**
+   * In process only: the pool's options (peers, farm, key…). @default `{ localFallback: true,
+   * workerWaitMs: 3000 }`: the farm's workers when some answer, else this machine's threads
+   */
+  readonly service?: FarmPoolOptions;
 }
 
 /** The operations a job handle needs, over HTTP or in process. */
@@ -424,8 +427,11 @@ async function* localResults(source: AsyncIterable<{ index: number; output: stri
  */
 export async function connect(url?: string, options: ConnectOptions = {}): Promise<ServiceClient> {
   if (url !== undefined) return new HttpServiceClient(new ServiceHttpClient(url, options));
-  const service = await createJobService({ ...(options.store === undefined ? {} : { store: options.store }), ...options.service });
-  return new LocalServiceClient(service, { user: userInfo().username, admin: true });
+  const local = await openLocalService({
+    ...(typeof options.store === 'string' ? { storePath: options.store } : {}),
+    ...(options.service === undefined ? {} : { poolOptions: options.service }),
+  });
+  return new LocalServiceClient(local.service, local.caller);
 }
 
 /** A client over an existing JobService (tests, embedding). */

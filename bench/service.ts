@@ -1,0 +1,398 @@
+/**
+ * The job service core (issue 11 targets), SQLite beside PostgreSQL (a private durable cluster on a
+ * unix socket), on worker daemons of this machine:
+ *
+ *   node dist/bench/service.js [--smoke] [--runs N] [--backends sqlite,postgres]
+ *
+ * or as the `service` section of `npm run bench`. Per backend:
+ * - throughput: tiny tasks (`x * 2`) through the service with every output committed, from the
+ *   durable ticket to the job `done`, beside the in-memory FarmPool on the same 2 daemons × 1 thread
+ *   in the same run (target ≥ 200,000 tasks/s and ≥ 30 % of the pool);
+ * - status: `service.status()` p50 on a running 1,000,000-task job (the store part of the HTTP
+ *   target ≤ 5 ms);
+ * - resume: a manager process SIGKILLed on a half-done 1,000,000-task job, started again: ms from
+ *   its start to its first committed output (target ≤ 1 s), and to the service being open;
+ * - memory: peak RSS of a manager process running a 10,000,000-task job (target ≤ 300 MB), sampled
+ *   every 100 ms from the durable ticket until the job is done (at most `rssSeconds`).
+ * Smoke sizes (`--smoke`) only check that everything runs.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { FarmPool, PostgresJobStore, SqliteJobStore, createJobService, generateFarmKey, type JobStore } from '../src/index.js';
+import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
+import { startPostgres, type PgServer } from '../test/helpers/postgres.js';
+
+/** A measured figure (the shape bench/run.ts records). */
+export interface ServiceFigure {
+  name: string;
+  unit: string;
+  xs: number[];
+  ratios?: Record<string, number>;
+  target?: string;
+  met?: boolean;
+  note?: string;
+}
+
+/** Options of {@link serviceBench}. */
+export interface ServiceBenchOptions {
+  readonly smoke: boolean;
+  readonly runs: number;
+  readonly backends?: readonly ('sqlite' | 'postgres')[];
+  readonly log: (m: string) => void;
+}
+
+const caller = { user: 'bench', admin: false };
+const DOUBLE = 'export default (x) => x * 2';
+const here = fileURLToPath(new URL('.', import.meta.url));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function* inputLines(n: number): Generator<{ text: string; line: number }> {
+  for (let i = 0; i < n; i++) yield { text: String(i), line: i + 1 };
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs: number, everyMs = 5): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A store of one backend, fresh for each call. */
+type StoreMaker = () => Promise<{ store: JobStore; location: string; dispose: () => Promise<void> }>;
+
+function makers(pg: PgServer | undefined, dirs: string[]): Record<'sqlite' | 'postgres', StoreMaker | undefined> {
+  return {
+    sqlite: async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
+      dirs.push(dir);
+      const location = join(dir, 'jobs.db');
+      return { store: await SqliteJobStore.open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
+    },
+    postgres:
+      pg === undefined
+        ? undefined
+        : async () => {
+            // The default schema, so a manager child opening the URL finds the same store; dropped after each use.
+            const drop = async (): Promise<void> => {
+              const { default: driver } = await import('pg');
+              const c = new driver.Client(pg.config());
+              await c.connect();
+              await c.query('DROP SCHEMA IF EXISTS taskfarm CASCADE');
+              await c.end();
+            };
+            await drop();
+            return { store: await PostgresJobStore.open(pg.config()), location: pg.url(), dispose: drop };
+          },
+  };
+}
+
+/** Tasks/s through the in-memory pool (outputs in memory only). */
+async function poolRate(peers: string[], n: number): Promise<number> {
+  const pool = new FarmPool({ peers, localFallback: false });
+  try {
+    await pool.map(
+      (x: number) => x * 2,
+      Array.from({ length: 2000 }, (_, i) => i),
+    ); // recruit, install, warm
+    const inputs = Array.from({ length: n }, (_, i) => i);
+    const t0 = performance.now();
+    const out = await pool.map<number, number>((x: number) => x * 2, inputs);
+    const ms = performance.now() - t0;
+    if (out[n - 1] !== (n - 1) * 2) throw new Error('wrong outputs');
+    return (n / ms) * 1000;
+  } finally {
+    await pool.close();
+  }
+}
+
+/** Tasks/s through the service: from the durable ticket to `done`, every output committed. */
+async function serviceRate(make: StoreMaker, peers: string[], n: number): Promise<number> {
+  const { store, dispose } = await make();
+  const service = await createJobService({ store, peers });
+  try {
+    const warm = await service.submit(caller, { stages: [{ source: DOUBLE }] }, inputLines(2000));
+    await until(async () => (await service.status(caller, warm)).state === 'done', 60_000);
+    const ticket = await service.submit(caller, { stages: [{ source: DOUBLE }] }, inputLines(n));
+    const t0 = performance.now();
+    await until(async () => (await service.status(caller, ticket)).state === 'done', 600_000, 2);
+    const ms = performance.now() - t0;
+    const s = await service.status(caller, ticket);
+    if (s.counts.done !== n) throw new Error(`job ended ${s.state} with ${s.counts.done} of ${n}`);
+    return (n / ms) * 1000;
+  } finally {
+    await service.close(1000);
+    await dispose();
+  }
+}
+
+/** status() p50 (ms) over `calls` calls while a job of `n` tasks runs. */
+async function statusP50(make: StoreMaker, peers: string[], n: number, calls: number): Promise<number> {
+  const { store, dispose } = await make();
+  const service = await createJobService({ store, peers });
+  try {
+    // Slow-ish tasks so the job is still running while status is measured.
+    const ticket = await service.submit(
+      caller,
+      { stages: [{ source: 'export default (x) => { const e = performance.now() + 0.2; while (performance.now() < e); return x; }' }] },
+      inputLines(n),
+    );
+    await until(async () => (await service.status(caller, ticket)).counts.done > 0, 60_000);
+    const xs: number[] = [];
+    for (let i = 0; i < calls; i++) {
+      const t0 = performance.now();
+      await service.status(caller, ticket);
+      xs.push(performance.now() - t0);
+    }
+    if ((await service.status(caller, ticket)).state !== 'running') throw new Error('the job finished before status was measured: make it longer');
+    return median(xs);
+  } finally {
+    await service.close(0);
+    await dispose();
+  }
+}
+
+/** A manager child process (this file with --child). */
+function child(args: string[], env: NodeJS.ProcessEnv): { lines: AsyncIterableIterator<string>; kill: (sig: NodeJS.Signals) => void; exited: Promise<void> } {
+  const c = spawn(process.execPath, ['--expose-gc', join(here, 'service.js'), '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+  const exited = new Promise<void>((r) => c.once('exit', () => r()));
+  return { lines: createInterface({ input: c.stdout })[Symbol.asyncIterator](), kill: (sig) => c.kill(sig), exited };
+}
+
+async function lineMatching(lines: AsyncIterableIterator<string>, re: RegExp): Promise<RegExpExecArray> {
+  for (;;) {
+    const r = await lines.next();
+    if (r.done === true) throw new Error(`the manager exited before printing ${re}`);
+    const m = re.exec(r.value);
+    if (m !== null) return m;
+  }
+}
+
+/** SIGKILL a manager on a half-done job of `n` tasks, start it again: ms to open and to the first committed output. */
+async function resume(location: string, peers: string[], n: number, env: NodeJS.ProcessEnv): Promise<{ loaded: number; open: number; first: number }> {
+  const a = child(['--store', location, '--peers', peers.join(','), '--submit', String(n), '--report-done'], env);
+  await lineMatching(a.lines, /^READY/);
+  for (;;) {
+    const m = await lineMatching(a.lines, /^DONE (\d+)/);
+    if (Number(m[1]) >= n / 2) break;
+  }
+  a.kill('SIGKILL');
+  await a.exited;
+  const b = child(['--store', location, '--peers', peers.join(','), '--first-commit'], env);
+  const m = await lineMatching(b.lines, /^FIRST loaded=([\d.]+) open=([\d.]+) first=([\d.]+)/);
+  b.kill('SIGTERM');
+  await b.exited;
+  return { loaded: Number(m[1]), open: Number(m[2]), first: Number(m[3]) };
+}
+
+/** Peak RSS (MB) of a manager process running a job of `n` tasks, sampled for `seconds`. */
+async function peakRss(location: string, peers: string[], n: number, seconds: number, env: NodeJS.ProcessEnv): Promise<{ peak: number; done: number }> {
+  const c = child(['--store', location, '--peers', peers.join(','), '--submit', String(n), '--rss', String(seconds)], env);
+  const m = await lineMatching(c.lines, /^RSS peak=([\d.]+) done=(\d+)/);
+  c.kill('SIGTERM');
+  await c.exited;
+  return { peak: Number(m[1]), done: Number(m[2]) };
+}
+
+/** Runs the service figures on every backend that can start. */
+export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigure[]> {
+  const sizes = o.smoke
+    ? { tiny: 20_000, status: 20_000, statusCalls: 200, resume: 20_000, rss: 200_000, rssSeconds: 5 }
+    : { tiny: 1_000_000, status: 1_000_000, statusCalls: 2000, resume: 1_000_000, rss: 10_000_000, rssSeconds: 1200 };
+  const want = o.backends ?? ['sqlite', 'postgres'];
+  const key = process.env['TASKFARM_KEY'] ?? generateFarmKey();
+  process.env['TASKFARM_KEY'] = key;
+  const env = { ...process.env, TASKFARM_KEY: key };
+  const dirs: string[] = [];
+  const daemons: LocalDaemon[] = [];
+  let pg: PgServer | undefined;
+  const figures: ServiceFigure[] = [];
+  try {
+    if (want.includes('postgres')) {
+      const s = await startPostgres({ durable: true });
+      if ('skip' in s) o.log(`service bench: PostgreSQL skipped: ${s.skip}`);
+      else pg = s;
+    }
+    for (let i = 0; i < 2; i++) {
+      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-d-'));
+      dirs.push(dir);
+      daemons.push(await startDaemon(['--threads', '1', '--cache-dir', dir, '--log-level', 'error'], 30_000, env));
+    }
+    const peers = daemons.map((d) => d.address);
+    const make = makers(pg, dirs);
+    const poolXs: number[] = [];
+    for (let r = 0; r < o.runs; r++) poolXs.push(await poolRate(peers, sizes.tiny));
+    const poolM = median(poolXs);
+    figures.push({ name: `in-memory FarmPool: ${sizes.tiny.toLocaleString('en-US')} tiny tasks, 2 daemons × 1 thread (ceiling)`, unit: 'tasks/s', xs: poolXs });
+    for (const backend of want) {
+      const m = make[backend];
+      if (m === undefined) continue;
+      const xs: number[] = [];
+      for (let r = 0; r < o.runs; r++) xs.push(await serviceRate(m, peers, sizes.tiny));
+      const x = median(xs);
+      figures.push({
+        name: `service (${backend}): ${sizes.tiny.toLocaleString('en-US')} tiny tasks, every output committed`,
+        unit: 'tasks/s',
+        xs,
+        ratios: { 'vs pool': x / poolM },
+        target: '≥ 200,000/s and ≥ 0.30× pool',
+        met: x >= 200_000 && x >= 0.3 * poolM,
+      });
+      o.log(`service ${backend}: ${Math.round(x)} tasks/s (${((x / poolM) * 100).toFixed(0)} % of the pool's ${Math.round(poolM)})`);
+      const st: number[] = [];
+      for (let r = 0; r < o.runs; r++) st.push(await statusP50(m, peers, sizes.status, sizes.statusCalls));
+      figures.push({
+        name: `service (${backend}): status p50 on a running ${sizes.status.toLocaleString('en-US')}-task job (no HTTP)`,
+        unit: 'ms',
+        xs: st,
+        target: '≤ 5 ms (with HTTP)',
+        met: median(st) <= 5,
+      });
+      const loads: number[] = [];
+      const opens: number[] = [];
+      const firsts: number[] = [];
+      for (let r = 0; r < o.runs; r++) {
+        const { store, location, dispose } = await m();
+        await store.close();
+        const res = await resume(location, peers, sizes.resume, env);
+        loads.push(res.loaded);
+        opens.push(res.open - res.loaded);
+        firsts.push(res.first - res.loaded);
+        await dispose();
+      }
+      const what = `restart after SIGKILL on a half-done ${sizes.resume.toLocaleString('en-US')}-task job`;
+      figures.push({ name: `service (${backend}): ${what}: node start + import taskfarm`, unit: 'ms', xs: loads });
+      figures.push({ name: `service (${backend}): ${what}: open + recover + resume (createJobService)`, unit: 'ms', xs: opens });
+      figures.push({
+        name: `service (${backend}): ${what}: from the service's start to its first committed output (recruits included)`,
+        unit: 'ms',
+        xs: firsts,
+        target: '≤ 1,000 ms',
+        met: median(firsts) <= 1000,
+      });
+      {
+        const { store, location, dispose } = await m();
+        await store.close();
+        const r = await peakRss(location, peers, sizes.rss, sizes.rssSeconds, env);
+        figures.push({
+          name: `service (${backend}): manager peak RSS running a ${sizes.rss.toLocaleString('en-US')}-task job (${r.done.toLocaleString('en-US')} done when sampling ended)`,
+          unit: 'MB',
+          xs: [r.peak],
+          target: '≤ 300 MB',
+          met: r.peak <= 300,
+        });
+        await dispose();
+      }
+    }
+  } finally {
+    await Promise.all(daemons.map((d) => stopDaemon(d)));
+    await pg?.stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+  return figures;
+}
+
+// ---------------------------------------------------------------- the manager child
+
+/** `--child`: a manager process on `--store` (see resume() and peakRss()). */
+async function childMain(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      child: { type: 'boolean' },
+      store: { type: 'string' },
+      peers: { type: 'string' },
+      submit: { type: 'string' },
+      'report-done': { type: 'boolean' },
+      'first-commit': { type: 'boolean' },
+      rss: { type: 'string' },
+    },
+  });
+  const loaded = performance.now(); // node started and taskfarm imported
+  const service = await createJobService({ store: values.store!, peers: values.peers!.split(',') });
+  const open = performance.now();
+  let ticket = (await service.list(caller)).items[0]?.ticket;
+  if (ticket === undefined && values.submit !== undefined) {
+    ticket = await service.submit(caller, { stages: [{ source: DOUBLE }] }, inputLines(Number(values.submit)));
+  }
+  process.stdout.write(`READY ${ticket}\n`);
+  process.once('SIGTERM', () => void service.close(1000).then(() => process.exit(0)));
+  if (ticket === undefined) return;
+  if (values['first-commit'] === true) {
+    const before = (await service.status(caller, ticket)).counts.done;
+    for (;;) {
+      const s = await service.status(caller, ticket);
+      if (s.counts.done > before || s.state === 'done') break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    process.stdout.write(`FIRST loaded=${loaded.toFixed(1)} open=${open.toFixed(1)} first=${performance.now().toFixed(1)}\n`);
+    return;
+  }
+  if (values['report-done'] === true) {
+    for (;;) {
+      const s = await service.status(caller, ticket);
+      process.stdout.write(`DONE ${s.counts.done}\n`);
+      if (s.state !== 'running' && s.state !== 'queued') return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  if (values.rss !== undefined) {
+    // Sampled until the job is done (or for at most --rss seconds).
+    const end = performance.now() + Number(values.rss) * 1000;
+    let peak = 0;
+    let last = 0;
+    let lastStatus = 0;
+    let done = false;
+    while (performance.now() < end && !done) {
+      peak = Math.max(peak, process.memoryUsage.rss() / 1024 / 1024);
+      if (process.env['TASKFARM_BENCH_TRACE'] !== undefined && performance.now() - last > 1000) {
+        last = performance.now();
+        const u = process.memoryUsage();
+        const mb = (x: number): string => (x / 1024 / 1024).toFixed(0);
+        process.stderr.write(`rss ${mb(u.rss)} heap ${mb(u.heapUsed)}/${mb(u.heapTotal)} external ${mb(u.external)} buffers ${mb(u.arrayBuffers)}\n`);
+      }
+      if (performance.now() - lastStatus > 1000) {
+        lastStatus = performance.now();
+        done = (await service.status(caller, ticket)).state === 'done';
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const s = await service.status(caller, ticket);
+    process.stdout.write(`RSS peak=${peak.toFixed(1)} done=${s.counts.done}\n`);
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--child')) await childMain(argv);
+  else {
+    const { values } = parseArgs({ args: argv, options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, backends: { type: 'string' } } });
+    const smoke = values.smoke === true;
+    const figures = await serviceBench({
+      smoke,
+      runs: values.runs !== undefined ? Number(values.runs) : smoke ? 1 : 3,
+      ...(values.backends === undefined ? {} : { backends: values.backends.split(',') as ('sqlite' | 'postgres')[] }),
+      log: (m) => void process.stderr.write(`[service] ${m}\n`),
+    });
+    for (const f of figures)
+      process.stdout.write(
+        `${f.name}: ${median(f.xs).toFixed(2)} ${f.unit}${
+          f.ratios !== undefined
+            ? ` (${Object.entries(f.ratios)
+                .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+                .join(', ')})`
+            : ''
+        }${f.target !== undefined ? ` target ${f.target}: ${f.met === true ? 'met' : 'NOT met'}` : ''}\n`,
+      );
+  }
+}
