@@ -46,7 +46,7 @@ function boundaries(component, depth, { allow = [], exempt = [], packages = [grp
         patterns: [
           {
             regex: String.raw`^${exemptions}${up(depth)}(?!util/)[a-z-]+/(?!index\.js$)`,
-            message: "Import another component through its index.ts (docs/ARCHITECTURE.md: components reach each other only through it).",
+            message: 'Import another component through its index.ts (docs/ARCHITECTURE.md: components reach each other only through it).',
           },
           ...(forbidden.length === 0
             ? []

@@ -221,4 +221,3 @@ describe('job service end to end (real taskfarm serve + daemons)', () => {
     expect(again.map((j) => j.ticket)).toEqual(list.map((j) => j.ticket));
   });
 });
-
