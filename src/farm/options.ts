@@ -5,7 +5,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../util/paths.js';
 import { describeValue, expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
 import { preferCachedThenFastest, type SchedulingPolicy } from './scheduling.js';
-import { resolveFarmKey } from '../security/farm-key.js';
+import { resolveFarmKey } from '../security/index.js';
 import type { Discovery } from '../discovery/index.js';
 
 /**

@@ -22,9 +22,6 @@ export interface ExecResults {
   readonly durations: Float32Array;
 }
 
-/** What one task produced. */
-export type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: RemoteErrorMessage };
-
 /** A fresh Uint8Array that owns its whole ArrayBuffer (safe to transfer to a thread). */
 export function ownBytes(bytes: Uint8Array): Uint8Array {
   if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes;

@@ -69,7 +69,6 @@ import type {
   ResultRow,
   SettleResult,
   TaskCounts,
-  TaskFailure,
   TaskPageOptions,
   TaskRow,
   TaskState,

@@ -31,13 +31,13 @@ import {
   GoodbyeReason,
   INLINE_BUNDLE_MARKER,
   Liveness,
+  encodeFailures,
+  type ExecResults,
 } from '../protocol/index.js';
-import { MdnsAdvertiser } from '../discovery/mdns.js';
+import { MdnsAdvertiser } from '../discovery/index.js';
 import { WorkerNonces, clientProof, loadOrCreateTlsIdentity, proofsEqual, workerProof, type TlsIdentity } from '../security/index.js';
 import { CodeCache, BundleRejectedError } from './code-cache.js';
 import { Executor, ExecutorStartError } from './executor.js';
-import type { ExecResults } from '../protocol/batch.js';
-import { encodeFailures } from '../protocol/batch.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
 import type { ChainEntry } from './thread-protocol.js';

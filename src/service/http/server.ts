@@ -16,7 +16,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { Counter, Histogram, Registry } from 'prom-client';
 import { AuthenticationError, FarmError, FarmErrorCode } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import { PACKAGE_VERSION } from '../../protocol/version.js';
+import { PACKAGE_VERSION } from '../../protocol/index.js';
 import type { JobState, TaskState } from '../../store/index.js';
 import { ForbiddenError, InvalidInputError, InvalidRequestError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
 import type { Caller, InputLine, JobService, JobSpec, JobStatus, ResultLine } from '../types.js';
