@@ -606,7 +606,8 @@ async function* sse(source: AsyncIterable<Buffer>): AsyncGenerator<ServiceEvent>
           } catch {
             // keep the text
           }
-          if (type === 'error') throw new FarmError('FARM_ERR_STORE', String((parsed as { message?: unknown }).message ?? text));
+          const message = (parsed as { message?: unknown } | null)?.message;
+          if (type === 'error') throw new FarmError('FARM_ERR_STORE', typeof message === 'string' ? message : text);
           if (id !== undefined) yield { seq: id, at: Date.now(), type, data: parsed as ServiceEvent['data'] };
         }
         type = 'message';

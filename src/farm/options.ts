@@ -347,6 +347,6 @@ export function resolveJobOptions(input: JobOptions = {}, poolCwd: string = proc
 export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): { pool: ResolvedPoolOptions; job: ResolvedJobOptions } {
   checkKnown('options', input, TASK_FARM_KEYS);
   const pool = resolvePoolOptions(pick(input, POOL_KEYS));
-  const job = resolveJobOptions(pick(input, JOB_KEYS) as JobOptions, pool.cwd);
+  const job = resolveJobOptions(pick(input, JOB_KEYS), pool.cwd);
   return { pool, job };
 }

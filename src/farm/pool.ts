@@ -270,7 +270,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       sink = handle.sink;
     }
     this.#jobs.add(state);
-    this.#handles.set(state, handle as FarmJob);
+    this.#handles.set(state, handle);
     repo.onAvailable = () => this.#pump();
     const signal = jo.signal;
     if (signal !== undefined) {
@@ -287,12 +287,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   }
 
   /** `run(program, inputs, options).compute()`: the outputs in input order. */
-  map<I = unknown, O = unknown>(program: Program | BundledProgram, inputs: InputSource<I> | TaskRepository, options: JobOptions = {}): Promise<O[]> {
-    try {
-      return this.run<I, O>(program, inputs, options).compute();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async map<I = unknown, O = unknown>(program: Program | BundledProgram, inputs: InputSource<I> | TaskRepository, options: JobOptions = {}): Promise<O[]> {
+    // async: a bad call to run() rejects, never throws.
+    return await this.run<I, O>(program, inputs, options).compute();
   }
 
   /** The workers of the pool now. */
@@ -477,8 +474,13 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (job.finished) return true;
     if (job.status !== 'running') return false;
     if (job.repo.sourceError !== undefined) {
-      const err = job.repo.sourceError;
-      this.#endJob(job, err instanceof FarmError ? err : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${String(err)}`, { cause: err }));
+      const err: unknown = job.repo.sourceError;
+      this.#endJob(
+        job,
+        err instanceof FarmError
+          ? err
+          : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
+      );
       return true;
     }
     if (!job.repo.isComplete) return false;

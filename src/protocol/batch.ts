@@ -67,6 +67,6 @@ export function encodeFailures(count: number, error: RemoteErrorMessage): Uint8A
 /** Reads one decoded outcome as a RemoteError, defensively (it came over the network). */
 export function asRemoteError(v: unknown): RemoteErrorMessage {
   const o = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
-  const s = (k: string): string => (typeof o[k] === 'string' ? (o[k] as string) : '');
+  const s = (k: string): string => (typeof o[k] === 'string' ? o[k] : '');
   return { kind: s('kind') || 'thrown', name: s('name') || 'Error', message: s('message'), stack: s('stack'), code: s('code') };
 }

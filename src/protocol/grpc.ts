@@ -119,10 +119,10 @@ export function fetchServerCertificate(host: string, port: number, timeoutMs: nu
         // Node writes the PEM (hand-made line breaks once produced a blank line for some sizes).
         resolve(new X509Certificate(raw).toString());
       } catch (err) {
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
-    socket.once('error', (err) => {
+    socket.once('error', (err: Error) => {
       clearTimeout(timer);
       socket.destroy();
       reject(err);

@@ -11,7 +11,7 @@
  * every hostile input are printed. TASKFARM_FUZZ_SEED=<n> replays a run's random choices.
  */
 import { connect as tcpConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { serialize } from 'node:v8';
 import { encodeInputs } from '../../dist/src/protocol/batch.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -176,7 +176,7 @@ describe('fuzzing a daemon (bounded)', () => {
     // Silent TCP connections, and silent TLS connections (handshake done, then nothing).
     const silentTcp = Array.from({ length: 8 }, () => track(tcpConnect({ host: '127.0.0.1', port: h.port })));
     const silentTls = Array.from({ length: 4 }, () =>
-      track(tlsConnect({ host: '127.0.0.1', port: h.port, rejectUnauthorized: false, ALPNProtocols: ['h2'], servername: 'taskfarm-worker' }) as TLSSocket),
+      track(tlsConnect({ host: '127.0.0.1', port: h.port, rejectUnauthorized: false, ALPNProtocols: ['h2'], servername: 'taskfarm-worker' })),
     );
     const closeTimes = (list: Socket[]) =>
       Promise.all(list.map(async (s) => ((await closedWithin(s, 4000)) ? performance.now() - t0 : Number.POSITIVE_INFINITY)));
