@@ -24,7 +24,8 @@ const components = {
   worker: ['protocol', 'discovery', 'security'],
   farm: ['protocol', 'discovery', 'security', 'skeleton'], // + worker in local-link.ts (below)
   optimize: ['skeleton', 'farm'],
-  service: ['store', 'farm', 'security', 'skeleton', 'protocol'],
+  // optimize: the optimisation job kind (branch optserve, src/service/optimize-kind.ts).
+  service: ['store', 'farm', 'security', 'skeleton', 'protocol', 'optimize'],
 };
 
 const up = (depth) => String.raw`\.\./`.repeat(depth);
