@@ -74,7 +74,7 @@ async function ours(fn: TestFunction, budget: number): Promise<{ runs: number[];
   let evaluations = 0;
   for (const seed of seeds) {
     const r = await new Minimization(
-      localEvaluator(fn.f as (x: number[]) => number),
+      localEvaluator(fn.f),
       { bounds: boxOf(fn, dimension) },
       {
         seed,

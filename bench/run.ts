@@ -95,7 +95,7 @@ function startChild(script: string, args: string[]): Promise<{ child: ChildProce
   return new Promise((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       const m = /^READY (.*)$/m.exec(buf);
       if (m !== null) {

@@ -37,7 +37,7 @@ export function startDaemon(args: readonly string[], timeoutMs = 20_000, env: No
       child.kill('SIGKILL');
       reject(new Error(`worker daemon did not start within ${timeoutMs} ms\n${stderr}`));
     }, timeoutMs);
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
       const m = /^READY port=(\d+) id=(\S+)/.exec(line);
       if (m === null) return;

@@ -5,7 +5,7 @@
 import { createReadStream, createWriteStream, existsSync, statSync, type WriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { FarmAbortError, TaskError, TaskFarm, sharedFile, type TaskFarmOptions } from '../src/index.js';
+import { FarmAbortError, type TaskError, TaskFarm, sharedFile, type TaskFarmOptions } from '../src/index.js';
 
 export const RUN_HELP = `Usage: taskfarm run <stage>... [options]
 
@@ -92,8 +92,8 @@ function toJson(value: unknown): string {
   return (
     JSON.stringify(value, (_k, v: unknown) => {
       if (typeof v === 'bigint') return v.toString();
-      if (v instanceof Map) return Object.fromEntries(v);
-      if (v instanceof Set) return [...v];
+      if (v instanceof Map) return Object.fromEntries(v as Map<PropertyKey, unknown>);
+      if (v instanceof Set) return [...(v as Set<unknown>)];
       if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number>);
       return v;
     }) ?? 'null'

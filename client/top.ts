@@ -82,7 +82,7 @@ export interface TopFrame {
 
 /** Text a user typed (job names, hosts), made safe for a terminal: control characters (escape sequences) become `?`. */
 export function safe(s: string): string {
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
 }
 

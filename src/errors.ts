@@ -39,7 +39,11 @@ export type FarmErrorCode = (typeof FarmErrorCode)[keyof typeof FarmErrorCode];
 
 /** Options shared by every {@link FarmError} constructor. */
 export interface FarmErrorOptions extends ErrorOptions {
-  /** True when running the same thing again (elsewhere) may succeed. @default false */
+  /**
+   * True when running the same thing again (elsewhere) may succeed. Read by the pool's recruit
+   * backoff (a retryable failure is retried soon, another one slowly) and by the job service's
+   * client (it reconnects on a retryable error). @default false
+   */
   readonly retryable?: boolean;
 }
 

@@ -107,7 +107,7 @@ export {
   type StateCounts,
   type LossReason,
   type WorkerMetricState,
-} from './service/metrics.js';
+} from './service/index.js';
 
 // ---- Discovery
 export {
@@ -121,7 +121,7 @@ export {
   type AdvertisedWorker,
   type WorkerAdvert,
 } from './discovery/index.js';
-export { describeWorker } from './farm/remote-link.js';
+export { describeWorker } from './farm/index.js';
 
 // ---- Job store (the database of `taskfarm serve`)
 export {
@@ -279,4 +279,4 @@ export { loadOrCreateTlsIdentity, certFingerprint, type TlsIdentity } from './se
 
 // ---- Logging and protocol
 export { silentLogger, streamLogger, type Logger, type LogFields, type LogLevel } from './log.js';
-export { PROTOCOL_VERSION, PACKAGE_VERSION } from './protocol/version.js';
+export { PROTOCOL_VERSION, PACKAGE_VERSION } from './protocol/index.js';

@@ -34,6 +34,7 @@ export interface WorkerAdvert {
 // bonjour-service advertises an A/AAAA record for every address of every interface. A daemon bound
 // to one interface (--interface) must advertise only that address: filter the records per service.
 const allowedAddresses = new Map<string, ReadonlySet<string>>();
+// eslint-disable-next-line @typescript-eslint/unbound-method -- the original method, called below with .call(this)
 const originalRecords = Service.prototype.records;
 Service.prototype.records = function records(this: Service) {
   const all = originalRecords.call(this);
@@ -118,7 +119,7 @@ export class MdnsAdvertiser {
     if (s === undefined) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, 1000);
-      s.stop?.(() => {
+      (s.stop as ((callback: () => void) => void) | undefined)?.(() => {
         clearTimeout(timer);
         resolve();
       });
@@ -291,7 +292,7 @@ export class MdnsDiscovery extends EventEmitter<DiscoveryEvents> implements Disc
   #onService(s: Service, state: 'free' | 'recruited'): void {
     if (this.#closed) return;
     const txt = (s.txt ?? {}) as Record<string, unknown>;
-    const str = (k: string): string | undefined => (typeof txt[k] === 'string' ? (txt[k] as string) : typeof txt[k] === 'number' ? String(txt[k]) : undefined);
+    const str = (k: string): string | undefined => (typeof txt[k] === 'string' ? txt[k] : typeof txt[k] === 'number' ? String(txt[k]) : undefined);
     const id = str('id');
     const farm = str('farm');
     const proto = Number(str('proto'));

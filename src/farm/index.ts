@@ -13,17 +13,9 @@ export {
   type JobEvents,
   type JobStatus,
 } from './job.js';
-export {
-  resolveTaskFarmOptions,
-  resolvePoolOptions,
-  resolveJobOptions,
-  type TaskFarmOptions,
-  type FarmPoolOptions,
-  type JobOptions,
-  type ResolvedPoolOptions,
-  type ResolvedJobOptions,
-} from './options.js';
+export { resolvePoolOptions, resolveJobOptions, type TaskFarmOptions, type FarmPoolOptions, type JobOptions, type ResolvedPoolOptions } from './options.js';
 export type { WorkerInfo } from './link.js';
+export { describeWorker } from './remote-link.js';
 export { preferCachedThenFastest, firstComeFirstServed, type SchedulingPolicy, type WorkerView } from './scheduling.js';
 export { MemoryTaskRepository, type InputSource, type TaskRecord, type TaskRepository, type TaskTiming, type ResultSink } from './repository.js';
 export { prepareStages, type PreparedStage } from './bundler.js';

@@ -4,7 +4,7 @@
  * the pool's working state of the job.
  */
 import { EventEmitter } from 'node:events';
-import { FarmAbortError, InvalidOptionError, TaskError, type FarmError } from '../errors.js';
+import { FarmAbortError, InvalidOptionError, type TaskError, type FarmError } from '../errors.js';
 import { expectInteger } from '../util/validate.js';
 import { deferred, type Deferred } from '../util/deferred.js';
 import type { LinkProgram, WorkerInfo } from './link.js';

@@ -1,6 +1,5 @@
 import { hostname } from 'node:os';
-import { Executor, ExecutorStartError } from '../worker/executor.js';
-import { CodeCache } from '../worker/code-cache.js';
+import { CodeCache, Executor, ExecutorStartError } from '../worker/index.js';
 import { StageSetupError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ExecBatch } from '../protocol/index.js';

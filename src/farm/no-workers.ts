@@ -2,7 +2,7 @@
  * Words for "why no worker is computing": one line per refused worker, and the reason a run gives
  * when it falls back to local threads or fails with NoWorkersError. Pure functions.
  */
-import { FarmError, WorkerBusyError, WorkerLostError } from '../errors.js';
+import { type FarmError, WorkerBusyError, WorkerLostError } from '../errors.js';
 
 /** Error codes of the socket layer found anywhere in an error's message or `cause` chain. */
 function socketCode(err: unknown): string | undefined {

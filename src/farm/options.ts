@@ -5,7 +5,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { defaultCacheDir } from '../util/paths.js';
 import { describeValue, expectBoolean, expectInteger, expectNumber, expectString, parseHostPort } from '../util/validate.js';
 import { preferCachedThenFastest, type SchedulingPolicy } from './scheduling.js';
-import { resolveFarmKey } from '../security/farm-key.js';
+import { resolveFarmKey } from '../security/index.js';
 import type { Discovery } from '../discovery/index.js';
 
 /**
@@ -347,6 +347,6 @@ export function resolveJobOptions(input: JobOptions = {}, poolCwd: string = proc
 export function resolveTaskFarmOptions(input: TaskFarmOptions = {}): { pool: ResolvedPoolOptions; job: ResolvedJobOptions } {
   checkKnown('options', input, TASK_FARM_KEYS);
   const pool = resolvePoolOptions(pick(input, POOL_KEYS));
-  const job = resolveJobOptions(pick(input, JOB_KEYS) as JobOptions, pool.cwd);
+  const job = resolveJobOptions(pick(input, JOB_KEYS), pool.cwd);
   return { pool, job };
 }

@@ -35,17 +35,17 @@ import {
   findUnsendable,
   INLINE_BUNDLE_MARKER,
   PROTOCOL_VERSION,
+  RemoteErrorKind,
   type ExecResults,
 } from '../protocol/index.js';
-import { StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
-import { MdnsDiscovery } from '../discovery/mdns.js';
+import { MdnsDiscovery, StaticDiscovery, endpointKey, formatTarget, type Discovery, type WorkerEndpoint } from '../discovery/index.js';
 import { NO_KEY_HELP } from '../security/index.js';
 import { noWorkerReason, refusalReason } from './no-workers.js';
 import { normalForm, stagesOf, type Program } from '../skeleton/index.js';
 import { checkStages, prepareStages, type PreparedStage } from './bundler.js';
 import { prepareShared } from './shared.js';
 import { FarmJob, JobState, type FarmProgress, type Lane, type WorkerLostEvent } from './job.js';
-import type { LinkHandlers, LinkProgram, WorkerInfo, WorkerLink } from './link.js';
+import type { LinkHandlers, WorkerInfo, WorkerLink } from './link.js';
 import { LocalLink } from './local-link.js';
 import { RemoteLink } from './remote-link.js';
 import { isResolvedPoolOptions, resolveJobOptions, resolvePoolOptions, type FarmPoolOptions, type JobOptions, type ResolvedPoolOptions } from './options.js';
@@ -58,6 +58,7 @@ import {
   ewma,
   isStuck,
   recruitBackoffMs,
+  recruitFailureOf,
   shareRoom,
   stragglerThresholdMs,
   windowFor,
@@ -157,8 +158,8 @@ interface EndpointState {
   firstAttempt: boolean;
 }
 
-/** Error kinds a worker reports (RemoteErrorKind); anything else is a broken worker. */
-const KNOWN_KINDS = new Set(['thrown', 'crashed', 'timeout', 'setup', 'unserializable', 'cancelled', 'bad-input']);
+/** Error kinds a worker reports; anything else is a broken worker. */
+const KNOWN_KINDS: ReadonlySet<string> = new Set<string>(Object.values(RemoteErrorKind));
 
 /** True for an error outcome as workers produce it: a plain object whose `kind` is one we know. */
 function isRemoteError(v: unknown): boolean {
@@ -269,7 +270,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       sink = handle.sink;
     }
     this.#jobs.add(state);
-    this.#handles.set(state, handle as FarmJob);
+    this.#handles.set(state, handle);
     repo.onAvailable = () => this.#pump();
     const signal = jo.signal;
     if (signal !== undefined) {
@@ -286,12 +287,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   }
 
   /** `run(program, inputs, options).compute()`: the outputs in input order. */
-  map<I = unknown, O = unknown>(program: Program | BundledProgram, inputs: InputSource<I> | TaskRepository, options: JobOptions = {}): Promise<O[]> {
-    try {
-      return this.run<I, O>(program, inputs, options).compute();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async map<I = unknown, O = unknown>(program: Program | BundledProgram, inputs: InputSource<I> | TaskRepository, options: JobOptions = {}): Promise<O[]> {
+    // async: a bad call to run() rejects, never throws.
+    return await this.run<I, O>(program, inputs, options).compute();
   }
 
   /** The workers of the pool now. */
@@ -476,8 +474,13 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (job.finished) return true;
     if (job.status !== 'running') return false;
     if (job.repo.sourceError !== undefined) {
-      const err = job.repo.sourceError;
-      this.#endJob(job, err instanceof FarmError ? err : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${String(err)}`, { cause: err }));
+      const err: unknown = job.repo.sourceError;
+      this.#endJob(
+        job,
+        err instanceof FarmError
+          ? err
+          : new FarmError('FARM_ERR_INVALID_OPTION', `Reading the inputs failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }),
+      );
       return true;
     }
     if (!job.repo.isComplete) return false;
@@ -662,12 +665,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       const fe = err instanceof FarmError ? err : new WorkerLostError(e.id ?? target, String(err));
       st.failures++;
       this.#lastErrors.set(target, refusalReason(target, fe, this.#o.insecure));
-      st.nextTry =
-        Date.now() +
-        recruitBackoffMs(
-          fe instanceof WorkerBusyError ? 'busy' : fe instanceof ProtocolError || fe instanceof AuthenticationError ? 'refused' : 'unreachable',
-          st.failures,
-        );
+      st.nextTry = Date.now() + recruitBackoffMs(recruitFailureOf(fe), st.failures);
       if (fe instanceof AuthenticationError) this.#log.warn('not using worker', { target, error: fe.message });
       else if (st.failures === 1 || !(fe instanceof WorkerBusyError)) this.#log.info('could not recruit worker', { target, error: fe.message });
       return;
@@ -1326,8 +1324,8 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       const st = this.#endpoints.get(m.key);
       if (st !== undefined && st.member === m) {
         st.member = undefined;
-        // A worker dropped for breaking the protocol is not retried at once.
-        st.nextTry = Date.now() + (err instanceof ProtocolError ? 10_000 : 250);
+        // A worker dropped for a reason that is not retryable (it broke the protocol) is not retried at once.
+        st.nextTry = Date.now() + recruitBackoffMs(recruitFailureOf(err), 0);
       }
     }
     if (this.#members.size === 0) this.#armWait();
@@ -1397,5 +1395,3 @@ function remoteOf(err: unknown): RemoteErrorInfo {
     ? { name: err.name, message: err.message, stack: err.stack ?? '', code: '' }
     : { name: 'Error', message: String(err), stack: '', code: '' };
 }
-
-export type { LinkProgram };

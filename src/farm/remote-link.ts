@@ -8,21 +8,19 @@ import {
   createWorkerClient,
   fetchServerCertificate,
   MAX_MESSAGE_BYTES,
-  pemFingerprint,
   type ChannelSecurity,
   fromServiceError,
   Liveness,
   PROTOCOL_VERSION,
   PACKAGE_VERSION,
   type ClientMessage,
-  type SharedRef,
   type WorkerClient,
   type WorkerDescription,
   type WorkerMessage,
   type grpc,
 } from '../protocol/index.js';
 import { AuthenticationError, FarmError, InvalidStageError, ProtocolError, StageSetupError, WorkerLostError } from '../errors.js';
-import { clientProof, newClientNonce, proofsEqual, workerProof } from '../security/handshake.js';
+import { certFingerprint, clientProof, newClientNonce, proofsEqual, workerProof } from '../security/index.js';
 import { formatTarget, type WorkerEndpoint } from '../discovery/index.js';
 import type { Logger } from '../log.js';
 import type { ExecBatch } from '../protocol/index.js';
@@ -124,7 +122,7 @@ export class RemoteLink implements WorkerLink {
         // Pin the certificate the worker presents; the handshake below proves it is the farm's.
         try {
           const certPem = await fetchServerCertificate(host, endpoint.port, options.connectTimeoutMs);
-          fingerprint = pemFingerprint(certPem);
+          fingerprint = certFingerprint(certPem);
           security = { kind: 'pinned', certPem };
         } catch (err) {
           lastError = new WorkerLostError(

@@ -5,7 +5,7 @@
  * same contract over a window of its tasks; test/helpers/repository-conformance.ts is the suite any
  * implementation must pass.
  */
-import { findUnsendable } from '../protocol/codec.js';
+import { findUnsendable } from '../protocol/index.js';
 import { UnsendableInputError, type FarmError } from '../errors.js';
 
 /** One input's task. */

@@ -8,7 +8,7 @@ import { createReadStream, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { serialize } from 'node:v8';
 import { InvalidOptionError } from '../errors.js';
-import { findUnsendable } from '../protocol/codec.js';
+import { findUnsendable } from '../protocol/index.js';
 
 /** A file whose bytes are shared with every task (see {@link sharedFile}). */
 export class SharedFile {

@@ -80,7 +80,7 @@ export class TaskFarm<I = unknown, O = unknown> extends EventEmitter<RunEvents> 
     const job: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(options)) if (!POOL_KEYS.has(k)) job[k] = v;
     this.#pool = resolved.pool;
-    this.#job = job as JobOptions;
+    this.#job = job;
   }
 
   /** Opens the private pool and starts the one job, forwarding the pool's and the job's events. */

@@ -259,7 +259,7 @@ export class Bfgs implements Optimizer {
 
   #afterGradient(costs: readonly number[]): void {
     let k = 0;
-    if (this.#withX) this.#f = costs[k++] as number;
+    if (this.#withX) this.#f = costs[k++];
     const f0 = this.#f as number;
     const g = this.#stencil.map((s) => {
       const f1 = costs[k++] as number;

@@ -21,19 +21,8 @@ export type {
   StopReason,
   ToleranceOptions,
 } from './minimize.js';
-export { DifferentialEvolution, DeStrategy, defaultDePopulationSize, type DifferentialEvolutionOptions } from './de.js';
+export { DifferentialEvolution, DeStrategy, type DifferentialEvolutionOptions } from './de.js';
 export { Bfgs, type BfgsOptions } from './bfgs.js';
 export { localEvaluator, type Objective, type ObjectiveModule, type LocalEvaluatorOptions } from './local-evaluator.js';
 export { resolveSpace } from './space.js';
-export type {
-  Optimizer,
-  OptimizerConfig,
-  OptimizerDone,
-  CurrentPopulation,
-  Population,
-  Space,
-  ResolvedSpace,
-  Evaluator,
-  EvaluationContext,
-  JsonValue,
-} from './types.js';
+export type { Optimizer, OptimizerConfig, OptimizerDone, CurrentPopulation, Population, Space, ResolvedSpace, Evaluator, EvaluationContext } from './types.js';

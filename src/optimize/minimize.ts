@@ -208,7 +208,7 @@ function expectLimit(name: string, value: unknown, integer: boolean): number {
   if (value === undefined || value === Infinity) return Infinity;
   if (integer) expectInteger(name, value, 1);
   else expectNumber(name, value, 0);
-  return value as number;
+  return value;
 }
 
 function isOptimizer(o: unknown): o is Optimizer {
@@ -225,8 +225,8 @@ function resolveOptions(options: MinimizeOptions): Resolved {
     throw new InvalidOptionError(`Expected \`optimizerOptions\` to be an object, got ${describeValue(optimizerOptions)}`);
   }
   let optimizer: Optimizer;
-  if (given === 'de') optimizer = new DifferentialEvolution(optimizerOptions as DifferentialEvolutionOptions | undefined);
-  else if (given === 'bfgs') optimizer = new Bfgs(optimizerOptions as BfgsOptions | undefined);
+  if (given === 'de') optimizer = new DifferentialEvolution(optimizerOptions);
+  else if (given === 'bfgs') optimizer = new Bfgs(optimizerOptions);
   else if (isOptimizer(given)) {
     if (optimizerOptions !== undefined)
       throw new InvalidOptionError('`optimizerOptions` applies to the built-in optimizers only: pass options to your optimizer directly');
@@ -287,7 +287,7 @@ function resolveOptions(options: MinimizeOptions): Resolved {
     target,
     penalize: invalid === 'penalty',
     penalty,
-    signal: signal as AbortSignal | undefined,
+    signal: signal,
     resume,
   };
 }

@@ -22,9 +22,6 @@ export interface ExecResults {
   readonly durations: Float32Array;
 }
 
-/** What one task produced. */
-export type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: RemoteErrorMessage };
-
 /** A fresh Uint8Array that owns its whole ArrayBuffer (safe to transfer to a thread). */
 export function ownBytes(bytes: Uint8Array): Uint8Array {
   if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) return bytes;
@@ -70,6 +67,6 @@ export function encodeFailures(count: number, error: RemoteErrorMessage): Uint8A
 /** Reads one decoded outcome as a RemoteError, defensively (it came over the network). */
 export function asRemoteError(v: unknown): RemoteErrorMessage {
   const o = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
-  const s = (k: string): string => (typeof o[k] === 'string' ? (o[k] as string) : '');
+  const s = (k: string): string => (typeof o[k] === 'string' ? o[k] : '');
   return { kind: s('kind') || 'thrown', name: s('name') || 'Error', message: s('message'), stack: s('stack'), code: s('code') };
 }

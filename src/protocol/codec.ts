@@ -1,16 +1,3 @@
-import { deserialize, serialize } from 'node:v8';
-import { UnsendableInputError } from '../errors.js';
-
-/** Encodes a value for the wire (v8 structured-clone format). */
-export function encodeValue(value: unknown): Buffer {
-  return serialize(value);
-}
-
-/** Decodes a value encoded by {@link encodeValue}. Throws on garbage. */
-export function decodeValue(bytes: Uint8Array): unknown {
-  return deserialize(bytes);
-}
-
 const cloneablePrototypes = new Set<object | null>([
   null,
   Object.prototype,
@@ -105,16 +92,5 @@ export function findUnsendable(value: unknown, path = 'input', seen = new Set<ob
     }
     default:
       return undefined;
-  }
-}
-
-/** Encodes input number `index`, or throws {@link UnsendableInputError} naming the index and the path. */
-export function encodeInput(value: unknown, index: number): Buffer {
-  const bad = findUnsendable(value);
-  if (bad !== undefined) throw new UnsendableInputError(index, bad[0], bad[1]);
-  try {
-    return serialize(value);
-  } catch (err) {
-    throw new UnsendableInputError(index, 'input', `not serializable (${err instanceof Error ? err.message : String(err)})`);
   }
 }

@@ -92,11 +92,6 @@ function leaseMetadata(token: string): grpc.Metadata {
  */
 export type ChannelSecurity = { readonly kind: 'plaintext' } | { readonly kind: 'unverified' } | { readonly kind: 'pinned'; readonly certPem: string };
 
-/** The SHA-256 fingerprint (`AB:CD:…`) of a PEM certificate. */
-export function pemFingerprint(pem: string): string {
-  return new X509Certificate(pem).fingerprint256.toUpperCase();
-}
-
 /**
  * Fetches the certificate a TLS server presents (no verification: the caller pins it and the farm
  * key handshake authenticates it). Rejects on a connection error or after `timeoutMs`.
@@ -124,10 +119,10 @@ export function fetchServerCertificate(host: string, port: number, timeoutMs: nu
         // Node writes the PEM (hand-made line breaks once produced a blank line for some sizes).
         resolve(new X509Certificate(raw).toString());
       } catch (err) {
-        reject(err);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
-    socket.once('error', (err) => {
+    socket.once('error', (err: Error) => {
       clearTimeout(timer);
       socket.destroy();
       reject(err);
@@ -142,11 +137,11 @@ function credentialsFor(security: ChannelSecurity): grpc.ChannelCredentials {
     case 'unverified':
       return grpc.credentials.createSsl(null, null, null, { rejectUnauthorized: false });
     case 'pinned': {
-      const expected = pemFingerprint(security.certPem);
+      const expected = new X509Certificate(security.certPem).raw;
       return grpc.credentials.createSsl(Buffer.from(security.certPem), null, null, {
-        // The certificate names no host: what matters is that it is exactly the pinned one.
+        // The certificate names no host: what matters is that it is exactly the pinned one (same DER bytes).
         checkServerIdentity: (_host, cert) =>
-          String(cert.fingerprint256).toUpperCase() === expected ? undefined : new Error('the worker presented a different certificate than the pinned one'),
+          cert.raw?.equals(expected) === true ? undefined : new Error('the worker presented a different certificate than the pinned one'),
       });
     }
   }

@@ -2,7 +2,6 @@ export {
   generateFarmKey,
   parseFarmKey,
   resolveFarmKey,
-  readKeyFile,
   writeNewKeyFile,
   defaultKeyPath,
   keyFileTooOpen,
@@ -10,5 +9,5 @@ export {
   FARM_KEY_BYTES,
   type ResolvedFarmKey,
 } from './farm-key.js';
-export { workerProof, clientProof, proofsEqual, newClientNonce, WorkerNonces, type HandshakeFields } from './handshake.js';
+export { workerProof, clientProof, proofsEqual, newClientNonce, WorkerNonces } from './handshake.js';
 export { loadOrCreateTlsIdentity, certFingerprint, type TlsIdentity } from './tls.js';

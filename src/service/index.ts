@@ -32,7 +32,7 @@ export { optimizeJobHandler, checkOptimizeParams, type OptimizeJobParams, type O
 export { openLocalService, localCaller, type LocalServiceOptions, type LocalJobService } from './local.js';
 export { lockStore, type StoreLock } from './store-lock.js';
 export { TokenMinter, type TokenRequest } from './tokens.js';
-export { toJsonText, failureOf } from './json.js';
+export { toJsonText } from './json.js';
 export {
   InvalidRequestError,
   InvalidInputError,
@@ -45,8 +45,20 @@ export {
   httpStatusOf,
   type RequestErrorContext,
 } from './errors.js';
-export { ServiceHttpServer, statusToJson, errorBody, SESSION_COOKIE, CSRF_HEADER, type ServiceHttpOptions } from './http/index.js';
+export { ServiceHttpServer, statusToJson, SESSION_COOKIE, CSRF_HEADER, type ServiceHttpOptions } from './http/index.js';
 export { tokenProof, type TokenProofFields } from './token-proof.js';
+export {
+  registerServiceMetrics,
+  TASK_DURATION_BUCKETS,
+  STORE_COMMIT_BUCKETS,
+  LOSS_REASONS,
+  WORKER_METRIC_STATES,
+  type ServiceMetricsSources,
+  type ServiceMetricsRecorder,
+  type StateCounts,
+  type LossReason,
+  type WorkerMetricState,
+} from './metrics.js';
 export {
   connect,
   connectToService,
@@ -57,5 +69,5 @@ export {
   type JobStatusView,
   type ConnectOptions,
 } from './client/connect.js';
-export { ServiceHttpClient, errorFromBody, type ServiceHttpClientOptions, type RequestSpec } from './client/http-client.js';
+export { ServiceHttpClient, errorFromBody, type ServiceHttpClientOptions } from './client/http-client.js';
 export { configPath, defaultKnownManagersPath, pinnedFingerprint, checkOrPin } from './client/known-managers.js';

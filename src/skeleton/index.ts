@@ -1,4 +1,4 @@
-export { seq, farm, pipeline, normalForm, stagesOf, isSkeleton, describeSkeleton, stageName } from './skeleton.js';
+export { seq, farm, pipeline, normalForm, stagesOf, describeSkeleton, stageName } from './skeleton.js';
 export type {
   Stage,
   InlineStage,

@@ -65,7 +65,9 @@ export function newToken(): { token: string; id: string; hash: string } {
 
 /** Validates bundles: well-formed hashes that match their code. */
 export function checkBundles(bundles: readonly Bundle[]): void {
-  if (!Array.isArray(bundles)) throw new InvalidOptionError(`Expected \`bundles\` to be an array, got ${describeValue(bundles)}`);
+  // Through `unknown`: Array.isArray would narrow `bundles` to any[].
+  const givenBundles: unknown = bundles;
+  if (!Array.isArray(givenBundles)) throw new InvalidOptionError(`Expected \`bundles\` to be an array, got ${describeValue(bundles)}`);
   for (const [i, b] of bundles.entries()) {
     if (typeof b?.hash !== 'string' || !HASH.test(b.hash)) {
       throw new InvalidOptionError(`Expected \`bundles[${i}].hash\` to be a sha256 hex digest (64 lower-case hex digits), got ${describeValue(b?.hash)}`);
@@ -201,7 +203,9 @@ export function dedupe<T extends { readonly index: number }>(
   total: number,
   valueOk: (e: T, i: number) => void,
 ): { unique: readonly T[]; repeated: number[] } {
-  if (!Array.isArray(entries)) throw new InvalidOptionError(`Expected an array of entries, got ${describeValue(entries)}`);
+  // Through `unknown`: Array.isArray would narrow `entries` to any[].
+  const givenEntries: unknown = entries;
+  if (!Array.isArray(givenEntries)) throw new InvalidOptionError(`Expected an array of entries, got ${describeValue(entries)}`);
   // Fast path (the pool's batches): strictly increasing indices, so no duplicates and no sort.
   let increasing = true;
   let prev = -1;
@@ -289,7 +293,9 @@ export function afterIndex(after: number | undefined): number {
 /** Validates a list of job states to filter on. */
 export function checkStates(states: readonly JobState[] | undefined): readonly JobState[] {
   if (states === undefined) return JOB_STATES;
-  if (!Array.isArray(states)) throw new InvalidOptionError(`Expected \`states\` to be an array of job states, got ${describeValue(states)}`);
+  // Through `unknown`: Array.isArray would narrow `states` to any[].
+  const givenStates: unknown = states;
+  if (!Array.isArray(givenStates)) throw new InvalidOptionError(`Expected \`states\` to be an array of job states, got ${describeValue(states)}`);
   for (const s of states)
     if (!(JOB_STATES as readonly string[]).includes(s))
       throw new InvalidOptionError(`Expected \`states\` entries to be job states (${JOB_STATES.join(', ')}), got ${describeValue(s)}`);

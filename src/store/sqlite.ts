@@ -72,7 +72,6 @@ import type {
   SettleResult,
   StoreSummary,
   TaskCounts,
-  TaskFailure,
   TaskPageOptions,
   TaskRow,
   TaskState,

@@ -15,17 +15,3 @@ export function deferred<T>(): Deferred<T> {
   });
   return { promise, resolve, reject };
 }
-
-/** Resolves after `ms` milliseconds or when `signal` aborts, whichever comes first (never rejects). */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted === true) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}

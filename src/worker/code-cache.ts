@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { bundleHash } from '../protocol/bundle.js';
+import { bundleHash } from '../protocol/index.js';
 import { mkdirSync, existsSync, readdirSync, statSync, rmSync, utimesSync, openSync, closeSync, writeSync } from 'node:fs';
 import { writeFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -11,8 +11,7 @@
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { silentLogger, type Logger } from '../log.js';
-import { decodeInputs, encodeFailures, encodeInputs, ownBytes, type ExecBatch, type ExecResults } from '../protocol/batch.js';
-import type { RemoteErrorMessage } from '../protocol/messages.js';
+import { decodeInputs, encodeFailures, encodeInputs, ownBytes, type ExecBatch, type ExecResults, type RemoteErrorMessage } from '../protocol/index.js';
 import {
   GATE_CUT,
   GATE_OPEN,

@@ -4,7 +4,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { isIP } from 'node:net';
 import { InvalidOptionError } from '../errors.js';
 import { expectInteger, expectString } from '../util/validate.js';
-import { FARM_KEY_BYTES, NO_KEY_HELP, parseFarmKey } from '../security/farm-key.js';
+import { FARM_KEY_BYTES, NO_KEY_HELP, parseFarmKey } from '../security/index.js';
 
 /** Options of a worker daemon ({@link WorkerServer}). */
 export interface WorkerServerOptions {

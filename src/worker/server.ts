@@ -31,13 +31,13 @@ import {
   GoodbyeReason,
   INLINE_BUNDLE_MARKER,
   Liveness,
+  encodeFailures,
+  type ExecResults,
 } from '../protocol/index.js';
-import { MdnsAdvertiser } from '../discovery/mdns.js';
+import { MdnsAdvertiser } from '../discovery/index.js';
 import { WorkerNonces, clientProof, loadOrCreateTlsIdentity, proofsEqual, workerProof, type TlsIdentity } from '../security/index.js';
 import { CodeCache, BundleRejectedError } from './code-cache.js';
 import { Executor, ExecutorStartError } from './executor.js';
-import type { ExecResults } from '../protocol/batch.js';
-import { encodeFailures } from '../protocol/batch.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
 import type { ChainEntry } from './thread-protocol.js';
@@ -117,8 +117,8 @@ const MAX_PROGRAMS = 16;
 const DEFAULT_LEASE_TIMEOUT_MS = 3000;
 const DEFAULT_HEARTBEAT_MS = 500;
 
-function statusError(code: grpc.status, details: string): Partial<grpc.ServiceError> {
-  return { code, details, message: details };
+function statusError(code: grpc.status, details: string): grpc.ServerErrorResponse {
+  return Object.assign(new Error(details), { code, details });
 }
 
 /**
@@ -245,7 +245,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     };
     let net: NetServer;
     if (this.#tls !== undefined) {
-      net = createTlsServer(
+      const tlsServer = createTlsServer(
         {
           key: this.#tls.key,
           cert: this.#tls.cert,
@@ -259,8 +259,8 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
           injector.injectConnection(tlsSocket);
         },
       );
-      net.on('connection', (raw: Socket) => track(raw));
-      net.on('tlsClientError', (err, socket) => {
+      tlsServer.on('connection', (raw: Socket) => track(raw));
+      tlsServer.on('tlsClientError', (err, socket) => {
         // A plaintext client (one run with --insecure, or an older taskfarm) fails here: tell the admin.
         if (/wrong version number|http request|unknown protocol|record layer failure/i.test(err.message)) {
           this.#warnRefused('tls', 'refused a connection that does not speak TLS (a client run with --insecure?); this worker requires the farm key and TLS', {
@@ -269,6 +269,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         } else this.#log.debug('a TLS handshake failed', { from: socket.remoteAddress, error: err.message });
         socket.destroy();
       });
+      net = tlsServer;
     } else {
       // Plaintext (--insecure): the connection is gRPC's at once; its idle limit closes silent ones.
       net = createServer({ noDelay: true }, (socket) => {

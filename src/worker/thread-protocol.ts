@@ -1,5 +1,5 @@
 /** Messages between the executor (main thread) and its worker threads. */
-import type { RemoteErrorMessage } from '../protocol/messages.js';
+import type { RemoteErrorMessage } from '../protocol/index.js';
 
 /** One stage of the chain, as a thread loads it. */
 export interface ChainEntry {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import type { RemoteErrorMessage } from '../protocol/messages.js';
+import type { RemoteErrorMessage } from '../protocol/index.js';
 import {
   GATE_BUSY,
   GATE_CUT,
@@ -141,7 +141,7 @@ const TOO_LARGE = (bytes: number, max: number): RemoteErrorMessage => ({
   code: '',
 });
 
-function post(seqs: number[], flags: number[], values: unknown[], durations: number[], bytes: Uint8Array, batchDone: boolean): void {
+function post(seqs: number[], durations: number[], bytes: Uint8Array, batchDone: boolean): void {
   const msg: ThreadMessage = {
     type: 'results',
     seqs: Uint32Array.from(seqs),
@@ -177,13 +177,13 @@ function flush(batchDone: boolean, maxBytes: number): void {
     bytes = undefined;
   }
   if (bytes !== undefined && bytes.byteLength <= maxBytes) {
-    post(seqs, flags, values, durations, bytes, batchDone);
+    post(seqs, durations, bytes, batchDone);
     return;
   }
   // Slow path: one output at a time.
   let chunk = { seqs: [] as number[], flags: [] as number[], values: [] as unknown[], durations: [] as number[], size: 0 };
   const send = (done: boolean): void => {
-    post(chunk.seqs, chunk.flags, chunk.values, chunk.durations, encodeOutcomes(Uint8Array.from(chunk.flags), chunk.values), done);
+    post(chunk.seqs, chunk.durations, encodeOutcomes(Uint8Array.from(chunk.flags), chunk.values), done);
     chunk = { seqs: [], flags: [], values: [], durations: [], size: 0 };
   };
   for (let i = 0; i < seqs.length; i++) {

@@ -35,9 +35,9 @@ export function startCli(args: readonly string[], opts: { env?: NodeJS.ProcessEn
   running.add(child);
   let stdout = '';
   let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  child.stdin!.on('error', () => {}); // it may exit before reading all of stdin
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdin.on('error', () => {}); // it may exit before reading all of stdin
   const closed = (async (): Promise<CliResult> => {
     const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
     running.delete(child);

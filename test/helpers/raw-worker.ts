@@ -4,10 +4,10 @@
  * Recruit with the client's proof), with optional overrides applied after the proof is computed.
  */
 import { randomUUID } from 'node:crypto';
-import { createWorkerClient, fetchServerCertificate, pemFingerprint, type WorkerClient } from '../../dist/src/protocol/grpc.js';
+import { createWorkerClient, fetchServerCertificate, type WorkerClient } from '../../dist/src/protocol/grpc.js';
 import type { LeaseReply, RecruitRequest, WorkerDescription } from '../../dist/src/protocol/messages.js';
 import { clientProof, newClientNonce, proofsEqual, workerProof } from '../../dist/src/security/handshake.js';
-import { PROTOCOL_VERSION } from '../../dist/src/index.js';
+import { PROTOCOL_VERSION, certFingerprint } from '../../dist/src/index.js';
 
 export interface RawWorker {
   readonly client: WorkerClient;
@@ -35,7 +35,7 @@ export async function connectRaw(address: string): Promise<RawWorker> {
   const host = address.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(address.slice(i + 1));
   const certPem = await fetchServerCertificate(host, port, 5000);
-  const fingerprint = pemFingerprint(certPem);
+  const fingerprint = certFingerprint(certPem);
   const client = createWorkerClient(address, 1000, { kind: 'pinned', certPem });
   async function handshake(key = testKey(), clientId = `test-${randomUUID()}`) {
     const clientNonce = newClientNonce();

@@ -91,8 +91,8 @@ export class SecurityDaemons {
     this.#children.push(child);
     let out = '';
     let err = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     return { child, stdout: () => out, stderr: () => err, exited };
   }
@@ -121,7 +121,7 @@ export class SecurityDaemons {
 export { alive } from './daemons.js';
 
 /** Settles `p` into its value or its error. */
-export function settle<T>(p: Promise<T>): Promise<T | unknown> {
+export function settle<T>(p: Promise<T>): Promise<unknown> {
   return p.then(
     (v) => v,
     (e: unknown) => e,

@@ -160,8 +160,8 @@ function splitLines(onLine: (line: string) => void): { data: (chunk: string) => 
 
 /** Start recording a child's stdout lines (and the tail of stderr). Idempotent. */
 function track(child: ChildProcess): LineState {
-  let st = lineStates.get(child);
-  if (st) return st;
+  const known = lineStates.get(child);
+  if (known) return known;
   const state: LineState = {
     lines: [],
     cursor: 0,
@@ -170,7 +170,6 @@ function track(child: ChildProcess): LineState {
     stderrTail: [],
     notify: new Set(),
   };
-  st = state;
   lineStates.set(child, state);
   const wake = (): void => {
     for (const fn of [...state.notify]) fn();

@@ -29,10 +29,10 @@ async function cli(args: readonly string[], opts: { stdin?: string; timeoutMs?: 
   running.add(child);
   let stdout = '';
   let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  child.stdin!.on('error', () => {}); // the command may exit before reading all of stdin
-  child.stdin!.end(opts.stdin ?? '');
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdin.on('error', () => {}); // the command may exit before reading all of stdin
+  child.stdin.end(opts.stdin ?? '');
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   try {

@@ -12,7 +12,7 @@ import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
 import { Daemons, alive, fixture, tempDir, until, waitForLine, type LocalDaemon } from '../helpers/daemons.js';
 
 /** Settles `p` into the value or the error, for asserting on rejections. */
-function settle<T>(p: Promise<T>): Promise<T | unknown> {
+function settle<T>(p: Promise<T>): Promise<unknown> {
   return p.then(
     (v) => v,
     (e: unknown) => e,

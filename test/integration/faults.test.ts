@@ -138,7 +138,7 @@ describe('faults with real daemons', () => {
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       try {
-        await waitForLine(client.stdout!, /^PROGRESS [1-9]/, 20_000);
+        await waitForLine(client.stdout, /^PROGRESS [1-9]/, 20_000);
         client.kill(how);
         const killedAt = performance.now();
         // Another client recruits the same worker as soon as its lease ends.

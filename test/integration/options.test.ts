@@ -31,7 +31,7 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-function settle<T>(p: Promise<T>): Promise<T | unknown> {
+function settle<T>(p: Promise<T>): Promise<unknown> {
   return p.then(
     (v) => v,
     (e: unknown) => e,
@@ -54,13 +54,13 @@ async function inOwnProcess(
 ): Promise<{ outcome: Outcome | undefined; code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [fixture('farm-outcome.mjs'), JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const line = settle(waitForLine(child.stdout!, /^OUTCOME (.*)$/, timeoutMs));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const line = settle(waitForLine(child.stdout, /^OUTCOME (.*)$/, timeoutMs));
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   try {
     const [code] = (await once(child, 'close')) as [number | null];
     const m = await line;
-    return { outcome: Array.isArray(m) ? (JSON.parse(m[1]!) as Outcome) : undefined, code, stderr };
+    return { outcome: Array.isArray(m) ? (JSON.parse(m[1]) as Outcome) : undefined, code, stderr };
   } finally {
     clearTimeout(timer);
     if (child.exitCode === null && child.signalCode === null) {
@@ -301,7 +301,7 @@ describe('option validation', () => {
     it(`${what}: the constructor throws InvalidOptionError naming the option`, () => {
       let err: unknown;
       try {
-        new TaskFarm(stage, [1], options as TaskFarmOptions);
+        new TaskFarm(stage, [1], options);
       } catch (e) {
         err = e;
       }

@@ -11,12 +11,12 @@
  * every hostile input are printed. TASKFARM_FUZZ_SEED=<n> replays a run's random choices.
  */
 import { connect as tcpConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { serialize } from 'node:v8';
 import { encodeInputs } from '../../dist/src/protocol/batch.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PROTOCOL_VERSION, TaskFarm } from '../../dist/src/index.js';
-import { createWorkerClient, fetchServerCertificate, grpc, pemFingerprint, workerServiceDefinition, type WorkerClient } from '../../dist/src/protocol/grpc.js';
+import { PROTOCOL_VERSION, TaskFarm, certFingerprint } from '../../dist/src/index.js';
+import { createWorkerClient, fetchServerCertificate, grpc, workerServiceDefinition, type WorkerClient } from '../../dist/src/protocol/grpc.js';
 import type { RecruitRequest } from '../../dist/src/protocol/messages.js';
 import { fixture } from '../helpers/daemons.js';
 import { Counts, Rng, bounded } from '../helpers/fuzz.js';
@@ -44,7 +44,7 @@ function rawBytesClient(address: string, certPem: string): RawBytesClient {
     ]),
   );
   const Ctor = grpc.makeGenericClientConstructor(rawDef, 'RawBytesWorker');
-  const expected = pemFingerprint(certPem);
+  const expected = certFingerprint(certPem);
   const creds = grpc.credentials.createSsl(Buffer.from(certPem), null, null, {
     checkServerIdentity: (_host, cert) => (String(cert.fingerprint256).toUpperCase() === expected ? undefined : new Error('not the pinned certificate')),
   });
@@ -176,7 +176,7 @@ describe('fuzzing a daemon (bounded)', () => {
     // Silent TCP connections, and silent TLS connections (handshake done, then nothing).
     const silentTcp = Array.from({ length: 8 }, () => track(tcpConnect({ host: '127.0.0.1', port: h.port })));
     const silentTls = Array.from({ length: 4 }, () =>
-      track(tlsConnect({ host: '127.0.0.1', port: h.port, rejectUnauthorized: false, ALPNProtocols: ['h2'], servername: 'taskfarm-worker' }) as TLSSocket),
+      track(tlsConnect({ host: '127.0.0.1', port: h.port, rejectUnauthorized: false, ALPNProtocols: ['h2'], servername: 'taskfarm-worker' })),
     );
     const closeTimes = (list: Socket[]) =>
       Promise.all(list.map(async (s) => ((await closedWithin(s, 4000)) ? performance.now() - t0 : Number.POSITIVE_INFINITY)));
@@ -496,7 +496,7 @@ describe('fuzzing a daemon (bounded)', () => {
   });
 
   it('a flood of Describe calls (thousands, at most 64 at once over 4 channels): all answered; honest handshakes still work', async () => {
-    const fp = pemFingerprint(gCert);
+    const fp = certFingerprint(gCert);
     expect(fp.length).toBeGreaterThan(0);
     const channels: WorkerClient[] = Array.from({ length: 4 }, () => createWorkerClient(g.address, 1000, { kind: 'pinned', certPem: gCert }));
     closers.push(() => channels.forEach((ch) => ch.close()));

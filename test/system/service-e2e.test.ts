@@ -45,8 +45,8 @@ async function startManager(dir: string, peers: readonly LocalDaemon[], extra: r
   );
   children.add(child);
   const m: Manager = { child, url: '', stdout: '', stderr: '' };
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (m.stderr += d));
-  const ready = await waitForLine(child.stdout!, /^READY port=(\d+)$/m, 20_000);
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (m.stderr += d));
+  const ready = await waitForLine(child.stdout, /^READY port=(\d+)$/m, 20_000);
   return Object.assign(m, { url: `http://127.0.0.1:${ready[1]}` });
 }
 
@@ -65,10 +65,10 @@ async function cli(
   children.add(child);
   let stdout = '';
   let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  child.stdin!.on('error', () => {});
-  child.stdin!.end(stdin);
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdin.on('error', () => {});
+  child.stdin.end(stdin);
   const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
   const [code] = (await once(child, 'close')) as [number | null];
   clearTimeout(timer);
@@ -221,4 +221,3 @@ describe('job service end to end (real taskfarm serve + daemons)', () => {
     expect(again.map((j) => j.ticket)).toEqual(list.map((j) => j.ticket));
   });
 });
-

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { ProgressLine } from '../../dist/client/run.js';
 
+// eslint-disable-next-line no-control-regex -- the terminal's erase-line sequence, ESC [ K
 const strip = (line: string): string => line.replace(/^\r/, '').replace(/\x1b\[K$/, '');
 
 describe('ProgressLine', () => {

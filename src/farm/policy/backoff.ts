@@ -1,7 +1,19 @@
 /** How long to wait before trying to recruit an endpoint again, as a pure function. */
+import { FarmErrorCode, type FarmError } from '../../errors.js';
 
 /** Why the last attempt failed. */
 export type RecruitFailure = 'busy' | 'refused' | 'unreachable';
+
+/**
+ * Classifies a failed recruit by its error: a worker leased to another client is `busy`; an error
+ * that is `retryable` (the worker could not be reached, or was lost on the way) is `unreachable`;
+ * anything else (a wrong key, another farm, another protocol version) is a `refusal`, which the
+ * same attempt would meet again.
+ */
+export function recruitFailureOf(error: FarmError): RecruitFailure {
+  if (error.code === FarmErrorCode.WORKER_BUSY) return 'busy';
+  return error.retryable ? 'unreachable' : 'refused';
+}
 
 /** Delay in ms before the next attempt after `failures` consecutive failures of this kind. */
 export function recruitBackoffMs(kind: RecruitFailure, failures: number): number {

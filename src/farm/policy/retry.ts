@@ -3,8 +3,10 @@
  * failures are retried elsewhere without counting against the task, the task's own failures count).
  */
 
-/** How a task's attempt failed, as a worker reported it (RemoteError kinds) or as the pool saw it. */
-export type FailureKind = 'thrown' | 'timeout' | 'crashed' | 'cancelled' | 'setup' | 'unserializable' | 'bad-input' | 'lost';
+import type { RemoteErrorKind } from '../../protocol/index.js';
+
+/** How a task's attempt failed, as a worker reported it (a {@link RemoteErrorKind}) or as the pool saw it (`lost`). */
+export type FailureKind = RemoteErrorKind | 'lost';
 
 /** What a task went through so far (after counting this failure). */
 export interface TaskAttempts {

@@ -176,17 +176,17 @@ async function* parseSse(source: AsyncIterable<Buffer>): AsyncGenerator<ServiceE
   for await (const { text } of ndjsonLinesKeepBlank(source)) {
     if (text.length === 0) {
       if (data.length > 0 && id !== undefined) {
-        let parsed: JsonValue = null;
+        let parsed: JsonValue;
         try {
           parsed = JSON.parse(data.join('\n')) as JsonValue;
         } catch {
           parsed = data.join('\n');
         }
         if (type !== 'error') yield { seq: id, at: Date.now(), type, data: parsed };
-        else
-          throw Object.assign(new FarmError('FARM_ERR_STORE', String((parsed as { message?: unknown } | null)?.message ?? 'event stream failed')), {
-            data: parsed,
-          });
+        else {
+          const message = (parsed as { message?: unknown } | null)?.message;
+          throw Object.assign(new FarmError('FARM_ERR_STORE', typeof message === 'string' ? message : 'event stream failed'), { data: parsed });
+        }
       }
       type = 'message';
       data = [];
@@ -324,6 +324,7 @@ class HttpServiceClient implements ServiceClient {
     return (await this.#http.json<{ workers: ServiceWorker[] }>('GET', '/api/v1/workers')).workers;
   }
 
+  // eslint-disable-next-line @typescript-eslint/require-await -- async so that a failing close rejects, never throws
   async close(): Promise<void> {
     this.#http.close();
   }

@@ -128,7 +128,7 @@ class PinningAgent extends HttpsAgent {
         settle(err as Error);
       }
     });
-    socket.once('error', (err) => settle(err));
+    socket.once('error', (err: Error) => settle(err));
     return undefined;
   }
 }

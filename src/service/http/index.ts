@@ -1,2 +1,1 @@
-export { ServiceHttpServer, statusToJson, errorBody, SESSION_COOKIE, CSRF_HEADER, type ServiceHttpOptions } from './server.js';
-export { ndjsonLines, ndjsonLineIterator, type NdjsonLine } from './ndjson.js';
+export { ServiceHttpServer, statusToJson, SESSION_COOKIE, CSRF_HEADER, type ServiceHttpOptions } from './server.js';

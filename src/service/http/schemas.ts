@@ -212,12 +212,6 @@ export const resubmitQuery = {
   properties: { failed: { type: 'boolean', description: 'Only the failed tasks run again' } },
 } as const;
 
-export const resubmitBody = {
-  type: ['object', 'null'],
-  additionalProperties: false,
-  properties: { failed: { type: 'boolean', default: false } },
-} as const;
-
 export const tokenBody = {
   type: 'object',
   additionalProperties: false,

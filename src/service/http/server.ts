@@ -16,7 +16,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { Counter, Histogram, Registry } from 'prom-client';
 import { AuthenticationError, FarmError, FarmErrorCode } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import { PACKAGE_VERSION } from '../../protocol/version.js';
+import { PACKAGE_VERSION } from '../../protocol/index.js';
 import type { JobState, TaskState } from '../../store/index.js';
 import { ForbiddenError, InvalidInputError, InvalidRequestError, NotFoundError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
 import type { Caller, InputLine, JobService, JobSpec, JobStatus, ResultLine } from '../types.js';
@@ -367,6 +367,7 @@ export class ServiceHttpServer {
       }
     }
 
+    // eslint-disable-next-line @typescript-eslint/require-await -- a Fastify hook is async or takes a done callback
     const refuseWhileShuttingDown = async (): Promise<void> => {
       if (this.#shuttingDown) throw new ShuttingDownError();
     };
@@ -423,7 +424,7 @@ export class ServiceHttpServer {
       '/healthz',
       { schema: { tags: ['health'], summary: 'Liveness: the manager accepts requests and its store answers', security: [] }, config: { auth: 'none' } },
       async (_req, reply) => {
-        let ok = false;
+        let ok: boolean;
         try {
           ok = !this.#shuttingDown && (await service.healthy());
         } catch {
@@ -441,6 +442,7 @@ export class ServiceHttpServer {
         return reply.type(registry.contentType).send(text);
       },
     );
+    // eslint-disable-next-line @typescript-eslint/require-await -- route handlers return promises (a throw becomes the error reply)
     route('GET', '/api/openapi.json', { schema: { tags: ['health'], summary: 'This API as OpenAPI 3' } }, async () => app.swagger());
 
     // ---- session cookie (dashboard)
@@ -466,6 +468,7 @@ export class ServiceHttpServer {
         return { user: caller.user, admin: caller.admin };
       },
     );
+    // eslint-disable-next-line @typescript-eslint/require-await -- route handlers return promises (a throw becomes the error reply)
     route('GET', '/api/v1/session', { schema: { tags: ['session'], summary: 'Who is signed in', response: { 200: S.callerSchema } } }, async (req) => {
       const c = callerOf(req);
       return { user: c.user, admin: c.admin };
@@ -653,9 +656,8 @@ export class ServiceHttpServer {
       },
       async (req, reply) => {
         const q = req.query as { failed: boolean; after?: number };
-        const iterator = service
-          .results(callerOf(req), params(req).ticket, { failedOnly: q.failed, ...(q.after === undefined ? {} : { after: q.after }) })
-          [Symbol.asyncIterator]();
+        const results = service.results(callerOf(req), params(req).ticket, { failedOnly: q.failed, ...(q.after === undefined ? {} : { after: q.after }) });
+        const iterator = results[Symbol.asyncIterator]();
         // The first step before the headers: an unknown ticket is a 404, not a broken stream.
         const first = await iterator.next();
         return reply.type('application/x-ndjson').send(Readable.from(resultChunks(first, iterator), { objectMode: false }));

@@ -6,12 +6,14 @@ import {
   ewma,
   isStuck,
   recruitBackoffMs,
+  recruitFailureOf,
   shareRoom,
   stragglerThresholdMs,
   windowFor,
   MAX_BATCH,
   type JobDemand,
 } from '../../../src/farm/policy/index.js';
+import { AuthenticationError, FarmError, FarmErrorCode, ProtocolError, WorkerBusyError, WorkerLostError } from '../../../src/errors.js';
 
 const job = (id: string, priority: number, weight: number, demand: number): JobDemand => ({ id, priority, weight, demand });
 const shares = (jobs: JobDemand[], capacity: number): Record<string, number> =>
@@ -112,6 +114,14 @@ describe('recruit backoff', () => {
     expect(recruitBackoffMs('busy', 7)).toBe(500);
     expect(recruitBackoffMs('refused', 1)).toBe(10_000);
     expect([0, 1, 2, 3, 4, 5, 6, 20].map((f) => recruitBackoffMs('unreachable', f))).toEqual([250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+  });
+
+  it('a failed recruit is classified by its error: busy, retryable → unreachable, anything else → refused', () => {
+    expect(recruitFailureOf(new WorkerBusyError('leased by another client'))).toBe('busy');
+    expect(recruitFailureOf(new WorkerLostError('w1', 'connection refused'))).toBe('unreachable');
+    expect(recruitFailureOf(new FarmError(FarmErrorCode.PROTOCOL, 'flaky', { retryable: true }))).toBe('unreachable');
+    expect(recruitFailureOf(new ProtocolError('protocol 2, this client speaks 3'))).toBe('refused');
+    expect(recruitFailureOf(new AuthenticationError('wrong farm key'))).toBe('refused');
   });
 });
 

@@ -145,7 +145,7 @@ describe('DifferentialEvolution', () => {
       let pop = b.start(space);
       for (let g = 0; g < 15; g++) {
         b.update(pop, pop.map(f));
-        pop = b.next() as number[][];
+        pop = b.next();
       }
       // Serialise after update(), as the runner does, then continue in a new object.
       const c = new DifferentialEvolution(options);
@@ -153,7 +153,7 @@ describe('DifferentialEvolution', () => {
       const saved = JSON.parse(JSON.stringify(b.state())) as ReturnType<DifferentialEvolution['state']>;
       c.configure({ seed: 999, populationSize: 15 }); // the seed comes from the state, not from configure
       c.restore(space, saved);
-      const rest = drive(c, f, 24, { population: c.next() as number[][] });
+      const rest = drive(c, f, 24, { population: c.next() });
       expect(rest).toEqual(whole.slice(16));
     }
   });

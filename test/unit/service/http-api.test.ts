@@ -52,7 +52,7 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 
 async function submit(headers = ADA, body: object = { ...DOUBLE, inputs: [1, 2, 3] }): Promise<string> {
   const r = await http.app.inject({ method: 'POST', url: '/api/v1/jobs', headers, payload: body });
   expect(r.statusCode, r.body).toBe(201);
-  return (r.json() as { ticket: string }).ticket;
+  return r.json<{ ticket: string }>().ticket;
 }
 
 async function settled(ticket: string): Promise<void> {
@@ -602,10 +602,10 @@ describe('session cookie (dashboard)', () => {
 
 describe('OpenAPI and metrics', () => {
   it('GET /api/openapi.json is OpenAPI 3 with every route, each path of docs/API.md', async () => {
-    const doc = (await http.app.inject({ method: 'GET', url: '/api/openapi.json', headers: ADA })).json() as {
+    const doc = (await http.app.inject({ method: 'GET', url: '/api/openapi.json', headers: ADA })).json<{
       openapi: string;
       paths: Record<string, Record<string, unknown>>;
-    };
+    }>();
     expect(doc.openapi).toMatch(/^3\./);
     for (const r of http.routes) {
       const path = r.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
