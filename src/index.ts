@@ -169,6 +169,7 @@ export type {
   NewToken,
   OptimizerState,
   RecoveryReport,
+  StoreSummary,
 } from './store/index.js';
 
 // ---- Job service (`taskfarm serve`, `connect()`)
@@ -244,6 +245,13 @@ export type {
   StoreLock,
   TokenRequest,
   RequestErrorContext,
+  ServiceWorkerDetail,
+  JobStatsView,
+  DurationHistogram,
+  Throughput,
+  JobWorkerStats,
+  WorkerLoss,
+  WorkerDetailView,
 } from './service/index.js';
 
 // ---- Errors

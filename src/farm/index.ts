@@ -18,5 +18,4 @@ export type { WorkerInfo } from './link.js';
 export { describeWorker } from './remote-link.js';
 export { preferCachedThenFastest, firstComeFirstServed, type SchedulingPolicy, type WorkerView } from './scheduling.js';
 export { MemoryTaskRepository, type InputSource, type TaskRecord, type TaskRepository, type TaskTiming, type ResultSink } from './repository.js';
-export { prepareStages, type PreparedStage } from './bundler.js';
 export { sharedFile, SharedFile, sharedValue, SharedValue } from './shared.js';

@@ -24,7 +24,7 @@ export {
   type JobServiceOptions as JobServiceFactoryOptions,
   type JobServiceLimits,
 } from './job-service.js';
-export { StoreTaskRepository, type StoreTaskRepositoryOptions, type StoreRepositoryJob, type RepositoryObserver } from './store-repository.js';
+export { StoreTaskRepository, type StoreTaskRepositoryOptions } from './store-repository.js';
 export type { JobStatsView, DurationHistogram, Throughput, JobWorkerStats, WorkerLoss } from './job-stats.js';
 export type { WorkerDetailView } from './service-stats.js';
 export { mapJobHandler, type JobKindHandler, type JobRunContext, type JobRun, type JobOutcome } from './kinds.js';

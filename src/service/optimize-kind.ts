@@ -224,7 +224,7 @@ class OptimizeRun implements JobRun {
   #poolJob: FarmJob<unknown> | undefined;
   /** The commits of the generations so far, in order. */
   #commit: Promise<void> = Promise.resolve();
-  #commitError: unknown;
+  #commitError: Error | undefined;
   /** The generation being evaluated. */
   #generation = 0;
   /** Resolved when the evaluator is parked by a drain (or the run ended). */
@@ -318,7 +318,7 @@ class OptimizeRun implements JobRun {
         }
         this.#ctx.notify();
       } catch (err) {
-        this.#commitError = err;
+        this.#commitError = err instanceof Error ? err : new Error(String(err));
       }
     });
   }
