@@ -197,7 +197,7 @@ export interface StateEvent {
   readonly error?: { readonly code: string; readonly message: string };
 }
 
-/** A `generation` event of an optimisation job. */
+/** A `generation` event of an optimisation job: `result` is the status's `result` without `history` (docs/API.md Optimize jobs). */
 export interface GenerationEvent {
   readonly generation: number;
   readonly result: unknown;
@@ -213,4 +213,50 @@ export function bestCostOf(result: unknown): number | undefined {
     if (typeof v === 'number' && Number.isFinite(v)) return v;
   }
   return bestCostOf(r['best']);
+}
+
+/** A point of an optimisation's convergence: a generation (from 0) and the best cost after it. */
+export type ConvergencePoint = readonly [generation: number, bestCost: number];
+
+/** The convergence in an optimisation's status `result.history` (`[{generation, evaluations, fun, elapsedMs}]`): one point per committed generation. */
+export function convergenceOf(result: unknown): ConvergencePoint[] {
+  if (typeof result !== 'object' || result === null) return [];
+  const history = (result as { history?: unknown }).history;
+  if (!Array.isArray(history)) return [];
+  const out: ConvergencePoint[] = [];
+  for (const h of history as unknown[]) {
+    if (typeof h !== 'object' || h === null) continue;
+    const { generation, fun } = h as { generation?: unknown; fun?: unknown };
+    if (typeof generation === 'number' && Number.isInteger(generation) && typeof fun === 'number' && Number.isFinite(fun)) out.push([generation, fun]);
+  }
+  return out;
+}
+
+/** `points` with `more` added, one point per generation (a later one replaces an earlier one), by generation. */
+export function mergeConvergence(points: readonly ConvergencePoint[], more: readonly ConvergencePoint[]): readonly ConvergencePoint[] {
+  if (more.length === 0) return points;
+  const byGeneration = new Map<number, ConvergencePoint>();
+  for (const p of points) byGeneration.set(p[0], p);
+  for (const p of more) byGeneration.set(p[0], p);
+  return [...byGeneration.values()].sort((a, b) => a[0] - b[0]);
+}
+
+/** The fields of an optimisation's `result` the job page shows (running: `fun`, `x`, `names`, `evaluations`, `generations`; done: also `reason`, `message`, `converged`). */
+export interface OptimizeResult {
+  readonly fun?: number;
+  readonly x?: readonly number[];
+  readonly names?: readonly string[];
+  readonly evaluations?: number;
+  /** Generations committed (the initial population counts as one). */
+  readonly generations?: number;
+  readonly bestGeneration?: number;
+  readonly converged?: boolean;
+  readonly reason?: string;
+  readonly message?: string;
+  readonly seed?: number;
+}
+
+/** An optimisation's `result` as {@link OptimizeResult}, or undefined when it is none (a job not started yet). */
+export function optimizeResultOf(result: unknown): OptimizeResult | undefined {
+  return typeof result === 'object' && result !== null && !Array.isArray(result) ? result : undefined;
 }

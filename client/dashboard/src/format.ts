@@ -58,3 +58,10 @@ export function jsonText(v: unknown, max = 120): string {
 export function shortTicket(ticket: string): string {
   return ticket.slice(0, 8);
 }
+
+/** A cost → 6 significant digits ("0.0123457", "1.23457e-9"), or "—" when unknown. */
+export function cost(v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '—';
+  const a = Math.abs(v);
+  return a === 0 || (a >= 1e-4 && a < 1e7) ? String(Number(v.toPrecision(6))) : v.toExponential(5).replace(/\.?0+e/, 'e');
+}

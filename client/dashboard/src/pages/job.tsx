@@ -1,7 +1,9 @@
 /**
- * A job's page: counts per state, throughput over time, the task-duration histogram, an
- * optimisation's convergence, failures with their remote stacks, the task table (keyset pages
- * from the store: never every task), the job's options, and the owner's actions.
+ * A job's page: counts per state, throughput over time, the task-duration histogram, failures
+ * with their remote stacks, the task table (keyset pages from the store: never every task), the
+ * job's options, and the owner's actions. An optimisation (no tasks in the store) shows instead its
+ * best cost, parameters and generations, and its convergence: the status's `result.history` when
+ * the page loads, then a point per `generation` event as each generation is committed.
  */
 import { useCallback, useEffect, useMemo, useState } from 'preact/hooks';
 import type { AlignedData } from 'uplot';
@@ -9,7 +11,11 @@ import {
   ApiError,
   api,
   bestCostOf,
+  convergenceOf,
   FINAL_STATES,
+  mergeConvergence,
+  optimizeResultOf,
+  type ConvergencePoint,
   type GenerationEvent,
   type Histogram,
   type JobAction,
@@ -22,7 +28,7 @@ import {
   type TaskRow,
   type TaskState,
 } from '../api.js';
-import { count, duration, jsonText, ms, rate, shortTicket, time } from '../format.js';
+import { cost, count, duration, jsonText, ms, rate, shortTicket, time } from '../format.js';
 import { useInterval, useJobEvents } from '../live.js';
 import { Plot, barsPath } from '../components/plot.js';
 import { Progress, StateBadge } from '../components/progress.js';
@@ -88,19 +94,76 @@ function ThroughputPlot({ data }: { readonly data: AlignedData }) {
   return <Plot id="throughput" title="Throughput (tasks/s)" options={options} data={data} />;
 }
 
-function ConvergencePlot({ points }: { readonly points: readonly [number, number][] }) {
+function ConvergencePlot({ points }: { readonly points: readonly ConvergencePoint[] }) {
   const logScale = points.length > 0 && points.every(([, c]) => c > 0);
   const data = useMemo<AlignedData>(() => [points.map(([g]) => g), points.map(([, c]) => c)], [points]);
   const options = useMemo(
     () => ({
       legend: { show: false },
       scales: { x: { time: false }, y: logScale ? { distr: 3 } : {} },
-      axes: [{ label: 'generation' }, { label: 'best cost' }],
+      // uPlot's own labels round small costs on a log scale to "0": ours keep 6 significant digits
+      // (on a log scale, at the powers of ten only, as uPlot's: its other ticks are the 2…9 between them).
+      axes: [
+        { label: 'generation' },
+        {
+          label: 'best cost',
+          size: 70,
+          values: (_u: unknown, splits: number[]) =>
+            splits.map((v) => (!logScale || Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9 ? cost(v) : '')),
+        },
+      ],
       series: [{}, { label: 'best cost', stroke: '#6a1b9a', width: 2, points: { show: true, size: 4 } }],
     }),
     [logScale],
   );
-  return <Plot id="convergence" title="Convergence (best cost per generation)" options={options} data={data} />;
+  // uPlot takes its scales when it is built: a change to or from a log scale builds it again.
+  return <Plot key={logScale ? 'log' : 'linear'} id="convergence" title="Convergence (best cost per generation)" options={options} data={data} />;
+}
+
+/** An optimisation's best cost, generations, evaluations, how it ended, and its best parameters. */
+function OptimizeSummary({ job }: { readonly job: JobStatus }) {
+  const r = optimizeResultOf(job.result);
+  if (r === undefined) return <p class="sub">{job.state === 'queued' || job.state === 'held' ? 'Not started yet.' : 'No generation committed yet.'}</p>;
+  const x = r.x ?? [];
+  return (
+    <>
+      <section class="cards" aria-label="Optimisation">
+        <div class="card" data-testid="opt-generations" data-value={r.generations ?? ''}>
+          <div class="card-n">{r.generations === undefined ? '—' : count(r.generations)}</div>
+          <div class="card-l">generations</div>
+        </div>
+        <div class="card" data-testid="opt-best" data-value={r.fun ?? ''}>
+          <div class="card-n" title={r.fun === undefined ? '' : String(r.fun)}>
+            {cost(r.fun)}
+          </div>
+          <div class="card-l">best cost</div>
+        </div>
+        <div class="card" data-testid="opt-evaluations" data-value={r.evaluations ?? ''}>
+          <div class="card-n">{r.evaluations === undefined ? '—' : count(r.evaluations)}</div>
+          <div class="card-l">evaluations</div>
+        </div>
+        {r.reason !== undefined ? (
+          <div class="card" data-testid="opt-reason">
+            <div class="card-n">{r.reason}</div>
+            <div class="card-l">{r.converged === true ? 'converged' : 'stopped by'}</div>
+          </div>
+        ) : null}
+      </section>
+      {r.message !== undefined ? <p class="sub">{r.message}</p> : null}
+      {x.length > 0 ? (
+        <table class="grid kv" id="best-x">
+          <tbody>
+            {x.map((v, i) => (
+              <tr key={i}>
+                <th>{r.names?.[i] ?? `x[${i}]`}</th>
+                <td class="mono num">{String(v)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </>
+  );
 }
 
 function FailureRow({ index, error }: { readonly index: number; readonly error: TaskFailure }) {
@@ -275,13 +338,101 @@ function Tasks({ ticket, total, version }: { readonly ticket: string; readonly t
   );
 }
 
+/** A map job's counts per state, throughput, task durations, workers, failures and tasks. */
+function MapSections({
+  job,
+  stats,
+  throughput,
+  version,
+}: {
+  readonly job: JobStatus;
+  readonly stats: JobStats | null | undefined;
+  readonly throughput: AlignedData;
+  readonly version: number;
+}) {
+  return (
+    <>
+      <section class="cards" aria-label="Tasks per state">
+        {(['pending', 'running', 'done', 'failed'] as const).map((s) => (
+          <div class={`card task-${s}`} key={s} data-testid={`count-${s}`}>
+            <div class="card-n">{count(job.counts[s])}</div>
+            <div class="card-l">{s}</div>
+          </div>
+        ))}
+        <div class="card">
+          <div class="card-n">{rate(job.rate)}</div>
+          <div class="card-l">rate</div>
+        </div>
+        <div class="card">
+          <div class="card-n">{job.state === 'running' ? duration(job.etaSeconds) : '—'}</div>
+          <div class="card-l">ETA</div>
+        </div>
+      </section>
+      <Progress counts={job.counts} total={job.total} />
+      <section class="plots">
+        <div>
+          <h2>Throughput</h2>
+          <ThroughputPlot data={throughput} />
+          {stats === null ? <p class="sub">Live rate since this page opened (the manager has no `/stats` route).</p> : null}
+        </div>
+        <div>
+          <h2>Task durations</h2>
+          {stats !== null && stats !== undefined ? (
+            <>
+              <HistogramPlot id="durations" title="Task durations" histogram={stats.durations} />
+              <p class="sub">{`${count(stats.durations.count)} tasks, mean ${ms(stats.durations.count > 0 ? (stats.durations.sum / stats.durations.count) * 1000 : null)}`}</p>
+            </>
+          ) : (
+            <p class="sub">{stats === null ? 'This manager does not report task durations (GET …/stats).' : 'Loading…'}</p>
+          )}
+        </div>
+      </section>
+      {stats !== null && stats !== undefined && stats.workers.length > 0 ? (
+        <section>
+          <h2>Workers on this job</h2>
+          <table class="grid" id="job-workers">
+            <thead>
+              <tr>
+                <th>Worker</th>
+                <th class="num">Done</th>
+                <th class="num">Failed</th>
+                <th class="num">Mean task</th>
+              </tr>
+            </thead>
+            <tbody>
+              {stats.workers.map((w) => (
+                <tr key={w.id}>
+                  <td>
+                    <a href={`/workers/${encodeURIComponent(w.id)}`}>{w.host.length > 0 ? w.host : w.id}</a>
+                  </td>
+                  <td class="num">{count(w.done)}</td>
+                  <td class="num">{count(w.failed)}</td>
+                  <td class="num">{ms(w.avgTaskMs)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+      ) : null}
+      <section>
+        <h2>Failures</h2>
+        <Failures ticket={job.ticket} failed={job.counts.failed} version={version} />
+      </section>
+      <section>
+        <h2>Tasks</h2>
+        <Tasks ticket={job.ticket} total={job.total} version={version} />
+      </section>
+    </>
+  );
+}
+
 /** The job page. */
 export function JobPage({ ticket }: { readonly ticket: string; readonly session: Session }) {
   const [job, setJob] = useState<JobStatus | undefined>(undefined);
   const [missing, setMissing] = useState<string | undefined>(undefined);
   const [stats, setStats] = useState<JobStats | null | undefined>(undefined);
   const [samples, setSamples] = useState<[number, number][]>([]);
-  const [generations, setGenerations] = useState<[number, number][]>([]);
+  const [generations, setGenerations] = useState<readonly ConvergencePoint[]>([]);
   const [busy, setBusy] = useState(false);
   const [actionError, setActionError] = useState<string | undefined>(undefined);
   /** Bumped when the tables should reload (a state change, an action). */
@@ -292,6 +443,8 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
       (j) => {
         setJob(j);
         setMissing(undefined);
+        // The convergence so far (a finished job's whole); the `generation` events add the next ones.
+        if (j.kind === 'optimize') setGenerations((list) => mergeConvergence(list, convergenceOf(j.result)));
       },
       (err: unknown) => {
         if (err instanceof ApiError && err.status === 404) setMissing('No such job, or not yours.');
@@ -304,7 +457,8 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
   useInterval(
     () => {
       // Asked at once, beside the status (not after it): the first render waits for the slower of the two.
-      if (stats === null) return;
+      // An optimisation has no tasks in the store, hence no task statistics.
+      if (stats === null || job?.kind === 'optimize') return;
       api.stats(ticket).then(setStats, (err: unknown) => {
         // An older manager without the stats route: the page plots the live rate instead.
         if (err instanceof ApiError && (err.status === 404 || err.status === 405)) setStats(null);
@@ -315,8 +469,10 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
   );
 
   const optimize = job?.kind === 'optimize';
-  // Map jobs start their stream at the job's last event (only what happens from now on); an
-  // optimisation replays from the start to draw its convergence from every `generation` event.
+  // Map jobs start their stream at the job's last event (only what happens from now on). An
+  // optimisation replays from the start: the status's history may lag its last `generation` event
+  // (the event is committed with the checkpoint, the history just after), and a point of a
+  // generation the history already has only replaces itself.
   useJobEvents(ticket, optimize ? 0 : job?.lastEventSeq, job !== undefined, {
     progress: (d) => {
       const p = d as ProgressEvent;
@@ -337,9 +493,17 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
     failure: () => setVersion((v) => v + 1),
     generation: (d) => {
       const g = d as GenerationEvent;
+      if (typeof g.generation !== 'number') return;
       const c = bestCostOf(g.result);
-      if (c !== undefined)
-        setGenerations((list) => [...list.filter(([n]) => n !== g.generation), [g.generation, c] as [number, number]].sort((a, b) => a[0] - b[0]));
+      if (c !== undefined) setGenerations((list) => mergeConvergence(list, [[g.generation, c]]));
+      // The summary follows the newest generation (a replayed older event changes nothing).
+      const next = optimizeResultOf(g.result);
+      setJob((j) => {
+        if (j === undefined || next === undefined) return j;
+        const seen = optimizeResultOf(j.result)?.generations ?? 0;
+        if ((next.generations ?? 0) <= seen) return j;
+        return { ...j, generation: g.generation, result: { ...(j.result as object | null), ...next } };
+      });
     },
   });
 
@@ -382,7 +546,6 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
     );
   }
   if (job === undefined) return <main class="page">Loading…</main>;
-  const c = job.counts;
   return (
     <main class="page job" data-ticket={job.ticket} data-state={job.state}>
       <h1>
@@ -410,82 +573,16 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
           {`${job.error.code}: ${job.error.message}${job.error.index !== undefined ? ` (input ${job.error.index})` : ''}`}
         </p>
       ) : null}
-      <section class="cards" aria-label="Tasks per state">
-        {(['pending', 'running', 'done', 'failed'] as const).map((s) => (
-          <div class={`card task-${s}`} key={s} data-testid={`count-${s}`}>
-            <div class="card-n">{count(c[s])}</div>
-            <div class="card-l">{s}</div>
-          </div>
-        ))}
-        <div class="card">
-          <div class="card-n">{rate(job.rate)}</div>
-          <div class="card-l">rate</div>
-        </div>
-        <div class="card">
-          <div class="card-n">{job.state === 'running' ? duration(job.etaSeconds) : '—'}</div>
-          <div class="card-l">ETA</div>
-        </div>
-      </section>
-      <Progress counts={c} total={job.total} />
-      <section class="plots">
-        <div>
-          <h2>Throughput</h2>
-          <ThroughputPlot data={throughput} />
-          {stats === null ? <p class="sub">Live rate since this page opened (the manager has no `/stats` route).</p> : null}
-        </div>
-        <div>
-          <h2>Task durations</h2>
-          {stats !== null && stats !== undefined ? (
-            <>
-              <HistogramPlot id="durations" title="Task durations" histogram={stats.durations} />
-              <p class="sub">{`${count(stats.durations.count)} tasks, mean ${ms(stats.durations.count > 0 ? (stats.durations.sum / stats.durations.count) * 1000 : null)}`}</p>
-            </>
-          ) : (
-            <p class="sub">{stats === null ? 'This manager does not report task durations (GET …/stats).' : 'Loading…'}</p>
-          )}
-        </div>
-        {optimize ? (
-          <div>
-            <h2>Convergence</h2>
-            <ConvergencePlot points={generations} />
-          </div>
-        ) : null}
-      </section>
-      {stats !== null && stats !== undefined && stats.workers.length > 0 ? (
+      {optimize ? (
         <section>
-          <h2>Workers on this job</h2>
-          <table class="grid" id="job-workers">
-            <thead>
-              <tr>
-                <th>Worker</th>
-                <th class="num">Done</th>
-                <th class="num">Failed</th>
-                <th class="num">Mean task</th>
-              </tr>
-            </thead>
-            <tbody>
-              {stats.workers.map((w) => (
-                <tr key={w.id}>
-                  <td>
-                    <a href={`/workers/${encodeURIComponent(w.id)}`}>{w.host.length > 0 ? w.host : w.id}</a>
-                  </td>
-                  <td class="num">{count(w.done)}</td>
-                  <td class="num">{count(w.failed)}</td>
-                  <td class="num">{ms(w.avgTaskMs)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <OptimizeSummary job={job} />
+          <h2>Convergence</h2>
+          <ConvergencePlot points={generations} />
+          <p class="sub" data-testid="convergence-points">{`${count(generations.length)} generations plotted`}</p>
         </section>
-      ) : null}
-      <section>
-        <h2>Failures</h2>
-        <Failures ticket={job.ticket} failed={c.failed} version={version} />
-      </section>
-      <section>
-        <h2>Tasks</h2>
-        <Tasks ticket={job.ticket} total={job.total} version={version} />
-      </section>
+      ) : (
+        <MapSections job={job} stats={stats} throughput={throughput} version={version} />
+      )}
       <section>
         <h2>Options</h2>
         <table class="grid kv" id="options">
@@ -496,10 +593,12 @@ export function JobPage({ ticket }: { readonly ticket: string; readonly session:
                 <td class="mono">{jsonText(v, 400)}</td>
               </tr>
             ))}
-            <tr>
-              <th>inputs</th>
-              <td class="mono">{count(job.total)}</td>
-            </tr>
+            {optimize ? null : (
+              <tr>
+                <th>inputs</th>
+                <td class="mono">{count(job.total)}</td>
+              </tr>
+            )}
           </tbody>
         </table>
       </section>
