@@ -36,7 +36,7 @@ import { ChaosDriver } from '../helpers/chaos-driver.js';
 
 const log = (msg: string): void => console.log(`[chaos] ${msg}`);
 
-const SOAK_SECONDS = Number(process.env['TASKFARM_SOAK_SECONDS'] ?? 100);
+const SOAK_SECONDS = Number(process.env['TASKFARM_SOAK_SECONDS'] ?? 60);
 if (!Number.isFinite(SOAK_SECONDS) || SOAK_SECONDS < 10)
   throw new Error(`TASKFARM_SOAK_SECONDS must be a number ≥ 10, got ${process.env['TASKFARM_SOAK_SECONDS']}`);
 const BUDGET_MS = SOAK_SECONDS * 1000;
