@@ -108,9 +108,24 @@ async function stopChild(child: ChildProcess): Promise<void> {
 
 async function startManager(workers: number): Promise<Manager> {
   const dir = mkdtempSync(join(tmpdir(), 'taskfarm-dashboard-bench-'));
-  const daemons: LocalDaemon[] = await Promise.all(
-    Array.from({ length: workers }, (_, i) => startDaemon(['--cache-dir', join(dir, `w${i}`), '--threads', '1', '--log-level', 'warn'])),
-  );
+  // A hundred daemons starting at once on 2 cores miss any sensible start deadline: start them 8 at a
+  // time, and stop the ones already started when one fails.
+  const daemons: LocalDaemon[] = [];
+  try {
+    for (let i = 0; i < workers; i += 8) {
+      const batch = Array.from({ length: Math.min(8, workers - i) }, (_, k) =>
+        startDaemon(['--cache-dir', join(dir, `w${i + k}`), '--threads', '1', '--log-level', 'warn'], 60_000),
+      );
+      const settled = await Promise.allSettled(batch);
+      for (const r of settled) if (r.status === 'fulfilled') daemons.push(r.value);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+    }
+  } catch (err) {
+    await Promise.all(daemons.map((d) => stopDaemon(d, 5000)));
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const child = spawn(
     process.execPath,
     [
