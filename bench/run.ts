@@ -520,6 +520,7 @@ async function scale(sizes: number[], tasks: number): Promise<void> {
       let go!: () => void;
       const gate = new Promise<void>((r) => (go = r));
       let c0 = process.cpuUsage();
+      const tStart = performance.now();
       async function* inputs(): AsyncGenerator<number> {
         await gate;
         c0 = process.cpuUsage();
@@ -529,8 +530,13 @@ async function scale(sizes: number[], tasks: number): Promise<void> {
       // of the harness, and speculation is measured elsewhere (test/robust).
       const farm = new TaskFarm<number, number>(double, inputs(), { peers, localFallback: false, insecure: true, workerWaitMs: 60_000, speculation: false });
       let recruited = 0;
+      let lost = 0;
       farm.on('recruited', () => {
         if (++recruited === k) go();
+      });
+      let why = '';
+      farm.on('lost', (e) => {
+        if (lost++ === 0) why = `${e.reason} at +${Math.round(performance.now() - tStart)} ms`;
       });
       let got = 0;
       let cpu = 0;
@@ -540,6 +546,7 @@ async function scale(sizes: number[], tasks: number): Promise<void> {
           cpu = c.user + c.system;
         }
       }
+      if (lost > 0) log(`scale: ${k} workers: ${lost} lost during the run (first: ${why}; outputs ${got})`);
       return cpu / n;
     };
     await once(Math.min(tasks, k * 100)); // warm-up
