@@ -530,15 +530,15 @@ async function scale(sizes: number[], tasks: number): Promise<void> {
       // of the harness, and speculation is measured elsewhere (test/robust).
       const farm = new TaskFarm<number, number>(double, inputs(), { peers, localFallback: false, insecure: true, workerWaitMs: 60_000, speculation: false });
       let recruited = 0;
+      let got = 0;
       let lost = 0;
       farm.on('recruited', () => {
         if (++recruited === k) go();
       });
       let why = '';
       farm.on('lost', (e) => {
-        if (lost++ === 0) why = `${e.reason} at +${Math.round(performance.now() - tStart)} ms`;
+        if (lost++ === 0) why = `${e.reason} at +${Math.round(performance.now() - tStart)} ms, after ${got} of ${n} outputs`;
       });
-      let got = 0;
       let cpu = 0;
       for await (const _ of farm.results()) {
         if (++got === n) {

@@ -26,12 +26,15 @@ export class Liveness {
   readonly #timer: NodeJS.Timeout;
   #lastHeard = Date.now();
   #lastWritten = Date.now();
+  #lastCheck = Date.now();
+  readonly #checkMs: number;
   #stopped = false;
 
   constructor(options: LivenessOptions) {
     this.#o = options;
     const periods = [options.heartbeatMs, options.timeoutMs].filter((x) => x > 0);
     const checkMs = options.checkMs ?? Math.max(10, Math.floor(Math.min(...periods, 60_000) / 4));
+    this.#checkMs = checkMs;
     this.#timer = setInterval(() => this.#check(), checkMs);
     this.#timer.unref();
   }
@@ -60,6 +63,12 @@ export class Liveness {
   #check(): void {
     if (this.#stopped) return;
     const now = Date.now();
+    // A check that comes late means this process's own event loop was stalled (GC, a long
+    // synchronous stretch, CPU starvation): what the peer sent meanwhile may still be unread in the
+    // socket. The stall does not count as the peer's silence.
+    const late = now - this.#lastCheck - this.#checkMs;
+    this.#lastCheck = now;
+    if (late > this.#checkMs) this.#lastHeard = Math.min(now, this.#lastHeard + late);
     const silent = now - this.#lastHeard;
     if (this.#o.timeoutMs > 0 && silent > this.#o.timeoutMs) {
       this.stop();

@@ -20,6 +20,23 @@ describe('Liveness (the heartbeat primitive both ends use)', () => {
     l.stop();
   });
 
+  it('a stall of its own event loop (a late check) does not count as the peer being silent', async () => {
+    vi.useFakeTimers();
+    const onSilent = vi.fn();
+    const l = new Liveness({ heartbeatMs: 0, timeoutMs: 1000, checkMs: 10, sendHeartbeat: () => {}, onSilent });
+    await vi.advanceTimersByTimeAsync(500);
+    // The process is blocked for 3 s: the clock moves, no timer runs, nothing is read.
+    vi.setSystemTime(Date.now() + 3000);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(onSilent).not.toHaveBeenCalled();
+    // A peer that stays silent once the loop runs again is still declared silent, on time.
+    await vi.advanceTimersByTimeAsync(480);
+    expect(onSilent).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(40);
+    expect(onSilent).toHaveBeenCalledOnce();
+    l.stop();
+  });
+
   it('every message heard restarts the clock', async () => {
     vi.useFakeTimers();
     const onSilent = vi.fn();
