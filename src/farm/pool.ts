@@ -211,8 +211,6 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #closing: Promise<void> | undefined;
   #pumping = false;
   #round = 0;
-  /** Set by a fill that found no job with tasks left in this round (see {@link #allDry}). */
-  #dry = false;
   #started = false;
   #overdueCache: { at: number; threshold: number; members: Member[] } = { at: 0, threshold: 0, members: [] };
   /** Batch slots of the members that take work (alive, not draining). */
@@ -815,16 +813,8 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     this.#round++;
     try {
       const alloc = this.#allocation();
-      this.#dry = false;
       if (first !== undefined) this.#fill(first, alloc);
-      // Once every job ran dry in this round, the other hungry members would only find the same:
-      // stop there (dispatch cost per result must not grow with the number of hungry workers).
-      if (!this.#dry) {
-        for (const m of this.#byPolicy(this.#hungry)) {
-          this.#fill(m, alloc);
-          if (this.#dry) break;
-        }
-      }
+      for (const m of this.#byPolicy(this.#hungry)) this.#fill(m, alloc);
     } catch (err) {
       // A bug must not leave jobs hanging: fail them with it.
       this.#log.error('dispatch failed', { error: (err as Error).message });
@@ -875,11 +865,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
           bestScore = score;
         }
       }
-      if (best === undefined || bestLane === undefined) {
-        if (this.#speculateAny(m)) return true;
-        this.#dry = this.#allDry();
-        return false;
-      }
+      if (best === undefined || bestLane === undefined) return this.#speculateAny(m);
       if (bestLane.avgTaskMs < 0 && best.avgTaskMs >= 0) this.#resize(bestLane, best.avgTaskMs);
       let recs: TaskRecord[];
       try {
@@ -936,12 +922,6 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       );
     }
     return room;
-  }
-
-  /** True when every running job's repository ran dry in this dispatch round. */
-  #allDry(): boolean {
-    for (const job of this.#jobs) if (job.status === 'running' && job.dryRound !== this.#round) return false;
-    return true;
   }
 
   /** Members in the order the scheduling policy gives them work. */
