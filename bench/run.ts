@@ -3,7 +3,7 @@
  *
  *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…]
  *
- * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, dashboard.
+ * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, service, dashboard.
  *
  * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
  * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { deserialize, serialize } from 'node:v8';
+import { Worker } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import { TaskFarm, generateFarmKey } from '../src/index.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
@@ -43,13 +44,33 @@ interface Figure {
   note?: string;
 }
 
+const SECTIONS = ['ceilings', 'tiny', 'rtt', 'pool', 'optimize', 'cpu', 'recovery', 'memory', 'scale', 'store', 'service', 'dashboard'];
 const { values } = parseArgs({
-  options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
+  options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   strict: true,
 });
+if (values.help === true) {
+  process.stdout.write(`Usage: npm run bench -- [--smoke] [--runs N] [--out FILE] [--only SECTION,…]
+
+Measures taskfarm against ceilings measured in the same run. Every daemon it starts listens on
+127.0.0.1 and is reached by address (no mDNS); PostgreSQL, when measured, is its own server on loopback.
+
+  --smoke          every measurement at tiny sizes (what npm test runs)
+  --runs N         runs per figure (default 3, 1 with --smoke); the table shows medians and min–max
+  --out FILE       where the JSON goes (default bench/results/latest.json, smoke.json with --smoke)
+  --only LIST      sections, comma-separated: ${SECTIONS.join(', ')}
+  -h, --help       this text
+`);
+  process.exit(0);
+}
 const smoke = values.smoke === true;
 const runs = values.runs !== undefined ? Number(values.runs) : smoke ? 1 : 3;
 const only = values.only?.split(',');
+const unknown = only?.filter((x) => !SECTIONS.includes(x)) ?? [];
+if (unknown.length > 0) {
+  process.stderr.write(`bench: unknown section ${unknown.join(', ')}: the sections are ${SECTIONS.join(', ')}\n`);
+  process.exit(2);
+}
 const out = values.out ?? join(here, '..', '..', 'bench', 'results', smoke ? 'smoke.json' : 'latest.json');
 // A farm key for this run only: the daemons inherit it, and so do the clients in this process.
 const key = generateFarmKey();
@@ -159,6 +180,60 @@ async function grpcCeiling(tasks: number, window = 16): Promise<number> {
   client.close();
   child.kill('SIGTERM');
   return stats(xs).median;
+}
+
+/**
+ * Ceiling of a single-task round trip: one message at a time on a raw grpc-js echo stream (no
+ * protobuf, no dispatch), plaintext or over TLS with a daemon's kind of certificate; p50 in ms.
+ */
+async function lockstepCeiling(tls: boolean, n: number): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-echo-'));
+  dirs.push(dir);
+  const { child, line } = await startChild('echo-server.js', tls ? ['--tls', dir] : []);
+  const credentials = tls
+    ? grpc.credentials.createSsl(readFileSync(join(dir, 'cert.pem')), null, null, { checkServerIdentity: () => undefined })
+    : grpc.credentials.createInsecure();
+  const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
+  const client = new Client(`127.0.0.1:${line}`, credentials, { 'grpc.ssl_target_name_override': 'localhost' }) as unknown as grpc.Client & {
+    Stream(): grpc.ClientDuplexStream<Buffer, Buffer>;
+  };
+  const call = client.Stream();
+  let answered: (() => void) | undefined;
+  call.on('data', () => answered?.());
+  call.on('error', () => {});
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      answered = resolve;
+      call.write(serialize(i));
+    });
+    xs.push(performance.now() - t0);
+  }
+  call.end();
+  client.close();
+  child.kill('SIGTERM');
+  return percentile(xs.slice(Math.min(100, n >> 2)), 0.5);
+}
+
+/** Ceiling of the daemon's thread hop: one structured-clone message at a time to a worker thread and back; p50 in ms. */
+async function threadHopCeiling(n: number): Promise<number> {
+  const w = new Worker('require("node:worker_threads").parentPort.on("message", (m) => require("node:worker_threads").parentPort.postMessage(m));', {
+    eval: true,
+  });
+  let answered: (() => void) | undefined;
+  w.on('message', () => answered?.());
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      answered = resolve;
+      w.postMessage({ seqs: [i], input: i });
+    });
+    xs.push(performance.now() - t0);
+  }
+  await w.terminate();
+  return percentile(xs.slice(Math.min(100, n >> 2)), 0.5);
 }
 
 // ---------------------------------------------------------------- taskfarm
@@ -280,6 +355,22 @@ async function main(): Promise<void> {
       note: `a TaskFarm on idle daemons that hold its bundle: ${fmt(start.taskFarm)} ms (recruit over TLS, then start); over mDNS add discovery`,
     });
     log(`warm start p50 ${start.pool.toFixed(3)} ms; TaskFarm ${start.taskFarm.toFixed(1)} ms`);
+    // The floor under any single-task round trip on a farm: the TLS transport's own lock-step round
+    // trip plus the daemon's hop to a worker thread and back, measured here, now.
+    const hops = smoke ? 50 : 3_000;
+    const plain = await lockstepCeiling(false, hops);
+    const tls = await lockstepCeiling(true, hops);
+    const hop = await threadHopCeiling(hops);
+    const floor = tls + hop;
+    record('ceiling: raw grpc-js lock-step round trip, plaintext, p50', 'ms', [plain]);
+    record('ceiling: raw grpc-js lock-step round trip, TLS, p50', 'ms', [tls]);
+    record('ceiling: worker-thread postMessage round trip, p50', 'ms', [hop]);
+    record(
+      'floor of a farm round trip: TLS lock-step + thread hop',
+      'ms',
+      [floor],
+      floor > 0.25 ? { note: `above the 0.25 ms target on this machine: no round trip over the farm's TLS transport can meet it here` } : {},
+    );
     const rt = await warmRoundTrips([peers[0]!], smoke ? 30 : 2_000);
     for (const [what, xs] of [
       ['one-task jobs in sequence', rt.jobs],
@@ -292,6 +383,7 @@ async function main(): Promise<void> {
         min: Math.min(...xs),
         max: Math.max(...xs),
         runs: 1,
+        ratios: { 'vs floor': percentile(xs, 0.5) / floor },
         target: '≤ 0.25 ms',
         met: percentile(xs, 0.5) <= 0.25,
       });
