@@ -93,7 +93,9 @@ export class MemoryTaskRepository implements TaskRepository {
   readonly #async: AsyncIterator<unknown> | undefined;
   readonly #array: readonly unknown[] | undefined;
   readonly #lookahead: number;
+  /** Requeued tasks, sent before new input: `#front[#frontHead…]` (taking and requeueing cost what they move, not the queue's length). */
   #front: TaskRecord[] = [];
+  #frontHead = 0;
   #buffer: TaskRecord[] = [];
   #bufferHead = 0;
   #arrayNext = 0;
@@ -136,12 +138,12 @@ export class MemoryTaskRepository implements TaskRepository {
 
   /** True when every input was pulled and every task is done. */
   get isComplete(): boolean {
-    return this.#sourceDone && this.#done === this.#pulled && this.#front.length === 0;
+    return this.#sourceDone && this.#done === this.#pulled && this.#frontHead === this.#front.length;
   }
 
   /** True when every input was pulled from the source and nothing waits to be sent again. */
   get isSourceDrained(): boolean {
-    return this.#sourceDone && this.#front.length === 0 && this.#bufferHead >= this.#buffer.length;
+    return this.#sourceDone && this.#frontHead === this.#front.length && this.#bufferHead >= this.#buffer.length;
   }
 
   /** An error from the source (an async iterator that threw), if any. */
@@ -175,10 +177,16 @@ export class MemoryTaskRepository implements TaskRepository {
   take(max: number, pullNew: boolean): TaskRecord[] {
     const out: TaskRecord[] = [];
     if (this.#closed) return out;
-    if (this.#front.length > 0) {
-      const k = Math.min(max, this.#front.length);
-      for (let i = 0; i < k; i++) out.push(this.#front[i]!);
-      this.#front = k === this.#front.length ? [] : this.#front.slice(k);
+    if (this.#frontHead < this.#front.length) {
+      const k = Math.min(max, this.#front.length - this.#frontHead);
+      for (let i = 0; i < k; i++) {
+        out.push(this.#front[this.#frontHead]!);
+        this.#front[this.#frontHead++] = undefined as unknown as TaskRecord;
+      }
+      if (this.#frontHead === this.#front.length) {
+        this.#front = [];
+        this.#frontHead = 0;
+      }
     }
     while (out.length < max) {
       const rec = this.#next(pullNew);
@@ -270,7 +278,21 @@ export class MemoryTaskRepository implements TaskRepository {
   requeue(recs: readonly TaskRecord[]): void {
     if (recs.length === 0) return;
     this.#requeued += recs.length;
-    this.#front = recs.concat(this.#front);
+    if (this.#frontHead >= recs.length) {
+      // Room before the head (taken slots): put them there, in order.
+      this.#frontHead -= recs.length;
+      for (let i = 0; i < recs.length; i++) this.#front[this.#frontHead + i] = recs[i]!;
+    } else {
+      // Rebuild with free slots before the head, as many as the queue holds: later requeues of a
+      // few tasks each (retries) then cost what they move.
+      const next: TaskRecord[] = [];
+      const slack = Math.max(16, this.#front.length - this.#frontHead);
+      for (let i = 0; i < slack; i++) next.push(undefined as unknown as TaskRecord);
+      for (const r of recs) next.push(r);
+      for (let i = this.#frontHead; i < this.#front.length; i++) next.push(this.#front[i]!);
+      this.#front = next;
+      this.#frontHead = slack;
+    }
   }
 
   complete(rec: TaskRecord, output: unknown): boolean {

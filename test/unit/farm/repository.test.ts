@@ -66,4 +66,35 @@ describe('MemoryTaskRepository specifics', () => {
       expect((err as UnsendableInputError).path).toBe('input.f');
     }
   });
+
+  it('keeps requeued tasks first, latest requeue first, through any mix of takes and requeues (against a model)', () => {
+    const n = 5_000;
+    const { repo } = memory(Array.from({ length: n }, (_, i) => i));
+    // Model: the front queue as a plain array, then the untaken inputs in order.
+    let model: number[] = [];
+    let nextNew = 0;
+    let seed = 7;
+    const rand = (k: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % k;
+    };
+    const held: ReturnType<typeof repo.take> = [];
+    for (let step = 0; step < 3_000; step++) {
+      if (held.length > 0 && rand(3) === 0) {
+        const k = 1 + rand(Math.min(held.length, 40));
+        const back = held.splice(rand(held.length - k + 1), k);
+        repo.requeue(back);
+        model = back.map((r) => r.index).concat(model);
+      } else {
+        const max = 1 + rand(60);
+        const got = repo.take(max, true);
+        const fromFront = model.splice(0, Math.min(max, model.length));
+        const expected = [...fromFront];
+        while (expected.length < max && nextNew < n) expected.push(nextNew++);
+        expect(got.map((r) => r.index)).toEqual(expected);
+        held.push(...got);
+      }
+    }
+    expect(repo.requeued).toBeGreaterThan(0);
+  });
 });
