@@ -14,11 +14,15 @@ import { silentLogger, type Logger } from '../log.js';
 import { decodeInputs, encodeFailures, encodeInputs, ownBytes, type ExecBatch, type ExecResults, type RemoteErrorMessage } from '../protocol/index.js';
 import {
   GATE_CUT,
+  GATE_HELD,
   GATE_OPEN,
+  STATE_BATCH,
   STATE_BYTES,
   STATE_GATE,
   STATE_RUNNING,
   STATE_SEQ,
+  STATE_SKIP_FROM,
+  STATE_SKIP_TO,
   STATE_STARTED,
   STATE_VOID,
   type ChainEntry,
@@ -120,12 +124,12 @@ interface Slot {
 
 const threadUrl = new URL('./thread.js', import.meta.url);
 /**
- * Batches a thread may hold: two keep a thread busy through the hand-over when tasks are short;
- * with long tasks one, so that the last ones are not stuck behind a busy thread while another idles.
+ * Batches a thread may hold: two keep it busy through the hand-over (its next batch is there when
+ * one ends, without waiting for this main thread). A batch a thread holds but has not started is
+ * taken back when another thread goes idle with nothing queued (see #balance), so the last ones are
+ * not stuck behind a busy thread while another idles.
  */
-const MAX_BATCHES_SHORT = 2;
-const MAX_BATCHES_LONG = 1;
-const LONG_TASK_MS = 1;
+const MAX_BATCHES = 2;
 const MAX_RESPAWNS_WITHOUT_PROGRESS = 5;
 /** A task running this long, and {@link STUCK_FACTOR} × its program's task time, holds its batch-mates no longer. */
 const STUCK_MIN_MS = 250;
@@ -172,7 +176,6 @@ export class Executor {
   #crashed = 0;
   #replaced = 0;
   #maxResultBytes = 4 * 1024 * 1024;
-  #avgTaskMs = 0;
   #watchdog: NodeJS.Timeout | undefined;
 
   constructor(options: ExecutorOptions) {
@@ -483,7 +486,6 @@ export class Executor {
       let sum = 0;
       for (let i = 0; i < m; i++) sum += msg.durations[i]!;
       const avg = sum / m;
-      this.#avgTaskMs = this.#avgTaskMs * 0.7 + avg * 0.3;
       if (head !== undefined) {
         const p = head.batch.program;
         p.avgTaskMs = p.avgTaskMs < 0 ? avg : p.avgTaskMs * 0.7 + avg * 0.3;
@@ -731,7 +733,13 @@ export class Executor {
   }
 
   #pump(): void {
-    const perThread = this.#avgTaskMs >= LONG_TASK_MS ? MAX_BATCHES_LONG : MAX_BATCHES_SHORT;
+    this.#dispatch();
+    // Bounded: every round takes an unstarted batch from a thread that holds two to one that holds none.
+    for (let round = 0; round < this.#slots.size && this.#balance(); round++) this.#dispatch();
+  }
+
+  #dispatch(): void {
+    const perThread = MAX_BATCHES;
     for (let i = 0; i < this.#queue.length;) {
       const batch = this.#queue[i]!;
       let best: Slot | undefined;
@@ -760,6 +768,58 @@ export class Executor {
     }
   }
 
+  /**
+   * When a thread is idle and nothing is queued for it, takes back the batch another thread holds
+   * behind its running one (not started yet), so that the idle thread runs it. True when it did.
+   */
+  #balance(): boolean {
+    if (this.#queue.length > 0 || this.#slots.size < 2) return false;
+    const idle = [...this.#slots].filter((s) => s.ready && !s.retiring && s.outstanding.length === 0 && Atomics.load(s.state, STATE_GATE) === GATE_OPEN);
+    if (idle.length === 0) return false;
+    for (const s of this.#slots) {
+      if (s.retiring || s.outstanding.length < 2) continue;
+      const next = s.outstanding[s.outstanding.length - 1]!.batch.program.id;
+      if (!idle.some((t) => t.programs.has(next))) continue;
+      const taken = this.#takeBackUnstarted(s);
+      if (taken.length === 0) continue;
+      this.#requeueFront(taken);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Takes back the batches a thread holds but has not started (none of their tasks began), in
+   * order; the thread skips them (STATE_SKIP_FROM). Empty when it has none or a cut is under way.
+   */
+  #takeBackUnstarted(slot: Slot): Queued[] {
+    let held = false;
+    for (let spins = 0; spins < 100_000 && !held; spins++) {
+      const gate = Atomics.compareExchange(slot.state, STATE_GATE, GATE_OPEN, GATE_HELD);
+      if (gate === GATE_CUT) return [];
+      held = gate === GATE_OPEN;
+    }
+    if (!held) return [];
+    // The thread starts no task while we hold the gate: batches after the last one it started are untouched.
+    const last = Atomics.load(slot.state, STATE_BATCH);
+    const from = slot.outstanding.findIndex((o) => o.no > last);
+    let taken: Outstanding[] = [];
+    if (from >= 0) {
+      taken = slot.outstanding.splice(from);
+      // Batches taken back earlier that the thread has not reached yet stay skipped (the range is
+      // contiguous: every batch between them and these was taken back too).
+      if (last >= Atomics.load(slot.state, STATE_SKIP_TO)) Atomics.store(slot.state, STATE_SKIP_FROM, taken[0]!.no);
+      Atomics.store(slot.state, STATE_SKIP_TO, taken[taken.length - 1]!.no);
+    }
+    Atomics.store(slot.state, STATE_GATE, GATE_OPEN);
+    for (const o of taken) {
+      const left = o.batch.seqs.length - o.done;
+      slot.tasks -= left;
+      o.batch.program.tasks -= left;
+    }
+    return taken.map((o) => o.batch);
+  }
+
   #hasFreeThread(perThread: number): boolean {
     for (const s of this.#slots) if (s.ready && !s.retiring && s.outstanding.length < perThread) return true;
     return false;
@@ -781,6 +841,16 @@ export class Executor {
     }
     this.#requeueFront(kept);
     for (const slot of [...this.#slots]) {
+      if (!this.#unanswered(slot).some(({ batch, positions }) => positions.some((p) => seqs.has(batch.seqs[p]!)))) continue;
+      // Batches it has not started are taken back (no thread is stopped for them); the rest of them runs elsewhere.
+      const unstarted: Queued[] = [];
+      for (const b of this.#takeBackUnstarted(slot)) {
+        const keep: number[] = [];
+        for (let i = 0; i < b.seqs.length; i++) if (!seqs.has(b.seqs[i]!)) keep.push(i);
+        if (keep.length === b.seqs.length) unstarted.push(b);
+        else if (keep.length > 0) unstarted.push(subBatch(b, keep));
+      }
+      this.#requeueFront(unstarted);
       const unanswered = this.#unanswered(slot);
       if (!unanswered.some(({ batch, positions }) => positions.some((p) => seqs.has(batch.seqs[p]!)))) continue;
       const again: Queued[] = [];

@@ -41,7 +41,7 @@ export interface ThreadInit {
 }
 
 /** Bytes of the shared state of one thread. */
-export const STATE_BYTES = 32;
+export const STATE_BYTES = 48;
 /** Int32 index: 1 while a task runs. */
 export const STATE_RUNNING = 0;
 /** Int32 index: seq of the task running (or last run). */
@@ -49,17 +49,28 @@ export const STATE_SEQ = 1;
 /**
  * Int32 index: the gate a thread passes before it starts a task. 0 open; 1 the thread is starting a
  * task (a few instructions); 2 cut: the executor took back every task the thread has not started
- * (see {@link STATE_VOID}); the thread reopens it once it has dropped them.
+ * (see {@link STATE_VOID}); the thread reopens it once it has dropped them; 3 held: the executor is
+ * taking back batches the thread has not started (a few instructions, see {@link STATE_SKIP_FROM}):
+ * the thread waits for it to reopen.
  */
 export const STATE_GATE = 2;
 /** Int32 index: batches numbered up to this were taken back by the executor: the thread skips them. */
 export const STATE_VOID = 3;
 /** Float64 index: when the running task started (Date.now(), for time limits). */
 export const STATE_STARTED = 2;
+/** Int32 index: number of the batch whose task started last (0: none yet). */
+export const STATE_BATCH = 6;
+/**
+ * Int32 indexes: batches numbered from STATE_SKIP_FROM to STATE_SKIP_TO were taken back before any
+ * of their tasks started (they run on another thread): the thread skips them without a result.
+ */
+export const STATE_SKIP_FROM = 7;
+export const STATE_SKIP_TO = 8;
 
 export const GATE_OPEN = 0;
 export const GATE_BUSY = 1;
 export const GATE_CUT = 2;
+export const GATE_HELD = 3;
 
 /** Main → thread. */
 export type MainMessage =

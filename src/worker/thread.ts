@@ -12,10 +12,14 @@ import type { RemoteErrorMessage } from '../protocol/index.js';
 import {
   GATE_BUSY,
   GATE_CUT,
+  GATE_HELD,
   GATE_OPEN,
+  STATE_BATCH,
   STATE_GATE,
   STATE_RUNNING,
   STATE_SEQ,
+  STATE_SKIP_FROM,
+  STATE_SKIP_TO,
   STATE_STARTED,
   STATE_VOID,
   type MainMessage,
@@ -229,22 +233,38 @@ function record(seq: number, ok: boolean, value: unknown, started: number): void
   outDurations.push(performance.now() - started);
 }
 
+/** True when the executor took back this batch before any of its tasks started (see STATE_SKIP_FROM). */
+function isSkipped(no: number): boolean {
+  return no >= Atomics.load(state, STATE_SKIP_FROM) && no <= Atomics.load(state, STATE_SKIP_TO);
+}
+
 /** True when the executor took back this batch (its tasks run elsewhere). */
 function isVoid(batch: BatchMessage): boolean {
-  return batch.no <= Atomics.load(state, STATE_VOID);
+  return batch.no <= Atomics.load(state, STATE_VOID) || isSkipped(batch.no);
 }
 
 /**
- * Passes the gate before a task starts: false when the executor has cut this thread's work (the
- * task and everything queued behind it were taken back). See STATE_GATE.
+ * Passes the gate before a task of batch `no` starts: `cut` when the executor has cut this thread's
+ * work (the task and everything queued behind it were taken back), `skip` when it took back this
+ * batch before it started. See STATE_GATE.
  */
-function enter(seq: number): boolean {
-  if (Atomics.compareExchange(state, STATE_GATE, GATE_OPEN, GATE_BUSY) !== GATE_OPEN) return false;
+function enter(seq: number, no: number): 'run' | 'cut' | 'skip' {
+  for (;;) {
+    const gate = Atomics.compareExchange(state, STATE_GATE, GATE_OPEN, GATE_BUSY);
+    if (gate === GATE_OPEN) break;
+    // Held: the executor is taking back unstarted batches, for a few instructions.
+    if (gate !== GATE_HELD) return 'cut';
+  }
+  if (isSkipped(no)) {
+    Atomics.store(state, STATE_GATE, GATE_OPEN);
+    return 'skip';
+  }
   Atomics.store(state, STATE_SEQ, seq | 0);
+  Atomics.store(state, STATE_BATCH, no);
   startedAt[STATE_STARTED] = Date.now();
   Atomics.store(state, STATE_RUNNING, 1);
   Atomics.store(state, STATE_GATE, GATE_OPEN);
-  return true;
+  return 'run';
 }
 
 /** After a cut: everything queued was taken back; the gate opens for batches sent from now on. */
@@ -276,7 +296,10 @@ async function runBatch(batch: BatchMessage): Promise<void> {
   const last = stages.length;
   for (let i = 0; i < n; i++) {
     const seq = batch.seqs[i]!;
-    if (!enter(seq)) {
+    const gate = enter(seq, batch.no);
+    // Taken back before it started (only ever a batch none of whose tasks ran): no result for it.
+    if (gate === 'skip') return;
+    if (gate === 'cut') {
       // Cut: the rest of this batch (and the batches queued behind it) run elsewhere. The executor
       // still tracks this batch only if a task of it ran (the one it saw running at the cut).
       if (i > 0) flush(true, max);
