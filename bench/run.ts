@@ -1,9 +1,10 @@
 /**
  * `npm run bench`: taskfarm against ceilings measured in the same run, on loopback.
  *
- *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…]
+ *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…] [--service-parts rate,status,resume,rss,submit]
  *
- * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, dashboard.
+ * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, service, dashboard.
+ * --service-parts picks measurements of the service section (bench/service.ts; default all).
  *
  * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
  * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
@@ -24,7 +25,7 @@ import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
 import { concurrentRate, generationOverhead, parallelEfficiency } from './optimize-farm.js';
 import { storeBench } from './store.js';
-import { serviceBench } from './service.js';
+import { serviceBench, type ServicePart } from './service.js';
 import { dashboardBench } from './dashboard.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -44,7 +45,7 @@ interface Figure {
 }
 
 const { values } = parseArgs({
-  options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } },
+  options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' }, 'service-parts': { type: 'string' } },
   strict: true,
 });
 const smoke = values.smoke === true;
@@ -386,7 +387,8 @@ async function main(): Promise<void> {
   if (want('service')) {
     // The job service core (bench/service.ts): tiny tasks with every output committed beside the
     // in-memory pool, status, restart after SIGKILL, manager RSS; SQLite beside PostgreSQL.
-    for (const f of await serviceBench({ smoke, runs, log })) {
+    const parts = values['service-parts']?.split(',') as ServicePart[] | undefined;
+    for (const f of await serviceBench({ smoke, runs, log, ...(parts === undefined ? {} : { parts }) })) {
       record(f.name, f.unit, f.xs, {
         ...(f.ratios !== undefined ? { ratios: f.ratios } : {}),
         ...(f.target !== undefined ? { target: f.target } : {}),
