@@ -110,7 +110,15 @@ async function loadHttpModules() {
     import('@fastify/swagger'),
     import('./validation.js'),
   ]);
-  return { Fastify: fastify.default, fastifyCookie: cookie.default, fastifyStatic: statics.default, fastifySwagger: swagger.default, ...validation };
+  return {
+    Fastify: fastify.default,
+    fastifyCookie: cookie.default,
+    fastifyStatic: statics.default,
+    fastifySwagger: swagger.default,
+    compileFor: validation.compileFor,
+    validateBody: validation.validateBody,
+    validationError: validation.validationError,
+  };
 }
 type HttpModules = Awaited<ReturnType<typeof loadHttpModules>>;
 
