@@ -1,9 +1,13 @@
 /**
  * `npm run bench`: taskfarm against ceilings measured in the same run, on loopback.
  *
- *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…]
+ *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…] [--service-parts rate,status,resume,rss,submit]
  *
  * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, service, dashboard.
+<<<<<<< HEAD
+=======
+ * --service-parts picks measurements of the service section (bench/service.ts; default all).
+>>>>>>> svc3
  *
  * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
  * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
@@ -25,7 +29,7 @@ import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
 import { concurrentRate, generationOverhead, parallelEfficiency } from './optimize-farm.js';
 import { storeBench } from './store.js';
-import { serviceBench } from './service.js';
+import { serviceBench, type ServicePart } from './service.js';
 import { dashboardBench } from './dashboard.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -46,11 +50,18 @@ interface Figure {
 
 const SECTIONS = ['ceilings', 'tiny', 'rtt', 'pool', 'optimize', 'cpu', 'recovery', 'memory', 'scale', 'store', 'service', 'dashboard'];
 const { values } = parseArgs({
-  options: { smoke: { type: 'boolean' }, runs: { type: 'string' }, out: { type: 'string' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  options: {
+    smoke: { type: 'boolean' },
+    runs: { type: 'string' },
+    out: { type: 'string' },
+    only: { type: 'string' },
+    'service-parts': { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
   strict: true,
 });
 if (values.help === true) {
-  process.stdout.write(`Usage: npm run bench -- [--smoke] [--runs N] [--out FILE] [--only SECTION,…]
+  process.stdout.write(`Usage: npm run bench -- [--smoke] [--runs N] [--out FILE] [--only SECTION,…] [--service-parts PART,…]
 
 Measures taskfarm against ceilings measured in the same run. Every daemon it starts listens on
 127.0.0.1 and is reached by address (no mDNS); PostgreSQL, when measured, is its own server on loopback.
@@ -59,6 +70,8 @@ Measures taskfarm against ceilings measured in the same run. Every daemon it sta
   --runs N         runs per figure (default 3, 1 with --smoke); the table shows medians and min–max
   --out FILE       where the JSON goes (default bench/results/latest.json, smoke.json with --smoke)
   --only LIST      sections, comma-separated: ${SECTIONS.join(', ')}
+  --service-parts LIST
+                   of the service section only these, comma-separated: rate, status, resume, rss, submit
   -h, --help       this text
 `);
   process.exit(0);
@@ -478,7 +491,8 @@ async function main(): Promise<void> {
   if (want('service')) {
     // The job service core (bench/service.ts): tiny tasks with every output committed beside the
     // in-memory pool, status, restart after SIGKILL, manager RSS; SQLite beside PostgreSQL.
-    for (const f of await serviceBench({ smoke, runs, log })) {
+    const parts = values['service-parts']?.split(',') as ServicePart[] | undefined;
+    for (const f of await serviceBench({ smoke, runs, log, ...(parts === undefined ? {} : { parts }) })) {
       record(f.name, f.unit, f.xs, {
         ...(f.ratios !== undefined ? { ratios: f.ratios } : {}),
         ...(f.target !== undefined ? { target: f.target } : {}),

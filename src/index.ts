@@ -223,6 +223,7 @@ export type {
   JobSpec,
   SubmittedStage,
   InputLine,
+  InputBatch,
   ServiceJobStatus,
   ResultLine,
   ServiceEvent,

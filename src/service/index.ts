@@ -8,6 +8,7 @@ export type {
   SubmittedStage,
   JobSpec,
   InputLine,
+  InputBatch,
   JobStatus as ServiceJobStatus,
   ResultLine,
   ServiceEvent,

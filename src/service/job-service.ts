@@ -48,6 +48,7 @@ import { ServiceStats } from './service-stats.js';
 import { TokenMinter } from './tokens.js';
 import type {
   Caller,
+  InputBatch,
   InputLine,
   JobService,
   JobSpec,
@@ -310,7 +311,7 @@ export class StoreJobService implements JobService {
 
   // ------------------------------------------------------------------ submit
 
-  async submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine> | Iterable<InputLine>): Promise<string> {
+  async submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine | InputBatch> | Iterable<InputLine | InputBatch>): Promise<string> {
     this.#checkCaller(caller);
     this.#checkOpen();
     const work = this.#submit(caller, spec, inputs);
@@ -322,7 +323,7 @@ export class StoreJobService implements JobService {
     }
   }
 
-  async #submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine> | Iterable<InputLine>): Promise<string> {
+  async #submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine | InputBatch> | Iterable<InputLine | InputBatch>): Promise<string> {
     const checked = this.#checkSpec(spec);
     const handler = this.#handlers.get(checked.kind);
     if (handler === undefined) throw new InvalidRequestError(`This manager cannot run \`${checked.kind}\` jobs yet`, { field: 'kind' });
@@ -340,15 +341,17 @@ export class StoreJobService implements JobService {
       params: checked.params,
       state: checked.hold ? 'held' : 'queued',
     });
+    // One append in flight while the next batch is read and checked (PostgreSQL works meanwhile; SQLite's calls are synchronous anyway).
+    let appending: Promise<unknown> | undefined;
+    const append = async (texts: string[]): Promise<void> => {
+      if (appending !== undefined) await appending;
+      appending = this.#store.appendInputs(ticket, texts);
+      appending.catch(() => {}); // awaited before the next append or the commit
+    };
     try {
       let batch: string[] = [];
       let index = 0;
-      for await (const item of inputs) {
-        if (this.#closing) throw new ShuttingDownError();
-        const text = (item as InputLine | undefined)?.text;
-        const line = (item as InputLine | undefined)?.line ?? index + 1;
-        if (typeof text !== 'string')
-          throw new InvalidRequestError(`Expected input ${index} to be {text, line} with the input's JSON text`, { field: 'inputs' });
+      const add = (text: string, line: number): void => {
         if (checked.kind === 'optimize' && text.trim().length > 0)
           throw new InvalidRequestError('An optimize job takes no inputs: its populations come from the optimiser (`params`)', { field: 'inputs', line });
         if (text.length > this.#maxLine / 4 && Buffer.byteLength(text) > this.#maxLine) {
@@ -363,7 +366,7 @@ export class StoreJobService implements JobService {
         // Surrounding white space (a CRLF line end) is dropped; a blank line is no input.
         if (text.length === 0 || first <= 32 || last <= 32) {
           json = text.trim();
-          if (json.length === 0) continue;
+          if (json.length === 0) return;
         }
         try {
           JSON.parse(json);
@@ -372,15 +375,40 @@ export class StoreJobService implements JobService {
         }
         batch.push(json);
         index++;
+      };
+      for await (const item of inputs) {
+        if (this.#closing) throw new ShuttingDownError();
+        const texts = (item as Partial<InputBatch> | undefined)?.texts;
+        if (Array.isArray(texts)) {
+          const from = (item as InputBatch).line;
+          for (let k = 0; k < texts.length; k++) {
+            const text: unknown = texts[k];
+            if (typeof text !== 'string')
+              throw new InvalidRequestError(`Expected line ${from + k} of a batch to be the input's JSON text`, { field: 'inputs' });
+            add(text, from + k);
+            if (batch.length >= SUBMIT_BATCH) {
+              await append(batch);
+              batch = [];
+            }
+          }
+          continue;
+        }
+        const text = (item as InputLine | undefined)?.text;
+        const line = (item as InputLine | undefined)?.line ?? index + 1;
+        if (typeof text !== 'string')
+          throw new InvalidRequestError(`Expected input ${index} to be {text, line} with the input's JSON text, or {texts, line}`, { field: 'inputs' });
+        add(text, line);
         if (batch.length >= SUBMIT_BATCH) {
-          await this.#store.appendInputs(ticket, batch);
+          await append(batch);
           batch = [];
         }
       }
       if (this.#closing) throw new ShuttingDownError();
-      if (batch.length > 0) await this.#store.appendInputs(ticket, batch);
+      if (batch.length > 0) await append(batch);
+      await appending;
       await this.#store.commitSubmit(ticket);
     } catch (err) {
+      await appending?.catch(() => {}); // the store is not written to while the submit is abandoned
       await this.#store.abortSubmit(ticket).catch((e: unknown) => this.#log.warn('abandoning a submit failed (recovery will finish it)', { error: String(e) }));
       if (err instanceof FarmError) throw err;
       throw new InvalidOptionError(`Reading the inputs failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

@@ -48,6 +48,16 @@ export interface InputLine {
   readonly line: number;
 }
 
+/**
+ * Consecutive lines of a streamed submit in one item (what the HTTP layer hands the service, so a
+ * million-line body costs a few hundred iterations, not a million): `texts[k]` is line `line + k`.
+ * Blank texts (white space only) are no input but count as lines, for the line numbers of errors.
+ */
+export interface InputBatch {
+  readonly texts: readonly string[];
+  readonly line: number;
+}
+
 /** A job's status (docs/API.md `GET /api/v1/jobs/{ticket}`), built from counters: never a task scan. */
 export interface JobStatus {
   readonly ticket: string;
@@ -138,7 +148,7 @@ export interface JobService {
    * and every input are committed (the job is durable); a malformed line or a source that fails
    * leaves no job (400 with `line` and `index`).
    */
-  submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine> | Iterable<InputLine>): Promise<string>;
+  submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine | InputBatch> | Iterable<InputLine | InputBatch>): Promise<string>;
   status(caller: Caller, ticket: string): Promise<JobStatus>;
   /** The caller's jobs (or everyone's with `all`: admins only, 403 otherwise), newest first. */
   list(

@@ -11,6 +11,7 @@ import { ForbiddenError, InvalidInputError, InvalidRequestError, ShuttingDownErr
 import { tokenProof } from '../../src/service/token-proof.js';
 import type {
   Caller,
+  InputBatch,
   InputLine,
   JobService,
   JobSpec,
@@ -201,7 +202,7 @@ export class FakeJobService implements JobService {
     return true;
   }
 
-  async submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine> | Iterable<InputLine>): Promise<string> {
+  async submit(caller: Caller, spec: JobSpec, inputs: AsyncIterable<InputLine | InputBatch> | Iterable<InputLine | InputBatch>): Promise<string> {
     if (this.closed) throw new ShuttingDownError();
     spec.stages.forEach((s, i) => {
       if ('bundle' in s && !this.bundles.has(s.bundle))
@@ -210,15 +211,18 @@ export class FakeJobService implements JobService {
     if (spec.priority !== undefined && !Number.isInteger(spec.priority)) throw new InvalidOptionError('priority');
     const texts: string[] = [];
     let index = 0;
-    for await (const l of inputs) {
-      try {
-        JSON.parse(l.text);
-      } catch {
-        throw new InvalidInputError(`Line ${l.line} is not JSON`, { line: l.line, index });
+    for await (const item of inputs) {
+      const lines = 'texts' in item ? item.texts.map((text, k) => ({ text, line: item.line + k })).filter((l) => l.text.trim().length > 0) : [item];
+      for (const l of lines) {
+        try {
+          JSON.parse(l.text);
+        } catch {
+          throw new InvalidInputError(`Line ${l.line} is not JSON`, { line: l.line, index });
+        }
+        texts.push(l.text.trim());
+        this.consumedLines++;
+        index++;
       }
-      texts.push(l.text);
-      this.consumedLines++;
-      index++;
     }
     const ticket = randomUUID();
     const job: FakeJob = {

@@ -221,7 +221,18 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
 
       it('keeps input and output JSON text exactly as given', async () => {
         await store.putBundles([BUNDLE]);
-        const texts = ['1.0', '1e3', '"é\\u00e9 \\"q\\" 😀"', '{"b":1,"a":[null,true]}', '-0', '12345678901234567890'];
+        const texts = [
+          '1.0',
+          '1e3',
+          '"é\\u00e9 \\"q\\" 😀"',
+          '{"b":1,"a":[null,true]}',
+          '-0',
+          '12345678901234567890',
+          '"\\u0000 \\\\ \\/ \\t \\ud83d\\ude00"',
+          '{ "spaced" : [ 1 , 2 ] }',
+          '[1,\n2]',
+          JSON.stringify('x'.repeat(200_000)),
+        ];
         const ticket = await store.createJob(job());
         await store.appendInputs(ticket, texts);
         await store.commitSubmit(ticket);

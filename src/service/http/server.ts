@@ -9,20 +9,16 @@ import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { Readable } from 'node:stream';
-import fastifyCookie from '@fastify/cookie';
-import fastifyStatic from '@fastify/static';
-import fastifySwagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { AuthenticationError, FarmError, FarmErrorCode } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { PACKAGE_VERSION } from '../../protocol/index.js';
 import type { JobState, TaskState } from '../../store/index.js';
-import { ForbiddenError, InvalidInputError, InvalidRequestError, NotFoundError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
-import type { Caller, InputLine, JobService, JobSpec, JobStatus, ResultLine } from '../types.js';
-import { ndjsonLineIterator } from './ndjson.js';
+import { ForbiddenError, InvalidRequestError, NotFoundError, ShuttingDownError, TooLargeError, httpStatusOf } from '../errors.js';
+import type { Caller, InputBatch, InputLine, JobService, JobSpec, JobStatus, ResultLine } from '../types.js';
+import { ndjsonBatches, type NdjsonBatch } from './ndjson.js';
 import * as S from './schemas.js';
-import { compileFor, validateBody, validationError } from './validation.js';
 
 /** Name of the dashboard's session cookie. */
 export const SESSION_COOKIE = 'taskfarm_session';
@@ -101,6 +97,31 @@ export function errorBody(err: unknown): { status: number; body: { error: Json }
   return { status: 500, body: { error: { code: FarmErrorCode.INTERNAL, message: 'Internal error in the manager (it is logged); the manager keeps running' } } };
 }
 
+/**
+ * Fastify, its plugins and the request validators (Ajv), loaded by {@link ServiceHttpServer.create}
+ * and not when this module is imported: every `taskfarm` command imports the library, and only
+ * `serve` builds a server (they are about a third of the CLI's start-up).
+ */
+async function loadHttpModules() {
+  const [fastify, cookie, statics, swagger, validation] = await Promise.all([
+    import('fastify'),
+    import('@fastify/cookie'),
+    import('@fastify/static'),
+    import('@fastify/swagger'),
+    import('./validation.js'),
+  ]);
+  return {
+    Fastify: fastify.default,
+    fastifyCookie: cookie.default,
+    fastifyStatic: statics.default,
+    fastifySwagger: swagger.default,
+    compileFor: validation.compileFor,
+    validateBody: validation.validateBody,
+    validationError: validation.validationError,
+  };
+}
+type HttpModules = Awaited<ReturnType<typeof loadHttpModules>>;
+
 /** Fastify's own request errors (bad JSON, body too large, wrong media type) → ours. */
 function fromFastifyError(
   err: Error & { code?: string; statusCode?: number },
@@ -165,6 +186,8 @@ export class ServiceHttpServer {
 
   /** Builds the app with every route of docs/API.md. */
   static async create(options: ServiceHttpOptions): Promise<ServiceHttpServer> {
+    const m = await loadHttpModules();
+    const { validationError } = m;
     const maxBodyBytes = options.maxBodyBytes ?? 64 * 1024 * 1024;
     const fastifyOptions: Record<string, unknown> = {
       logger: false,
@@ -179,9 +202,9 @@ export class ServiceHttpServer {
       schemaErrorFormatter: (errors: Parameters<typeof validationError>[0], dataVar: string) => validationError(errors, dataVar),
     };
     // Fastify's typings pick the server type from literal options; ours are built at run time (HTTP or HTTPS, both HTTP/1.1).
-    const app = Fastify(fastifyOptions) as unknown as FastifyInstance;
+    const app = m.Fastify(fastifyOptions) as unknown as FastifyInstance;
     const server = new ServiceHttpServer(app, options);
-    await server.#build(maxBodyBytes);
+    await server.#build(maxBodyBytes, m);
     return server;
   }
 
@@ -216,7 +239,8 @@ export class ServiceHttpServer {
     await this.#app.close();
   }
 
-  async #build(maxBodyBytes: number): Promise<void> {
+  async #build(maxBodyBytes: number, m: HttpModules): Promise<void> {
+    const { compileFor, validateBody, fastifyCookie, fastifyStatic, fastifySwagger } = m;
     const app = this.#app;
     const o = this.#opts;
     const service = o.service;
@@ -564,42 +588,43 @@ export class ServiceHttpServer {
       },
     );
     const submitNdjson = async (caller: Caller, body: Readable, maxLine: number): Promise<string> => {
-      let index = -1;
-      // Line 1 is the description; every later line must be JSON (400 naming its line and input index).
-      const lines = ndjsonLineIterator(body, maxLine, (l) => {
-        if (index < 0) {
-          index = 0;
-          return;
-        }
-        try {
-          JSON.parse(l.text);
-        } catch (err) {
-          throw new InvalidInputError(`Line ${l.line} is not JSON: ${(err as Error).message}`, { line: l.line, index });
-        }
-        index++;
-      });
+      // Line 1 is the description; the service checks every later line (400 naming its line and input index).
+      const batches = ndjsonBatches(body, maxLine);
       try {
-        const first = await lines.next();
-        if (first.done === true) throw new InvalidRequestError('The body is empty: its first line must be the job description', { line: 1 });
+        let first: NdjsonBatch | undefined;
+        let at = 0;
+        // The description is the first non-blank line.
+        while (first === undefined) {
+          const next = await batches.next();
+          if (next.done === true) throw new InvalidRequestError('The body is empty: its first line must be the job description', { line: 1 });
+          at = next.value.texts.findIndex((t) => t.trim().length > 0);
+          if (at >= 0) first = next.value;
+        }
+        const line = first.line + at;
         let description: unknown;
         try {
-          description = JSON.parse(first.value.text);
+          description = JSON.parse(first.texts[at]!);
         } catch (err) {
-          throw new InvalidRequestError(`Line ${first.value.line} (the job description) is not JSON: ${(err as Error).message}`, { line: first.value.line });
+          throw new InvalidRequestError(`Line ${line} (the job description) is not JSON: ${(err as Error).message}`, { line });
         }
         let spec: JobSpec;
         try {
           spec = validateBody<JobSpec>(validateSpec, description);
         } catch (err) {
           const e = err as InvalidRequestError;
-          throw new InvalidRequestError(`Line ${first.value.line} (the job description): ${e.message}`, {
+          throw new InvalidRequestError(`Line ${line} (the job description): ${e.message}`, {
             ...(e.field === undefined ? {} : { field: e.field }),
-            line: first.value.line,
+            line,
           });
         }
-        return await service.submit(caller, spec, lines);
+        const rest: InputBatch = { texts: first.texts.slice(at + 1), line: line + 1 };
+        async function* inputs(): AsyncGenerator<InputBatch> {
+          yield rest;
+          yield* batches;
+        }
+        return await service.submit(caller, spec, inputs());
       } finally {
-        await lines.return?.(undefined);
+        await batches.return(undefined);
       }
     };
 
