@@ -4,10 +4,7 @@
  *   node dist/bench/run.js [--smoke] [--runs N] [--out FILE] [--only section,…] [--service-parts rate,status,resume,rss,submit]
  *
  * Sections: ceilings, tiny, rtt, pool, optimize, cpu, recovery, memory, scale, store, service, dashboard.
-<<<<<<< HEAD
-=======
  * --service-parts picks measurements of the service section (bench/service.ts; default all).
->>>>>>> svc3
  *
  * Prints a table (each figure with its ratio to the ceilings) and writes it as JSON (default
  * bench/results/latest.json). --smoke runs every measurement at tiny sizes (for `npm test`).
