@@ -48,11 +48,21 @@ export function workerServiceDefinition(): grpc.ServiceDefinition {
 /** Default maximum size of one gRPC message, both ways (64 MiB: bundles and large batches fit). */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
-/** Channel options for both ends: keepalive catches a silent peer in ~2 s. */
+/**
+ * How long a keepalive ping may go unanswered before gRPC drops the connection. Long on purpose:
+ * grpc-js times the answer with a timer, and after a stall of this process's own event loop (a burst
+ * of results from a hundred streams, GC, a slow machine) that timer fires before the socket with
+ * the answer is read. At 1 s it dropped every one of 100 or 1,000 healthy workers at once, several
+ * times a run (bench `scale`). A silent peer is caught first by the protocol's heartbeats
+ * (src/protocol/liveness.ts), which discount such stalls.
+ */
+const KEEPALIVE_TIMEOUT_MS = 10_000;
+
+/** Channel options for both ends: a keepalive ping every `keepaliveMs`, the connection dropped after {@link KEEPALIVE_TIMEOUT_MS} without an answer. */
 export function channelOptions(keepaliveMs: number): grpc.ChannelOptions {
   return {
     'grpc.keepalive_time_ms': keepaliveMs,
-    'grpc.keepalive_timeout_ms': keepaliveMs,
+    'grpc.keepalive_timeout_ms': Math.max(keepaliveMs, KEEPALIVE_TIMEOUT_MS),
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': Math.min(keepaliveMs, 1000),
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,

@@ -287,9 +287,18 @@ async function runBatch(batch: BatchMessage): Promise<void> {
     if (program === undefined) throw new Error(`program ${batch.program} is not loaded on this thread`);
     inputs = decodeInputs(batch.inputs, n);
   } catch (err) {
+    // The batch's failures are its results: it passes the gate like a batch whose first task starts,
+    // so that the executor does not also take it back and send it elsewhere (results twice).
+    const gate = enter(batch.seqs[0] ?? 0, batch.no);
+    if (gate === 'skip') return;
+    if (gate === 'cut') {
+      acceptCut();
+      return;
+    }
     const e = errorInfo(err, program === undefined ? 'setup' : 'bad-input');
     for (let i = 0; i < n; i++) record(batch.seqs[i]!, false, e, performance.now());
     flush(true, max);
+    if (Atomics.load(state, STATE_GATE) === GATE_CUT) acceptCut();
     return;
   }
   const { stages, contexts } = program;
