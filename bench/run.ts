@@ -716,3 +716,12 @@ main().then(
     process.exitCode = 1;
   },
 );
+
+// Ctrl-C or a kill: stop what this run started (daemons, echo servers, PostgreSQL children of the
+// service section stop with their own handlers) before exiting.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    process.stderr.write(`[bench] ${sig}: stopping what the bench started\n`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
