@@ -26,7 +26,7 @@ import { poolCeiling } from './pool-ceiling.js';
 import { concurrentJobs, equalSplit, percentile, priorityJob, warmRoundTrips, warmStart } from './pool.js';
 import { concurrentRate, generationOverhead, parallelEfficiency } from './optimize-farm.js';
 import { storeBench } from './store.js';
-import { serviceBench, type ServicePart } from './service.js';
+import { serviceBench, stopServiceBench, type ServicePart } from './service.js';
 import { dashboardBench } from './dashboard.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -722,6 +722,8 @@ main().then(
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     process.stderr.write(`[bench] ${sig}: stopping what the bench started\n`);
-    void cleanup().finally(() => process.exit(130));
+    void stopServiceBench()
+      .then(() => cleanup())
+      .finally(() => process.exit(130));
   });
 }

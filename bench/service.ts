@@ -20,7 +20,7 @@
  * `--parts rate,status,resume,rss,submit` runs only some of them (default all).
  * Smoke sizes (`--smoke`) only check that everything runs.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -176,9 +176,20 @@ async function statusP50(make: StoreMaker, peers: string[], n: number, calls: nu
 }
 
 /** A manager child process (this file with --child). */
+/** Processes and servers this module started that are still running: {@link stopServiceBench} stops them (the bench's SIGINT/SIGTERM). */
+const running = new Set<() => Promise<void>>();
+const spawned = new Set<ChildProcess>();
+
+/** Stops whatever a {@link serviceBench} under way started (manager children, daemons, PostgreSQL). */
+export async function stopServiceBench(): Promise<void> {
+  for (const c of spawned) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await Promise.allSettled([...running].map((stop) => stop()));
+}
+
 function child(args: string[], env: NodeJS.ProcessEnv): { lines: AsyncIterableIterator<string>; kill: (sig: NodeJS.Signals) => void; exited: Promise<void> } {
   const c = spawn(process.execPath, ['--expose-gc', join(here, 'service.js'), '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
-  const exited = new Promise<void>((r) => c.once('exit', () => r()));
+  spawned.add(c);
+  const exited = new Promise<void>((r) => c.once('exit', () => (spawned.delete(c), r())));
   return { lines: createInterface({ input: c.stdout })[Symbol.asyncIterator](), kill: (sig) => c.kill(sig), exited };
 }
 
@@ -237,6 +248,8 @@ function runCli(
   onStdout?: (text: string) => void,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  spawned.add(c);
+  c.once('exit', () => spawned.delete(c));
   let stdout = '';
   let stderr = '';
   c.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -273,7 +286,8 @@ async function cliSubmit(location: string, peers: string[], n: number, work: str
     ],
     { stdio: ['ignore', 'pipe', 'inherit'], env: serveEnv },
   );
-  const exited = new Promise<void>((r) => m.once('exit', () => r()));
+  spawned.add(m);
+  const exited = new Promise<void>((r) => m.once('exit', () => (spawned.delete(m), r())));
   try {
     const port = (await lineMatching(createInterface({ input: m.stdout })[Symbol.asyncIterator](), /^READY port=(\d+)/))[1]!;
     const cliEnv = { ...serveEnv, TASKFARM_SERVER: `http://127.0.0.1:${port}` };
@@ -313,6 +327,12 @@ export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigur
   const figures: ServiceFigure[] = [];
   let peers: string[] = [];
   let poolM = 0;
+  const stop = async (): Promise<void> => {
+    await Promise.all(daemons.map((d) => stopDaemon(d)));
+    await pg?.stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  };
+  running.add(stop);
   try {
     if (want.includes('postgres')) {
       const s = await startPostgres({ durable: true });
@@ -368,9 +388,8 @@ export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigur
       }
     }
   } finally {
-    await Promise.all(daemons.map((d) => stopDaemon(d)));
-    await pg?.stop();
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    running.delete(stop);
+    await stop();
   }
   return figures;
 
