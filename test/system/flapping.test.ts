@@ -285,12 +285,14 @@ describe.skipIf(!netnsAvailable)(title, () => {
     // kept a share of the work for it.
     it(
       'frozen while loading the stages, among others, array inputs: the others finish the run without waiting for setupTimeoutMs',
-      { timeout: 60_000 },
+      { timeout: 90_000 },
       async () => {
         const b = await newBench(3, 'sil');
         const [d, e] = await Promise.all([b.daemon(b.host(1)), b.daemon(b.host(2))]);
         const n = 250;
-        const setupTimeoutMs = 15_000;
+        // Long, so that "did not wait for it" stays distinguishable from a slow run on a loaded machine
+        // (6 s quiet, up to ~10.5 s seen with other test files and benchmarks on the same 2 cores).
+        const setupTimeoutMs = 30_000;
         const client = b.client(
           b.host(3),
           { stage: 'chaos-slow-setup.ts', n, ms: 15, options: { ...FAST, setupTimeoutMs } },
@@ -318,7 +320,7 @@ describe.skipIf(!netnsAvailable)(title, () => {
           );
           expectCompleted(client, end);
           expect(new Set(client.recruitedIds())).toEqual(new Set([d.id, e.id]));
-          expect(end.t - stoppedAt, "the run waited for the frozen worker's setup timeout").toBeLessThan(HEARTBEAT_TIMEOUT_MS + 7000);
+          expect(end.t - stoppedAt, "the run waited for the frozen worker's setup timeout").toBeLessThan(setupTimeoutMs / 2);
         } finally {
           signal(d.child, 'SIGCONT');
         }
