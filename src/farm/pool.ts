@@ -918,6 +918,8 @@ export class FarmPool extends EventEmitter<PoolEvents> {
           threads: m.link.info.threads,
           inFlight: lane.inFlight,
           assigned: lane.assigned,
+          avgTaskMs: job.avgTaskMs,
+          workerInFlight: m.inFlight.size,
         }),
       );
     }

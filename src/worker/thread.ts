@@ -2,7 +2,7 @@
  * The body of one executor thread: loads the stage chain, runs setup() once, then computes the
  * tasks it is sent, one at a time, in order. Results flow back in batches.
  */
-import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { deserialize, serialize } from 'node:v8';
 import { readFileSync } from 'node:fs';
 import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
@@ -303,6 +303,9 @@ async function runBatch(batch: BatchMessage): Promise<void> {
   }
   const { stages, contexts } = program;
   const last = stages.length;
+  // Results are held at most flushMs from the batch's start (not from the previous batch's flush,
+  // which would send its first result alone), and the last one goes with the batch's end.
+  lastFlush = performance.now();
   for (let i = 0; i < n; i++) {
     const seq = batch.seqs[i]!;
     const gate = enter(seq, batch.no);
@@ -328,7 +331,7 @@ async function runBatch(batch: BatchMessage): Promise<void> {
     } catch (err) {
       record(seq, false, failureOf(err, program, stage), started);
     }
-    if (performance.now() - lastFlush >= init.flushMs) flush(false, max);
+    if (i + 1 < n && performance.now() - lastFlush >= init.flushMs) flush(false, max);
   }
   flush(true, max);
   if (Atomics.load(state, STATE_GATE) === GATE_CUT) acceptCut();
@@ -354,7 +357,14 @@ async function handle(msg: MainMessage): Promise<void> {
 
 async function drain(): Promise<void> {
   running = true;
-  while (queue.length > 0) await handle(queue.shift()!);
+  for (;;) {
+    while (queue.length > 0) await handle(queue.shift()!);
+    // The batch the main thread posted while this one ran (a thread holds its next one), taken now
+    // rather than after a turn of the event loop: the thread starts it without a gap.
+    const next = receiveMessageOnPort(port!);
+    if (next === undefined) break;
+    queue.push(next.message as MainMessage);
+  }
   running = false;
 }
 

@@ -19,10 +19,27 @@ export interface ShareInput {
   readonly inFlight: number;
   /** The job's tasks sent to this worker so far. */
   readonly assigned: number;
+  /** The job's recent task time in ms, or -1 while unknown. */
+  readonly avgTaskMs?: number;
+  /** Tasks of every job in flight on this worker. */
+  readonly workerInFlight?: number;
 }
+
+/**
+ * Work left (ms, by the known task time) that one batch on one worker computes faster than a split
+ * between workers would: each message costs more than that much work (see docs/PERFORMANCE.md).
+ */
+export const WHOLE_JOB_MS = 2;
 
 /** How many more of the job's tasks this worker may take now (≥ 0). */
 export function shareRoom(s: ShareInput): number {
+  const left = s.total - s.done;
+  // What is left is less work than a message costs (the next generation of an optimisation with a
+  // cheap objective, say): an idle worker takes it whole, in one message, unless workers are still
+  // being recruited (they keep their share). A busy worker takes its share, so that jobs like it
+  // arriving together spread over the workers.
+  const taskMs = s.avgTaskMs ?? -1;
+  if (taskMs >= 0 && s.recruiting === 0 && (s.workerInFlight ?? 0) === 0 && left * taskMs <= WHOLE_JOB_MS) return Math.max(0, left - s.inFlight);
   const contenders = Math.max(1, s.contenders);
   const share = Math.ceil((s.total - s.done) / contenders);
   let room = Math.max(Math.max(1, s.threads) * 2 + 1, share) - s.inFlight;
