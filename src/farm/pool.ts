@@ -60,6 +60,7 @@ import {
   recruitBackoffMs,
   recruitFailureOf,
   shareRoom,
+  WHOLE_JOB_MS,
   stragglerThresholdMs,
   windowFor,
   type FailureKind,
@@ -920,10 +921,25 @@ export class FarmPool extends EventEmitter<PoolEvents> {
           assigned: lane.assigned,
           avgTaskMs: job.avgTaskMs,
           workerInFlight: m.inFlight.size,
+          fewestInFlight: this.#fewestInFlight(job, total),
         }),
       );
     }
     return room;
+  }
+
+  /**
+   * The fewest tasks in flight on a member whose lane of `job` is ready, when the job's work left
+   * is small enough to go whole to one member (see shareRoom), else 0 (not needed). A loop over
+   * the members, only for such small jobs.
+   */
+  #fewestInFlight(job: JobState, total: number): number {
+    if (job.avgTaskMs < 0 || (total - job.repo.done) * job.avgTaskMs > WHOLE_JOB_MS) return 0;
+    let fewest = Number.POSITIVE_INFINITY;
+    for (const m of this.#members) {
+      if (m.alive && !m.draining && m.lanes.get(job)?.state === 'ready' && m.inFlight.size < fewest) fewest = m.inFlight.size;
+    }
+    return Number.isFinite(fewest) ? fewest : 0;
   }
 
   /** Members in the order the scheduling policy gives them work. */

@@ -23,6 +23,8 @@ export interface ShareInput {
   readonly avgTaskMs?: number;
   /** Tasks of every job in flight on this worker. */
   readonly workerInFlight?: number;
+  /** The fewest tasks in flight on any worker that could take the job's tasks now (this one included). */
+  readonly fewestInFlight?: number;
 }
 
 /**
@@ -35,11 +37,13 @@ export const WHOLE_JOB_MS = 2;
 export function shareRoom(s: ShareInput): number {
   const left = s.total - s.done;
   // What is left is less work than a message costs (the next generation of an optimisation with a
-  // cheap objective, say): an idle worker takes it whole, in one message, unless workers are still
-  // being recruited (they keep their share). A busy worker takes its share, so that jobs like it
-  // arriving together spread over the workers.
+  // cheap objective, say): the least loaded worker takes it whole, in one message, unless workers
+  // are still being recruited (they keep their share). Another takes its share, so that jobs like
+  // it arriving together (concurrent optimisations) spread over the workers.
   const taskMs = s.avgTaskMs ?? -1;
-  if (taskMs >= 0 && s.recruiting === 0 && (s.workerInFlight ?? 0) === 0 && left * taskMs <= WHOLE_JOB_MS) return Math.max(0, left - s.inFlight);
+  if (taskMs >= 0 && s.recruiting === 0 && left * taskMs <= WHOLE_JOB_MS && (s.workerInFlight ?? 0) <= (s.fewestInFlight ?? 0)) {
+    return Math.max(0, left - s.inFlight);
+  }
   const contenders = Math.max(1, s.contenders);
   const share = Math.ceil((s.total - s.done) / contenders);
   let room = Math.max(Math.max(1, s.threads) * 2 + 1, share) - s.inFlight;

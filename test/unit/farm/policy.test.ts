@@ -108,12 +108,13 @@ describe('fair share of a known-size job', () => {
     expect(shareRoom({ ...base, recruiting: 3, assigned: 20 })).toBe(5);
     expect(shareRoom({ ...base, recruiting: 3, assigned: 25 })).toBe(0);
   });
-  it('an idle worker takes whole a job whose work left is less than a message costs; a busy one, or a job of unknown task time, its share', () => {
-    const cheap = { ...base, avgTaskMs: 0.01, workerInFlight: 0 }; // 100 × 0.01 ms = 1 ms ≤ WHOLE_JOB_MS
+  it('the least loaded worker takes whole a job whose work left is less than a message costs; another, or a job of unknown task time, its share', () => {
+    const cheap = { ...base, avgTaskMs: 0.01, workerInFlight: 0, fewestInFlight: 0 }; // 100 × 0.01 ms = 1 ms ≤ WHOLE_JOB_MS
     expect(100 * 0.01).toBeLessThanOrEqual(WHOLE_JOB_MS);
     expect(shareRoom(cheap)).toBe(100);
     expect(shareRoom({ ...cheap, done: 40, inFlight: 10 })).toBe(50);
-    expect(shareRoom({ ...cheap, workerInFlight: 5 })).toBe(25);
+    expect(shareRoom({ ...cheap, workerInFlight: 5 })).toBe(25); // another worker is idle
+    expect(shareRoom({ ...cheap, workerInFlight: 5, fewestInFlight: 5 })).toBe(100); // every worker is as busy
     expect(shareRoom({ ...cheap, avgTaskMs: -1 })).toBe(25);
     expect(shareRoom({ ...cheap, avgTaskMs: 1 })).toBe(25); // 100 ms of work: split
     expect(shareRoom({ ...cheap, recruiting: 3 })).toBe(25);
