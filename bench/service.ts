@@ -263,8 +263,18 @@ function runCli(
 /**
  * `taskfarm submit` of an `n`-line NDJSON file to a `taskfarm serve` process on `location`: ms from
  * spawning the CLI until the ticket is on its stdout; the job's status must then show `n` tasks.
+ * Then, while that job runs on the daemons, `GET /api/v1/jobs/{ticket}` over HTTP `statusCalls`
+ * times at most, one after another, until the job ends: its p50 in ms (NaN with fewer than 50 calls
+ * before the job ended).
  */
-async function cliSubmit(location: string, peers: string[], n: number, work: string, env: NodeJS.ProcessEnv): Promise<number> {
+async function cliSubmit(
+  location: string,
+  peers: string[],
+  n: number,
+  work: string,
+  env: NodeJS.ProcessEnv,
+  statusCalls: number,
+): Promise<{ submitMs: number; statusHttpMs: number; statusSamples: number }> {
   const serveEnv = { ...env, XDG_CONFIG_HOME: join(work, 'config') };
   const m = spawn(
     process.execPath,
@@ -304,7 +314,18 @@ async function cliSubmit(location: string, peers: string[], n: number, work: str
     const st = await runCli(['status', ticket, '--json', '--token', token], cliEnv);
     const total = (JSON.parse(st.stdout) as { total?: number }).total;
     if (total !== n) throw new Error(`the submitted job has ${total} tasks, not ${n}: ${st.stdout} ${st.stderr}`);
-    return printed - t0;
+    const url = `http://127.0.0.1:${port}/api/v1/jobs/${ticket}`;
+    const headers = { authorization: `Bearer ${token}` };
+    const times: number[] = [];
+    for (let i = 0; i < statusCalls; i++) {
+      const t1 = performance.now();
+      const res = await fetch(url, { headers });
+      const body = (await res.json()) as { state?: string };
+      if (res.status !== 200) throw new Error(`GET ${url} answered ${res.status}`);
+      if (body.state !== 'running' && body.state !== 'queued') break;
+      times.push(performance.now() - t1);
+    }
+    return { submitMs: printed - t0, statusHttpMs: times.length >= Math.min(50, statusCalls) ? median(times) : Number.NaN, statusSamples: times.length };
   } finally {
     m.kill('SIGTERM');
     await exited;
@@ -314,8 +335,8 @@ async function cliSubmit(location: string, peers: string[], n: number, work: str
 /** Runs the service figures on every backend that can start. */
 export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigure[]> {
   const sizes = o.smoke
-    ? { tiny: 20_000, status: 20_000, statusCalls: 200, resume: 20_000, rss: 200_000, rssSeconds: 5, submit: 20_000 }
-    : { tiny: 1_000_000, status: 1_000_000, statusCalls: 2000, resume: 1_000_000, rss: 10_000_000, rssSeconds: 1200, submit: 1_000_000 };
+    ? { tiny: 20_000, status: 20_000, statusCalls: 200, httpStatusCalls: 20, resume: 20_000, rss: 200_000, rssSeconds: 5, submit: 20_000 }
+    : { tiny: 1_000_000, status: 1_000_000, statusCalls: 2000, httpStatusCalls: 1000, resume: 1_000_000, rss: 10_000_000, rssSeconds: 1200, submit: 1_000_000 };
   const want = o.backends ?? ['sqlite', 'postgres'];
   const part = (p: ServicePart): boolean => o.parts === undefined || o.parts.includes(p);
   const key = process.env['TASKFARM_KEY'] ?? generateFarmKey();
@@ -371,10 +392,15 @@ export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigur
       if (part('rss')) await rss(m, backend);
       if (work !== undefined) {
         const xs: number[] = [];
+        const http: number[] = [];
+        const samples: number[] = [];
         for (let r = 0; r < o.runs; r++) {
           const { store, location, dispose } = await m();
           await store.close();
-          xs.push(await cliSubmit(location, peers, sizes.submit, work, env));
+          const c = await cliSubmit(location, peers, sizes.submit, work, env, sizes.httpStatusCalls);
+          xs.push(c.submitMs);
+          if (!Number.isNaN(c.statusHttpMs)) http.push(c.statusHttpMs);
+          samples.push(c.statusSamples);
           await dispose();
         }
         figures.push({
@@ -385,6 +411,15 @@ export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigur
           met: median(xs) <= 3000,
         });
         o.log(`service ${backend}: CLI submit of ${sizes.submit} lines: ${xs.map((x) => x.toFixed(0)).join(', ')} ms`);
+        if (http.length > 0) {
+          figures.push({
+            name: `service (${backend}): status p50 over HTTP (GET /api/v1/jobs/{ticket} to taskfarm serve) on the running ${sizes.submit.toLocaleString('en-US')}-task job just submitted`,
+            unit: 'ms',
+            xs: http,
+            target: '≤ 5 ms',
+            met: median(http) <= 5,
+          });
+        } else o.log(`service ${backend}: the submitted job ended before its status could be measured over HTTP (${samples.join(', ')} calls)`);
       }
     }
   } finally {

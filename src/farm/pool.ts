@@ -113,6 +113,12 @@ export interface PoolWorker extends WorkerInfo {
   readonly jobs: readonly string[];
 }
 
+/**
+ * Results processed back to back in one turn of the event loop, at most (ms); the rest wait for the
+ * next turn (see FarmPool.#receive).
+ */
+const RESULTS_SLICE_MS = 4;
+
 interface BatchCount {
   left: number;
 }
@@ -209,6 +215,11 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #retryTimer: NodeJS.Timeout | undefined;
   #progressTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Results waiting for the next turn of the event loop (see #receive): `#deferred[#deferredHead…]`. */
+  #deferred: { readonly m: Member; readonly r: ExecResults }[] = [];
+  #deferredHead = 0;
+  /** When this turn's results began to be processed (performance.now()), or -1. */
+  #sliceStart = -1;
   #closing: Promise<void> | undefined;
   #pumping = false;
   #round = 0;
@@ -635,7 +646,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     const target = formatTarget(e.host, e.port);
     let member: Member | undefined;
     const handlers: LinkHandlers = {
-      onResults: (results) => member !== undefined && this.#onResults(member, results),
+      onResults: (results) => member !== undefined && this.#receive(member, results),
       onLost: (err, goodbye) => member !== undefined && this.#onLost(member, err, goodbye),
       onDraining: () => {
         if (member === undefined || member.draining) return;
@@ -768,7 +779,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     this.#local = LocalLink.open(
       { threads: this.#o.threads, cacheDir: this.#o.cacheDir, threadMemoryMb: undefined, logger: this.#log },
       {
-        onResults: (results) => member !== undefined && this.#onResults(member, results),
+        onResults: (results) => member !== undefined && this.#receive(member, results),
         onLost: (err, goodbye) => member !== undefined && this.#onLost(member, err, goodbye),
         onDraining: () => {},
       },
@@ -1022,6 +1033,44 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       f.job.batches--;
     }
   }
+
+  /**
+   * A message of results: processed now, unless this turn of the event loop already spent
+   * RESULTS_SLICE_MS on results (a burst: many messages read at once after a busy spell); then it
+   * waits, in order, for the next turn, so that other I/O — a job service's HTTP requests, say —
+   * is served in between instead of behind the whole burst.
+   */
+  #receive(m: Member, r: ExecResults): void {
+    if (this.#deferredHead < this.#deferred.length) {
+      this.#deferred.push({ m, r });
+      return;
+    }
+    if (this.#sliceStart < 0) {
+      this.#sliceStart = performance.now();
+      setImmediate(this.#nextSlice);
+    } else if (performance.now() - this.#sliceStart >= RESULTS_SLICE_MS) {
+      this.#deferred.push({ m, r });
+      return;
+    }
+    this.#onResults(m, r);
+  }
+
+  /** After the turn's I/O: the results that waited, RESULTS_SLICE_MS of them per turn. */
+  readonly #nextSlice = (): void => {
+    this.#sliceStart = -1;
+    if (this.#deferredHead >= this.#deferred.length) return;
+    this.#sliceStart = performance.now();
+    setImmediate(this.#nextSlice);
+    while (this.#deferredHead < this.#deferred.length && performance.now() - this.#sliceStart < RESULTS_SLICE_MS) {
+      const { m, r } = this.#deferred[this.#deferredHead]!;
+      this.#deferred[this.#deferredHead++] = undefined as unknown as { m: Member; r: ExecResults };
+      this.#onResults(m, r);
+    }
+    if (this.#deferredHead >= this.#deferred.length) {
+      this.#deferred = [];
+      this.#deferredHead = 0;
+    }
+  };
 
   #onResults(m: Member, r: ExecResults): void {
     if (this.#closed || !m.alive) return;
