@@ -151,6 +151,7 @@ export type {
   JobError,
   JobRecord,
   Transition,
+  ClaimedBatch,
   ClaimedTask,
   OutputEntry,
   TaskFailure,

@@ -16,6 +16,7 @@ export type {
   JobError,
   JobRecord,
   Transition,
+  ClaimedBatch,
   ClaimedTask,
   OutputEntry,
   TaskFailure,
