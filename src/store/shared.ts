@@ -218,17 +218,17 @@ export function dedupe<T extends { readonly index: number }>(
     prev = index;
   }
   if (increasing) return { unique: entries, repeated: [] };
-  const seen = new Set<number>();
+  // A stable sort keeps equal indices in batch order, so the first of a run of equal ones is the
+  // first occurrence; no set needed (results arrive nearly in order: the sort is close to linear).
+  const sorted = entries.slice().sort((a, b) => a.index - b.index);
   const unique: T[] = [];
   const repeated: number[] = [];
-  for (const e of entries) {
-    if (seen.has(e.index)) repeated.push(e.index);
-    else {
-      seen.add(e.index);
-      unique.push(e);
-    }
+  let last = -1;
+  for (const e of sorted) {
+    if (e.index === last) repeated.push(e.index);
+    else unique.push(e);
+    last = e.index;
   }
-  unique.sort((a, b) => a.index - b.index);
   return { unique, repeated };
 }
 
