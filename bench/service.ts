@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { FarmPool, PostgresJobStore, SqliteJobStore, createJobService, generateFarmKey, type JobStore } from '../src/index.js';
+import { FarmPool, PostgresJobStore, createJobService, generateFarmKey, openJobStore, type JobStore } from '../src/index.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
 import { startPostgres, type PgServer } from '../test/helpers/postgres.js';
 
@@ -90,7 +90,8 @@ function makers(pg: PgServer | undefined, dirs: string[]): Record<'sqlite' | 'po
       const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
       dirs.push(dir);
       const location = join(dir, 'jobs.db');
-      return { store: await SqliteJobStore.open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
+      // The store `taskfarm serve --store PATH` opens (the database on a thread of its own).
+      return { store: await openJobStore(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
     },
     postgres:
       pg === undefined

@@ -126,6 +126,7 @@ export { describeWorker } from './farm/index.js';
 // ---- Job store (the database of `taskfarm serve`)
 export {
   SqliteJobStore,
+  ThreadedSqliteJobStore,
   PostgresJobStore,
   openJobStore,
   defaultStorePath,
@@ -137,6 +138,7 @@ export {
 export type {
   JobStore,
   SqliteJobStoreOptions,
+  ThreadedSqliteJobStoreOptions,
   PostgresJobStoreOptions,
   OpenJobStoreOptions,
   JsonValue,

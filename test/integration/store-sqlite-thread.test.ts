@@ -1,0 +1,31 @@
+/**
+ * The store conformance suite on the SQLite store run on a thread of its own (the compiled
+ * worker file, so from dist/).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { ThreadedSqliteJobStore } from '../../dist/src/index.js';
+import type { JobStore } from '../../src/store/index.js';
+import { describeStoreConformance } from '../helpers/store-conformance.js';
+
+describeStoreConformance('sqlite (own thread)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'taskfarm-store-'));
+  const path = join(dir, 'sub', 'jobs.db');
+  const open = async (): Promise<JobStore> => (await ThreadedSqliteJobStore.open(path)) as unknown as JobStore;
+  return {
+    store: await open(),
+    reopen: open,
+    files: async () => [path, `${path}-wal`],
+    countRows: async (table) => {
+      const db = new Database(path, { readonly: true });
+      try {
+        return (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    },
+    dispose: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+});
