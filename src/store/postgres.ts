@@ -36,6 +36,7 @@ import {
   expectTicket,
   failureOk,
   jsonText,
+  lowAfter,
   newTicket,
   newToken,
   outputOk,
@@ -885,17 +886,8 @@ export class PostgresJobStore implements JobStore {
     else c.done += fresh.length;
     // Keep `low` close behind the settled prefix (amortised), so a reset walks only what was in
     // flight. The batch (sorted) extends it first.
-    if (fresh.length > 0 && (fresh[0] as T).index <= c.low) {
-      let k = 0;
-      while (k < fresh.length && (fresh[k] as T).index < c.low) k++;
-      if (k < fresh.length && (fresh[k] as T).index === c.low) {
-        while (k < fresh.length && (fresh[k] as T).index === c.low) {
-          c.low++;
-          k++;
-        }
-        c.low = await this.#firstUnsettled(q, id, c.low, c.total);
-      }
-    }
+    const next = lowAfter(fresh, c.low);
+    if (next !== undefined) c.low = await this.#firstUnsettled(q, id, next, c.total);
     if (fresh.length > 0) await this.#writeCounts(q, id, c);
     return { accepted: fresh.length, rejected: [...rejected, ...repeated], counts: countsOf(c) };
   }

@@ -232,6 +232,24 @@ export function dedupe<T extends { readonly index: number }>(
   return { unique, repeated };
 }
 
+/**
+ * Where `low` (the first unsettled index) stands after a settled batch (sorted by index), as far as
+ * the batch itself tells: past the run of the batch's indices that starts at `low`, or undefined
+ * when the batch does not settle `low` (then `low` stays). The store then looks for the first gap
+ * from there among what earlier batches settled.
+ */
+export function lowAfter(fresh: readonly { readonly index: number }[], low: number): number | undefined {
+  let k = 0;
+  while (k < fresh.length && (fresh[k] as { index: number }).index < low) k++;
+  if (k === fresh.length || (fresh[k] as { index: number }).index !== low) return undefined;
+  let next = low;
+  while (k < fresh.length && (fresh[k] as { index: number }).index === next) {
+    next++;
+    k++;
+  }
+  return next;
+}
+
 /** Checks an output entry's value. */
 export function outputOk(e: OutputEntry, i: number): void {
   if (typeof e.output !== 'string') throw new InvalidOptionError(`Expected \`[${i}].output\` to be JSON text (a string), got ${describeValue(e.output)}`);

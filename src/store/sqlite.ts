@@ -40,6 +40,7 @@ import {
   expectTicket,
   failureOk,
   jsonText,
+  lowAfter,
   newTicket,
   newToken,
   outputOk,
@@ -813,17 +814,8 @@ export class SqliteJobStore implements JobStore {
     else c.done += fresh.length;
     // Keep `low` close behind the settled prefix (amortised), so a reset after a restart walks only
     // the tasks that were in flight, not the whole job. The batch (sorted) extends it first.
-    if (fresh.length > 0 && (fresh[0] as T).index <= c.low) {
-      let k = 0;
-      while (k < fresh.length && (fresh[k] as T).index < c.low) k++;
-      if (k < fresh.length && (fresh[k] as T).index === c.low) {
-        while (k < fresh.length && (fresh[k] as T).index === c.low) {
-          c.low++;
-          k++;
-        }
-        c.low = this.#firstUnsettled(job.id, c.low, c.total);
-      }
-    }
+    const next = lowAfter(fresh, c.low);
+    if (next !== undefined) c.low = this.#firstUnsettled(job.id, next, c.total);
     this.#writeCounts(job.id, c);
     for (const r of repeated) rejected.push(r);
     return { accepted: fresh.length, rejected, counts: countsOf(c) };

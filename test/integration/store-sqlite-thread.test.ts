@@ -5,9 +5,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { ThreadedSqliteJobStore } from '../../dist/src/index.js';
 import type { JobStore } from '../../src/store/index.js';
+import { sqliteRowCounter } from '../helpers/sqlite-rows.js';
 import { describeStoreConformance } from '../helpers/store-conformance.js';
 
 describeStoreConformance('sqlite (own thread)', async () => {
@@ -18,14 +18,7 @@ describeStoreConformance('sqlite (own thread)', async () => {
     store: await open(),
     reopen: open,
     files: async () => [path, `${path}-wal`],
-    countRows: async (table) => {
-      const db = new Database(path, { readonly: true });
-      try {
-        return (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
-      } finally {
-        db.close();
-      }
-    },
+    countRows: sqliteRowCounter(path),
     dispose: async () => rmSync(dir, { recursive: true, force: true }),
   };
 });
