@@ -30,16 +30,16 @@ try {
     const args = [...call.args];
     let run: Promise<unknown>;
     try {
-      if (call.packed !== undefined) args[call.packed] = JSON.parse(args[call.packed] as string) as unknown;
+      if (call.packed !== undefined) args[call.packed] = JSON.parse(args[call.packed] as string);
       if (call.outputs === true) args[1] = unpackOutputs(args[1] as PackedOutputs);
-      if (call.method === 'readResultsChunk') run = readResultsChunk(store, args[0] as string, (args[1] ?? {}) as ReadResultsOptions);
+      if (call.method === 'readResultsChunk') run = readResultsChunk(store, args[0] as string, args[1] ?? {});
       else {
         const fn = methods[call.method];
         if (typeof fn !== 'function') throw new Error(`no store method ${call.method}`);
         run = fn.apply(store, args);
       }
     } catch (err) {
-      run = Promise.reject(err);
+      run = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     run.then(
       (value) => port.postMessage({ id: call.id, value } satisfies StoreReply),

@@ -125,7 +125,9 @@ export function errorToData(err: unknown): StoreErrorData {
     message: err.message,
     ...(typeof f.ticket === 'string' ? { ticket: f.ticket } : {}),
     ...(typeof f.state === 'string' ? { state: f.state } : {}),
-    ...(c !== undefined && c !== null ? { cause: { message: String(c.message ?? c), code: typeof c.code === 'string' ? c.code : undefined } } : {}),
+    ...(c !== undefined && c !== null
+      ? { cause: { message: typeof c.message === 'string' ? c.message : describeValue(c), code: typeof c.code === 'string' ? c.code : undefined } }
+      : {}),
   };
 }
 
@@ -300,7 +302,7 @@ export class ThreadedSqliteJobStore implements JobStore {
     const lengths = new Uint32Array(n);
     const texts: string[] = new Array<string>(n);
     for (let k = 0; k < n; k++) {
-      const e = outputs[k] as OutputEntry | undefined;
+      const e: OutputEntry | undefined = outputs[k];
       if (typeof e !== 'object' || e === null || !Number.isInteger(e.index) || typeof e.output !== 'string')
         return this.#packed('commitOutputs', ticket, outputs);
       indices[k] = e.index;

@@ -13,7 +13,7 @@ import { describeStoreConformance } from '../helpers/store-conformance.js';
 describeStoreConformance('sqlite (own thread)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'taskfarm-store-'));
   const path = join(dir, 'sub', 'jobs.db');
-  const open = async (): Promise<JobStore> => (await ThreadedSqliteJobStore.open(path)) as unknown as JobStore;
+  const open = async (): Promise<JobStore> => ThreadedSqliteJobStore.open(path);
   return {
     store: await open(),
     reopen: open,
