@@ -7,7 +7,8 @@
  * or as the `service` section of `npm run bench`. Per backend:
  * - throughput: tiny tasks (`x * 2`) through the service with every output committed, from the
  *   durable ticket to the job `done`, beside the in-memory FarmPool on the same 2 daemons × 1 thread
- *   in the same run (target ≥ 200,000 tasks/s and ≥ 30 % of the pool);
+ *   in the same run (target ≥ 200,000 tasks/s and ≥ 30 % of the pool); for SQLite also with the
+ *   store on a thread of its own (ThreadedSqliteJobStore, not serve's default), to compare;
  * - status: `service.status()` p50 on a running 1,000,000-task job (the store part of the HTTP
  *   target ≤ 5 ms);
  * - resume: a manager process SIGKILLed on a half-done 1,000,000-task job, started again: ms from
@@ -28,7 +29,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { FarmPool, PostgresJobStore, SqliteJobStore, createJobService, generateFarmKey, type JobStore } from '../src/index.js';
+import { FarmPool, PostgresJobStore, ThreadedSqliteJobStore, createJobService, generateFarmKey, openJobStore, type JobStore } from '../src/index.js';
 import { startDaemon, stopDaemon, type LocalDaemon } from '../client/local-daemons.js';
 import { startPostgres, type PgServer } from '../test/helpers/postgres.js';
 
@@ -84,13 +85,20 @@ async function until(check: () => Promise<boolean>, timeoutMs: number, everyMs =
 /** A store of one backend, fresh for each call. */
 type StoreMaker = () => Promise<{ store: JobStore; location: string; dispose: () => Promise<void> }>;
 
-function makers(pg: PgServer | undefined, dirs: string[]): Record<'sqlite' | 'postgres', StoreMaker | undefined> {
+function makers(pg: PgServer | undefined, dirs: string[]): Record<'sqlite' | 'sqlite-thread' | 'postgres', StoreMaker | undefined> {
   return {
     sqlite: async () => {
       const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
       dirs.push(dir);
       const location = join(dir, 'jobs.db');
-      return { store: await SqliteJobStore.open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
+      // The store `taskfarm serve --store PATH` opens.
+      return { store: await openJobStore(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
+    },
+    'sqlite-thread': async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
+      dirs.push(dir);
+      const location = join(dir, 'jobs.db');
+      return { store: await ThreadedSqliteJobStore.open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
     },
     postgres:
       pg === undefined
@@ -387,6 +395,8 @@ export async function serviceBench(o: ServiceBenchOptions): Promise<ServiceFigur
       const m = make[backend];
       if (m === undefined) continue;
       if (part('rate')) await rate(m, backend);
+      // The same, the SQLite store on a thread of its own (not what serve opens: see PERFORMANCE.md).
+      if (part('rate') && backend === 'sqlite') await rate(make['sqlite-thread'] as StoreMaker, 'sqlite, store on its own thread');
       if (part('status')) await status(m, backend);
       if (part('resume')) await resumes(m, backend);
       if (part('rss')) await rss(m, backend);

@@ -126,6 +126,7 @@ export { describeWorker } from './farm/index.js';
 // ---- Job store (the database of `taskfarm serve`)
 export {
   SqliteJobStore,
+  ThreadedSqliteJobStore,
   PostgresJobStore,
   openJobStore,
   defaultStorePath,
@@ -137,6 +138,7 @@ export {
 export type {
   JobStore,
   SqliteJobStoreOptions,
+  ThreadedSqliteJobStoreOptions,
   PostgresJobStoreOptions,
   OpenJobStoreOptions,
   JsonValue,
@@ -151,6 +153,7 @@ export type {
   JobError,
   JobRecord,
   Transition,
+  ClaimedBatch,
   ClaimedTask,
   OutputEntry,
   TaskFailure,

@@ -15,6 +15,7 @@ import { componentLogger, type Logger } from '../log.js';
 import { parseFarmKey, resolveFarmKey } from '../security/index.js';
 import {
   SqliteJobStore,
+  ThreadedSqliteJobStore,
   defaultStorePath,
   openJobStore,
   FINISHED_JOB_STATES,
@@ -1241,7 +1242,7 @@ export async function createJobService(options: JobServiceOptions = {}): Promise
       throw new InvalidOptionError('Expected `store` to be a JobStore, a SQLite path or a postgres:// URL');
     const location = options.store === undefined || options.store === '' ? defaultStorePath() : options.store;
     store = await openJobStore(location);
-    if (store instanceof SqliteJobStore && store.path !== ':memory:') {
+    if ((store instanceof SqliteJobStore || store instanceof ThreadedSqliteJobStore) && store.path !== ':memory:') {
       try {
         lock = lockStore(store.path);
       } catch (err) {

@@ -25,6 +25,7 @@ const TIMED: Readonly<Record<string, 'outputs' | 'inputs' | 'transition'>> = {
   failTasks: 'outputs',
   requeueTasks: 'outputs',
   claimTasks: 'outputs',
+  claimBatch: 'outputs',
   appendInputs: 'inputs',
   commitSubmit: 'inputs',
   startJob: 'transition',

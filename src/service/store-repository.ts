@@ -85,9 +85,9 @@ const COMMIT_RETRY_MS = [50, 250, 1000];
 /**
  * {@link TaskRepository} over a {@link JobStore}: what a job of the job service runs on.
  *
- * - `take()` is synchronous, from a window of up to `window` claimed tasks (inputs parsed from their
- *   JSON text); when fewer than half are left a `claimTasks` refill runs in the background and
- *   `onAvailable` is called when it lands.
+ * - `take()` is synchronous, from a window of up to `window` claimed tasks (a claim's inputs come
+ *   as one JSON array text, parsed at once); when fewer than half are left a `claimBatch` refill
+ *   runs in the background and `onAvailable` is called when it lands.
  * - `complete()` / `fail()` buffer the settlement (outputs as JSON text, mapped like `taskfarm run`);
  *   buffers are committed with `commitOutputs` / `failTasks`, one transaction per batch, when a batch
  *   fills or `flushMs` after the first entry, one commit at a time. `done` counts committed
@@ -341,20 +341,30 @@ export class StoreTaskRepository implements TaskRepository {
     if (this.#refill !== undefined || this.#exhausted || this.#closed || this.#error !== undefined) return;
     const want = Math.min(this.#window - (this.#queue.length - this.#head), 1_000_000);
     if (want <= 0) return;
-    this.#refill = this.#store.claimTasks(this.#ticket, want).then(
+    this.#refill = this.#store.claimBatch(this.#ticket, want).then(
       (claimed) => {
         this.#refill = undefined;
-        if (claimed.length < want) this.#exhausted = true;
-        for (const t of claimed) {
-          let input: unknown;
-          try {
-            input = JSON.parse(t.input);
-          } catch (err) {
-            this.#error = new StoreError(`Input ${t.index} of job ${this.#ticket} in the store is not JSON: ${(err as Error).message}`, { cause: err });
-            break;
+        const n = claimed.indices.length;
+        if (n < want) this.#exhausted = true;
+        // The whole batch's inputs in one parse; the bytes each task ships are the batch's average.
+        let inputs: unknown;
+        try {
+          inputs = JSON.parse(claimed.inputs);
+        } catch (err) {
+          inputs = err;
+        }
+        if (!Array.isArray(inputs) || inputs.length !== n) {
+          const why = inputs instanceof Error ? inputs.message : `${Array.isArray(inputs) ? inputs.length : 'no'} values for ${n} tasks`;
+          const span = n === 0 ? '' : ` (claimed ${claimed.indices[0]} … ${claimed.indices[n - 1]})`;
+          this.#error = new StoreError(`Inputs of job ${this.#ticket}${span} in the store are not JSON values each: ${why}`, { cause: inputs });
+          for (const index of claimed.indices) this.#claimed.add(index);
+        } else {
+          const bytes = n === 0 ? 0 : Math.max(0, Math.round((claimed.inputs.length - 1 - n) / n));
+          for (let k = 0; k < n; k++) {
+            const index = claimed.indices[k] as number;
+            this.#claimed.add(index);
+            this.#queue.push(new StoreTaskRecord(index, inputs[k], bytes, this.#observer));
           }
-          this.#claimed.add(t.index);
-          this.#queue.push(new StoreTaskRecord(t.index, input, t.input.length, this.#observer));
         }
         this.onAvailable();
       },

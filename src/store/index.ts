@@ -16,6 +16,7 @@ export type {
   JobError,
   JobRecord,
   Transition,
+  ClaimedBatch,
   ClaimedTask,
   OutputEntry,
   TaskFailure,
@@ -38,5 +39,6 @@ export type {
 } from './types.js';
 export { JOB_STATES, TASK_STATES, FINISHED_JOB_STATES, ACTIVE_JOB_STATES } from './types.js';
 export { SqliteJobStore, defaultStorePath, type SqliteJobStoreOptions } from './sqlite.js';
+export { ThreadedSqliteJobStore, type ThreadedSqliteJobStoreOptions } from './sqlite-thread.js';
 export { PostgresJobStore, type PostgresJobStoreOptions } from './postgres.js';
 export { openJobStore, type OpenJobStoreOptions } from './open.js';

@@ -10,7 +10,9 @@ export interface OpenJobStoreOptions {
 
 /**
  * Opens the job store `taskfarm serve --store` names: a `postgres://` or `postgresql://` URL opens
- * a {@link PostgresJobStore}; anything else is a SQLite file path (default {@link defaultStorePath}).
+ * a {@link PostgresJobStore}; anything else is a SQLite file path (default {@link defaultStorePath}),
+ * opened as a {@link SqliteJobStore} on this thread. (A `ThreadedSqliteJobStore` puts the database on
+ * a thread of its own; on 2 cores shared with the workers it cost more than it saved: PERFORMANCE.md.)
  * @example
  * const store = await openJobStore(process.env.TASKFARM_STORE);
  * await store.recover();

@@ -36,6 +36,7 @@ import {
   expectTicket,
   failureOk,
   jsonText,
+  lowAfter,
   newTicket,
   newToken,
   outputOk,
@@ -46,6 +47,7 @@ import {
 } from './shared.js';
 import type {
   Bundle,
+  ClaimedBatch,
   ClaimedTask,
   FailureEntry,
   FailureRow,
@@ -373,24 +375,25 @@ export class PostgresJobStore implements JobStore {
   }
 
   /**
-   * The first unsettled index at or above `from` (or `total`), by walking the job's results in
-   * primary-key order. (A `NOT EXISTS … ORDER BY idx LIMIT 1` anti-join got a nested-loop plan
-   * over freshly filled, never-analysed tables: seconds for 20,000 rows. Every query here is a
-   * primary-key range scan, whatever the statistics say.)
+   * The first unsettled index at or above `from` (or `total`). Task indices are contiguous, so the
+   * settled run from `from` is the results whose index equals `from` + their rank: the server
+   * counts it over a primary-key range of `SCAN_CHUNK` results and sends one row back. (A
+   * `NOT EXISTS … ORDER BY idx LIMIT 1` anti-join got a nested-loop plan over freshly filled,
+   * never-analysed tables: seconds for 20,000 rows. This is a primary-key range scan, whatever the
+   * statistics say.)
    */
   async #firstUnsettled(q: Q, jobId: number, from: number, total: number): Promise<number> {
     let expected = from;
     for (;;) {
-      const rows = await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx >= $2 ORDER BY idx LIMIT $3', [
-        jobId,
-        expected,
-        SCAN_CHUNK,
-      ]);
-      for (const r of rows) {
-        if (r.idx !== expected) return Math.min(expected, total);
-        expected++;
-      }
-      if (rows.length < SCAN_CHUNK) return Math.min(expected, total);
+      const rows = await this.#q<{ run: number; n: number }>(
+        q,
+        `SELECT count(*) FILTER (WHERE s.idx = $2::int + s.rn - 1) AS run, count(*) AS n
+         FROM (SELECT idx, row_number() OVER (ORDER BY idx) AS rn FROM results WHERE job_id = $1 AND idx >= $2 ORDER BY idx LIMIT $3) s`,
+        [jobId, expected, SCAN_CHUNK],
+      );
+      const { run, n } = rows[0] as { run: number; n: number };
+      expected += run;
+      if (run < n || n < SCAN_CHUNK) return Math.min(expected, total);
     }
   }
 
@@ -709,14 +712,56 @@ export class PostgresJobStore implements JobStore {
   // ------------------------------------------------------------------ dispatch
 
   async claimTasks(ticket: string, max: number): Promise<ClaimedTask[]> {
+    const out: ClaimedTask[] = [];
+    await this.#claim('claimTasks', ticket, max, (index, input) => void out.push({ index, input }));
+    return out;
+  }
+
+  async claimBatch(ticket: string, max: number): Promise<ClaimedBatch> {
+    const indices: number[] = [];
+    const parts: string[] = [];
+    await this.#claim(
+      'claimBatch',
+      ticket,
+      max,
+      (index, input) => {
+        indices.push(index);
+        parts.push(input);
+      },
+      async (q, jobId, lo, hi) => {
+        // A range with no settled task: its inputs as one string, in index order, and its indices without reading them.
+        const rows = await this.#q<{ inputs: string }>(
+          q,
+          "SELECT string_agg(input, ',' ORDER BY idx) AS inputs FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3",
+          [jobId, lo, hi],
+        );
+        parts.push((rows[0] as { inputs: string }).inputs);
+        for (let i = lo; i <= hi; i++) indices.push(i);
+      },
+    );
+    return { indices, inputs: `[${parts.join(',')}]` };
+  }
+
+  /**
+   * The claim of {@link claimTasks} / {@link claimBatch}: requeued tasks (each to `row`), then
+   * fresh ranges from the frontier — to `range` when given and the range has no settled task,
+   * else each unsettled task to `row`. One transaction.
+   */
+  async #claim(
+    what: string,
+    ticket: string,
+    max: number,
+    row: (index: number, input: string) => void,
+    range?: (q: Q, jobId: number, lo: number, hi: number) => Promise<void>,
+  ): Promise<void> {
     expectTicket(ticket);
     checkMax(max);
-    return this.#tx(
-      'claimTasks',
+    await this.#tx(
+      what,
       async (q) => {
         const { id, state, c } = await this.#lock(q, ticket);
-        if (state !== 'running') return [];
-        const out: ClaimedTask[] = [];
+        if (state !== 'running') return;
+        let n = 0;
         if (c.requeued > 0) {
           const rows = await this.#q<ClaimedTask>(
             q,
@@ -725,32 +770,48 @@ export class PostgresJobStore implements JobStore {
             [id, max],
           );
           c.requeued -= rows.length;
-          for (const r of rows) out.push(r);
+          for (const r of rows) row(r.index, r.input);
+          n += rows.length;
         }
         // Fresh tasks from the frontier: a range of tasks and the (usually empty) settled set in it.
-        while (out.length < max && c.frontier < c.total) {
+        while (n < max && c.frontier < c.total) {
           const lo = c.frontier;
-          const hi = Math.min(lo + (max - out.length) - 1, c.total - 1);
-          const rows = await this.#q<ClaimedTask>(q, 'SELECT idx AS "index", input FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx', [
-            id,
-            lo,
-            hi,
-          ]);
+          const hi = Math.min(lo + (max - n) - 1, c.total - 1);
           const settled = await this.#settledIn(q, id, lo, hi);
-          for (const r of rows) if (!settled.has(r.index)) out.push(r);
+          if (settled.size === 0 && range !== undefined) {
+            await range(q, id, lo, hi);
+            n += hi - lo + 1;
+          } else {
+            const rows = await this.#q<ClaimedTask>(q, 'SELECT idx AS "index", input FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3 ORDER BY idx', [
+              id,
+              lo,
+              hi,
+            ]);
+            for (const r of rows) {
+              if (settled.has(r.index)) continue;
+              row(r.index, r.input);
+              n++;
+            }
+          }
           c.frontier = hi + 1;
         }
-        if (out.length > 0) {
-          c.pending -= out.length;
-          c.running += out.length;
+        if (n > 0) {
+          c.pending -= n;
+          c.running += n;
           await this.#writeCounts(q, id, c);
         }
-        return out;
       },
       'hot',
     );
   }
 
+  /**
+   * Settles entries. Duplicates (an entry for a task already settled) are rare — the pool settles
+   * each task once, so only a late result of an earlier run of the job is one — so the first attempt
+   * inserts without looking: the primary key refuses a duplicate (unique_violation), the
+   * transaction rolls back, and a second one reads which entries are settled first. Every writer
+   * of `results` holds this job's counters lock, so that read-then-insert is race-free.
+   */
   async #settle<T extends { readonly index: number }>(
     what: string,
     ticket: string,
@@ -760,54 +821,75 @@ export class PostgresJobStore implements JobStore {
     value: (e: T) => string,
   ): Promise<SettleResult> {
     expectTicket(ticket);
-    return this.#tx(
-      what,
-      async (q) => {
-        const { id, c } = await this.#lock(q, ticket);
-        const { unique, repeated } = dedupe(entries, c.total, ok);
-        if (unique.length === 0) return { accepted: 0, rejected: repeated, counts: countsOf(c) };
-        // Already settled? Every writer of `results` holds this job's counters lock (taken above), so a
-        // read-then-insert is race-free, and twice as fast as INSERT … ON CONFLICT DO NOTHING RETURNING
-        // (measured); the primary key still refuses a duplicate (the transaction would roll back).
-        const lo = (unique[0] as T).index;
-        const hi = (unique[unique.length - 1] as T).index;
-        const settledRows =
-          hi - lo < 4 * unique.length + 64
-            ? await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx >= $2 AND idx <= $3', [id, lo, hi])
-            : await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx = ANY($2::int[])', [id, unique.map((e) => e.index)]);
-        const settled = new Set(settledRows.map((r) => r.idx));
-        const fresh = settled.size === 0 ? unique : unique.filter((e) => !settled.has(e.index));
-        if (fresh.length > 0) {
-          await this.#q(
-            q,
-            'INSERT INTO results (job_id, idx, failed, value) SELECT $1, u.idx, $2, u.value FROM unnest($3::int[], $4::text[]) AS u(idx, value)',
-            [id, failed, fresh.map((e) => e.index), fresh.map(value)],
-          );
-        }
-        const accepted = new Set(fresh.map((e) => e.index));
-        const rejected = settled.size === 0 ? [] : unique.filter((e) => settled.has(e.index)).map((e) => e.index);
-        let wasPending = 0;
-        const below: number[] = [];
-        for (const idx of accepted) {
-          if (idx >= c.frontier) wasPending++;
-          else below.push(idx);
-        }
-        if (c.requeued > 0 && below.length > 0) {
-          const gone = await this.#q(q, 'DELETE FROM requeued WHERE job_id = $1 AND idx = ANY($2::int[]) RETURNING idx', [id, below]);
-          wasPending += gone.length;
-          c.requeued -= gone.length;
-        }
-        c.pending -= wasPending;
-        c.running -= accepted.size - wasPending;
-        if (failed) c.failed += accepted.size;
-        else c.done += accepted.size;
-        // Keep `low` close behind the settled prefix (amortised), so a reset walks only what was in flight.
-        if (accepted.has(c.low)) c.low = await this.#firstUnsettled(q, id, c.low, c.total);
-        if (accepted.size > 0) await this.#writeCounts(q, id, c);
-        return { accepted: accepted.size, rejected: [...rejected, ...repeated], counts: countsOf(c) };
-      },
-      'hot',
-    );
+    try {
+      return await this.#tx(what, (q) => this.#settleIn(q, ticket, entries, ok, failed, value, false), 'hot');
+    } catch (err) {
+      if (!(err instanceof StoreError) || (err.cause as { code?: unknown } | undefined)?.code !== '23505') throw err;
+      return this.#tx(what, (q) => this.#settleIn(q, ticket, entries, ok, failed, value, true), 'hot');
+    }
+  }
+
+  async #settleIn<T extends { readonly index: number }>(
+    q: Q,
+    ticket: string,
+    entries: readonly T[],
+    ok: (e: T, i: number) => void,
+    failed: boolean,
+    value: (e: T) => string,
+    checked: boolean,
+  ): Promise<SettleResult> {
+    const { id, c } = await this.#lock(q, ticket);
+    const { unique, repeated } = dedupe(entries, c.total, ok);
+    if (unique.length === 0) return { accepted: 0, rejected: repeated, counts: countsOf(c) };
+    let fresh: readonly T[] = unique;
+    let rejected: number[] = [];
+    if (checked) {
+      const lo = (unique[0] as T).index;
+      const hi = (unique[unique.length - 1] as T).index;
+      const settledRows =
+        hi - lo < 4 * unique.length + 64
+          ? await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx >= $2 AND idx <= $3', [id, lo, hi])
+          : await this.#q<{ idx: number }>(q, 'SELECT idx FROM results WHERE job_id = $1 AND idx = ANY($2::int[])', [id, unique.map((e) => e.index)]);
+      const settled = new Set(settledRows.map((r) => r.idx));
+      fresh = unique.filter((e) => !settled.has(e.index));
+      rejected = unique.filter((e) => settled.has(e.index)).map((e) => e.index);
+    }
+    if (fresh.length > 0) {
+      // Indices and values as two JSON arrays, zipped by the server: JSON.stringify is native, where
+      // the driver's array literal escaping runs in JavaScript per element.
+      const indices: number[] = [];
+      const values: string[] = [];
+      for (const e of fresh) {
+        indices.push(e.index);
+        values.push(value(e));
+      }
+      await this.#q(
+        q,
+        'INSERT INTO results (job_id, idx, failed, value) SELECT $1, u.idx::int, $2, u.value FROM ROWS FROM (json_array_elements_text($3::json), json_array_elements_text($4::json)) AS u(idx, value)',
+        [id, failed, JSON.stringify(indices), JSON.stringify(values)],
+      );
+    }
+    let wasPending = 0;
+    const below: number[] = [];
+    for (const e of fresh) {
+      if (e.index >= c.frontier) wasPending++;
+      else below.push(e.index);
+    }
+    if (c.requeued > 0 && below.length > 0) {
+      const gone = await this.#q(q, 'DELETE FROM requeued WHERE job_id = $1 AND idx = ANY($2::int[]) RETURNING idx', [id, below]);
+      wasPending += gone.length;
+      c.requeued -= gone.length;
+    }
+    c.pending -= wasPending;
+    c.running -= fresh.length - wasPending;
+    if (failed) c.failed += fresh.length;
+    else c.done += fresh.length;
+    // Keep `low` close behind the settled prefix (amortised), so a reset walks only what was in
+    // flight. The batch (sorted) extends it first.
+    const next = lowAfter(fresh, c.low);
+    if (next !== undefined) c.low = await this.#firstUnsettled(q, id, next, c.total);
+    if (fresh.length > 0) await this.#writeCounts(q, id, c);
+    return { accepted: fresh.length, rejected: [...rejected, ...repeated], counts: countsOf(c) };
   }
 
   async commitOutputs(ticket: string, outputs: readonly OutputEntry[]): Promise<SettleResult> {

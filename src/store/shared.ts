@@ -218,18 +218,36 @@ export function dedupe<T extends { readonly index: number }>(
     prev = index;
   }
   if (increasing) return { unique: entries, repeated: [] };
-  const seen = new Set<number>();
+  // A stable sort keeps equal indices in batch order, so the first of a run of equal ones is the
+  // first occurrence; no set needed (results arrive nearly in order: the sort is close to linear).
+  const sorted = entries.slice().sort((a, b) => a.index - b.index);
   const unique: T[] = [];
   const repeated: number[] = [];
-  for (const e of entries) {
-    if (seen.has(e.index)) repeated.push(e.index);
-    else {
-      seen.add(e.index);
-      unique.push(e);
-    }
+  let last = -1;
+  for (const e of sorted) {
+    if (e.index === last) repeated.push(e.index);
+    else unique.push(e);
+    last = e.index;
   }
-  unique.sort((a, b) => a.index - b.index);
   return { unique, repeated };
+}
+
+/**
+ * Where `low` (the first unsettled index) stands after a settled batch (sorted by index), as far as
+ * the batch itself tells: past the run of the batch's indices that starts at `low`, or undefined
+ * when the batch does not settle `low` (then `low` stays). The store then looks for the first gap
+ * from there among what earlier batches settled.
+ */
+export function lowAfter(fresh: readonly { readonly index: number }[], low: number): number | undefined {
+  let k = 0;
+  while (k < fresh.length && (fresh[k] as { index: number }).index < low) k++;
+  if (k === fresh.length || (fresh[k] as { index: number }).index !== low) return undefined;
+  let next = low;
+  while (k < fresh.length && (fresh[k] as { index: number }).index === next) {
+    next++;
+    k++;
+  }
+  return next;
 }
 
 /** Checks an output entry's value. */

@@ -40,6 +40,7 @@ import {
   expectTicket,
   failureOk,
   jsonText,
+  lowAfter,
   newTicket,
   newToken,
   outputOk,
@@ -50,6 +51,7 @@ import {
 } from './shared.js';
 import type {
   Bundle,
+  ClaimedBatch,
   ClaimedTask,
   FailureEntry,
   FailureRow,
@@ -354,20 +356,31 @@ export class SqliteJobStore implements JobStore {
   }
 
   /**
-   * The first unsettled index at or above `from` (or `total`): walks the job's results in
-   * primary-key order (task indices are contiguous, so the first gap is the first unsettled task).
+   * The first unsettled index at or above `from` (or `total`). Task indices are contiguous, so a
+   * range [lo, hi) is all settled exactly when it holds hi − lo results: counts (in SQLite, no row
+   * comes to JavaScript) gallop forward over settled ranges, then halve the range that has a gap.
    */
   #firstUnsettled(jobId: number, from: number, total: number): number {
-    let expected = from;
-    const walk = this.#stmt('SELECT idx FROM results WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT 1024', 'pluck');
-    for (;;) {
-      const rows = walk.all(jobId, expected) as number[];
-      for (const idx of rows) {
-        if (idx !== expected) return Math.min(expected, total);
-        expected++;
+    const count = this.#stmt('SELECT count(*) FROM results WHERE job_id = ? AND idx >= ? AND idx < ?', 'pluck');
+    let lo = from;
+    let step = 64;
+    while (lo < total) {
+      const hi = Math.min(lo + step, total);
+      if ((count.get(jobId, lo, hi) as number) === hi - lo) {
+        lo = hi;
+        step *= 2;
+        continue;
       }
-      if (rows.length < 1024) return Math.min(expected, total);
+      // A gap in [lo, hi); every index below lo is settled.
+      let b = hi;
+      while (b - lo > 1) {
+        const mid = lo + ((b - lo) >> 1);
+        if ((count.get(jobId, lo, mid) as number) === mid - lo) lo = mid;
+        else b = mid;
+      }
+      return lo;
     }
+    return total;
   }
 
   /** Every running task of the job back to pending: the frontier moves back to the first unsettled index. */
@@ -638,42 +651,102 @@ export class SqliteJobStore implements JobStore {
   // ------------------------------------------------------------------ dispatch
 
   async claimTasks(ticket: string, max: number): Promise<ClaimedTask[]> {
+    const out: ClaimedTask[] = [];
+    this.#claim('claimTasks', ticket, max, (index, input) => void out.push({ index, input }));
+    return out;
+  }
+
+  async claimBatch(ticket: string, max: number): Promise<ClaimedBatch> {
+    const indices: number[] = [];
+    const parts: string[] = [];
+    this.#claim(
+      'claimBatch',
+      ticket,
+      max,
+      (index, input) => {
+        indices.push(index);
+        parts.push(input);
+      },
+      (jobId, lo, hi) => {
+        // A range with no settled task: its inputs as one string, in index order (the subquery's
+        // ORDER BY is the primary key's: no sort), and its indices without reading them.
+        parts.push(
+          this.#stmt("SELECT group_concat(input, ',') FROM (SELECT input FROM tasks WHERE job_id = ? AND idx >= ? AND idx <= ? ORDER BY idx)", 'pluck').get(
+            jobId,
+            lo,
+            hi,
+          ) as string,
+        );
+        for (let i = lo; i <= hi; i++) indices.push(i);
+      },
+    );
+    return { indices, inputs: `[${parts.join(',')}]` };
+  }
+
+  /**
+   * The claim of {@link claimTasks} / {@link claimBatch}: requeued tasks (each to `row`), then
+   * fresh ranges from the frontier — to `range` when given and the range has no settled task,
+   * else each unsettled task to `row`. One transaction.
+   */
+  #claim(
+    what: string,
+    ticket: string,
+    max: number,
+    row: (index: number, input: string) => void,
+    range?: (jobId: number, lo: number, hi: number) => void,
+  ): void {
     expectTicket(ticket);
     checkMax(max);
-    return this.#write('claimTasks', () => {
+    this.#write(what, () => {
       const job = this.#visible(ticket);
-      if (job.state !== 'running') return [];
+      if (job.state !== 'running') return;
       const c = this.#counts(job.id);
-      const out: ClaimedTask[] = [];
+      let n = 0;
       if (c.requeued > 0) {
         const rows = this.#stmt(
-          'SELECT q.idx AS "index", t.input FROM requeued q JOIN tasks t ON t.job_id = q.job_id AND t.idx = q.idx WHERE q.job_id = ? ORDER BY q.idx LIMIT ?',
-        ).all(job.id, max) as ClaimedTask[];
+          'SELECT q.idx, t.input FROM requeued q JOIN tasks t ON t.job_id = q.job_id AND t.idx = q.idx WHERE q.job_id = ? ORDER BY q.idx LIMIT ?',
+          'raw',
+        ).all(job.id, max) as [number, string][];
         if (rows.length > 0) {
-          this.#stmt('DELETE FROM requeued WHERE job_id = ? AND idx <= ?').run(job.id, (rows[rows.length - 1] as ClaimedTask).index);
+          this.#stmt('DELETE FROM requeued WHERE job_id = ? AND idx <= ?').run(job.id, (rows[rows.length - 1] as [number, string])[0]);
           c.requeued -= rows.length;
-          for (const r of rows) out.push(r);
+          for (const [index, input] of rows) row(index, input);
+          n += rows.length;
         }
       }
       // Fresh tasks from the frontier: a primary-key range of tasks minus the (usually empty) settled set in it.
-      while (out.length < max && c.frontier < c.total) {
+      while (n < max && c.frontier < c.total) {
         const lo = c.frontier;
-        const hi = Math.min(lo + (max - out.length) - 1, c.total - 1);
-        const rows = this.#stmt('SELECT idx, input FROM tasks WHERE job_id = ? AND idx >= ? AND idx <= ?', 'raw').all(job.id, lo, hi) as [number, string][];
+        const hi = Math.min(lo + (max - n) - 1, c.total - 1);
         const settled = this.#stmt('SELECT idx FROM results WHERE job_id = ? AND idx >= ? AND idx <= ?', 'pluck').all(job.id, lo, hi) as number[];
-        const skip = settled.length === 0 ? undefined : new Set(settled);
-        for (const [index, input] of rows) if (skip?.has(index) !== true) out.push({ index, input });
+        if (settled.length === 0 && range !== undefined) {
+          range(job.id, lo, hi);
+          n += hi - lo + 1;
+        } else {
+          const skip = settled.length === 0 ? undefined : new Set(settled);
+          const rows = this.#stmt('SELECT idx, input FROM tasks WHERE job_id = ? AND idx >= ? AND idx <= ?', 'raw').all(job.id, lo, hi) as [number, string][];
+          for (const [index, input] of rows) {
+            if (skip?.has(index) === true) continue;
+            row(index, input);
+            n++;
+          }
+        }
         c.frontier = hi + 1;
       }
-      if (out.length > 0) {
-        c.pending -= out.length;
-        c.running += out.length;
+      if (n > 0) {
+        c.pending -= n;
+        c.running += n;
         this.#writeCounts(job.id, c);
       }
-      return out;
     });
   }
 
+  /**
+   * Settles entries. Duplicates (an entry for a task already settled) are rare — the pool settles
+   * each task once, so only a late result of an earlier run of the job is one — so the first attempt
+   * inserts without looking: the primary key refuses a duplicate, the transaction rolls back, and a
+   * second one reads which entries are settled first.
+   */
   #settle<T extends { readonly index: number }>(
     what: string,
     ticket: string,
@@ -683,11 +756,29 @@ export class SqliteJobStore implements JobStore {
     value: (e: T) => string,
   ): SettleResult {
     expectTicket(ticket);
-    return this.#write(what, () => {
-      const job = this.#visible(ticket);
-      const c = this.#counts(job.id);
-      const { unique, repeated } = dedupe(entries, c.total, ok);
-      if (unique.length === 0) return { accepted: 0, rejected: repeated, counts: countsOf(c) };
+    try {
+      return this.#write(what, () => this.#settleIn(ticket, entries, ok, failed, value, false));
+    } catch (err) {
+      if (!(err instanceof StoreError) || (err.cause as { code?: unknown } | undefined)?.code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') throw err;
+      return this.#write(what, () => this.#settleIn(ticket, entries, ok, failed, value, true));
+    }
+  }
+
+  #settleIn<T extends { readonly index: number }>(
+    ticket: string,
+    entries: readonly T[],
+    ok: (e: T, i: number) => void,
+    failed: 0 | 1,
+    value: (e: T) => string,
+    checked: boolean,
+  ): SettleResult {
+    const job = this.#visible(ticket);
+    const c = this.#counts(job.id);
+    const { unique, repeated } = dedupe(entries, c.total, ok);
+    if (unique.length === 0) return { accepted: 0, rejected: repeated, counts: countsOf(c) };
+    const rejected: number[] = [];
+    let fresh: readonly T[] = unique;
+    if (checked) {
       const lo = (unique[0] as T).index;
       const hi = (unique[unique.length - 1] as T).index;
       // Already settled? One range read when the batch is dense, else one lookup per entry.
@@ -698,38 +789,67 @@ export class SqliteJobStore implements JobStore {
                 settled.has(idx)
             )(new Set(this.#stmt('SELECT idx FROM results WHERE job_id = ? AND idx >= ? AND idx <= ?', 'pluck').all(job.id, lo, hi) as number[]))
           : (idx: number) => this.#settled(job.id, idx);
-      const rejected: number[] = [];
-      const fresh: T[] = [];
+      const kept: T[] = [];
       for (const e of unique) {
         if (isSettled(e.index)) rejected.push(e.index);
-        else fresh.push(e);
+        else kept.push(e);
       }
-      let wasPending = 0;
-      if (c.requeued > 0) {
-        const del = this.#stmt('DELETE FROM requeued WHERE job_id = ? AND idx = ?');
-        for (const e of fresh) {
-          if (e.index >= c.frontier) wasPending++;
-          else if (del.run(job.id, e.index).changes === 1) {
-            wasPending++;
-            c.requeued--;
-          }
+      fresh = kept;
+    }
+    this.#insertResults(job.id, fresh, failed, value);
+    let wasPending = 0;
+    if (c.requeued > 0) {
+      const del = this.#stmt('DELETE FROM requeued WHERE job_id = ? AND idx = ?');
+      for (const e of fresh) {
+        if (e.index >= c.frontier) wasPending++;
+        else if (del.run(job.id, e.index).changes === 1) {
+          wasPending++;
+          c.requeued--;
         }
-      } else for (const e of fresh) if (e.index >= c.frontier) wasPending++;
+      }
+    } else for (const e of fresh) if (e.index >= c.frontier) wasPending++;
+    c.pending -= wasPending;
+    c.running -= fresh.length - wasPending;
+    if (failed === 1) c.failed += fresh.length;
+    else c.done += fresh.length;
+    // Keep `low` close behind the settled prefix (amortised), so a reset after a restart walks only
+    // the tasks that were in flight, not the whole job. The batch (sorted) extends it first.
+    const next = lowAfter(fresh, c.low);
+    if (next !== undefined) c.low = this.#firstUnsettled(job.id, next, c.total);
+    this.#writeCounts(job.id, c);
+    for (const r of repeated) rejected.push(r);
+    return { accepted: fresh.length, rejected, counts: countsOf(c) };
+  }
+
+  /**
+   * Inserts results (sorted by index, none settled yet: a duplicate throws the primary key's
+   * error). Runs of consecutive indices go as one statement each, their values one JSON array
+   * that SQLite splits itself (`? + key` gives the index); a batch with short runs goes as
+   * multi-row statements.
+   */
+  #insertResults<T extends { readonly index: number }>(jobId: number, fresh: readonly T[], failed: 0 | 1, value: (e: T) => string): void {
+    if (fresh.length === 0) return;
+    let runs = 1;
+    for (let k = 1; k < fresh.length; k++) if ((fresh[k] as T).index !== (fresh[k - 1] as T).index + 1) runs++;
+    if (runs * 8 > fresh.length) {
       this.#insertMany('INSERT INTO results (job_id, idx, failed, value)', `(?, ?, ${failed}, ?)`, fresh.length, (i, out) => {
         const e = fresh[i] as T;
-        out.push(job.id, e.index, value(e));
+        out.push(jobId, e.index, value(e));
       });
-      c.pending -= wasPending;
-      c.running -= fresh.length - wasPending;
-      if (failed === 1) c.failed += fresh.length;
-      else c.done += fresh.length;
-      // Keep `low` close behind the settled prefix (amortised: each settled row is walked over once),
-      // so a reset after a restart walks only the tasks that were in flight, not the whole job.
-      if (fresh.length > 0 && (fresh[0] as T).index <= c.low && fresh.some((e) => e.index === c.low)) c.low = this.#firstUnsettled(job.id, c.low, c.total);
-      this.#writeCounts(job.id, c);
-      for (const r of repeated) rejected.push(r);
-      return { accepted: fresh.length, rejected, counts: countsOf(c) };
-    });
+      return;
+    }
+    const ins = this.#stmt(`INSERT INTO results (job_id, idx, failed, value) SELECT ?, ? + key, ${failed}, value FROM json_each(?)`);
+    let start = 0;
+    const values: string[] = [];
+    for (let k = 0; k < fresh.length; k++) {
+      const e = fresh[k] as T;
+      values.push(value(e));
+      if (k + 1 === fresh.length || (fresh[k + 1] as T).index !== e.index + 1) {
+        ins.run(jobId, (fresh[start] as T).index, JSON.stringify(values));
+        values.length = 0;
+        start = k + 1;
+      }
+    }
   }
 
   async commitOutputs(ticket: string, outputs: readonly OutputEntry[]): Promise<SettleResult> {

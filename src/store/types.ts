@@ -142,6 +142,19 @@ export interface ClaimedTask {
   readonly input: string;
 }
 
+/** Tasks handed out by {@link JobStore.claimBatch}: their indices, and their inputs as one JSON array text in the same order. */
+export interface ClaimedBatch {
+  /** The claimed tasks' indices (requeued ones first, then fresh ones in increasing order). */
+  readonly indices: readonly number[];
+  /**
+   * The inputs, one JSON array `[input0,input1,…]` with `indices.length` elements: one `JSON.parse`
+   * decodes them all. The store joins the stored texts with commas, so the array is well formed
+   * only when every stored input is one JSON value (the service parses each input before it
+   * appends it); a caller checks the parsed length.
+   */
+  readonly inputs: string;
+}
+
 /** One output to commit. */
 export interface OutputEntry {
   readonly index: number;
@@ -359,6 +372,12 @@ export interface JobStore {
    * set are kept per job), so claiming costs a read of the inputs.
    */
   claimTasks(ticket: string, max: number): Promise<ClaimedTask[]>;
+  /**
+   * {@link claimTasks} with the inputs as one JSON array text (a contiguous range of fresh tasks
+   * comes out of the database as one string, and the caller parses the whole batch at once): the
+   * claim the job service's dispatch uses. Same rules, same transaction.
+   */
+  claimBatch(ticket: string, max: number): Promise<ClaimedBatch>;
   /**
    * Commits outputs: each task not yet settled becomes done with its output; the first result
    * wins, and entries for settled tasks (or repeated within the batch) change nothing and are

@@ -239,6 +239,11 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
         await store.startJob(ticket);
         const claimed = await store.claimTasks(ticket, 100);
         expect(claimed.map((t) => t.input)).toEqual(texts);
+        // claimBatch hands out the same inputs as one JSON array (requeued ones, then a fresh range).
+        expect(await store.requeueTasks(ticket, [2, 5])).toBe(2);
+        const again = await store.claimBatch(ticket, 100);
+        expect(again.indices).toEqual([2, 5]);
+        expect(JSON.parse(again.inputs)).toEqual([texts[2], texts[5]].map((t) => JSON.parse(t as string) as unknown));
         await store.commitOutputs(
           ticket,
           claimed.map((t) => ({ index: t.index, output: t.input })),
@@ -264,6 +269,55 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
         expect(await store.claimTasks(ticket, 4)).toEqual([]);
         expect(await expectCountsExact(ticket)).toEqual({ pending: 0, running: 10, done: 0, failed: 0 });
         await expectCode(store.claimTasks(ticket, 0), FarmErrorCode.INVALID_OPTION, /max/);
+      });
+
+      it('claimBatch hands out what claimTasks would, its inputs one JSON array: requeued first, settled tasks skipped', async () => {
+        const ticket = await submitted(20);
+        expect(await store.claimBatch(ticket, 4)).toEqual({ indices: [], inputs: '[]' });
+        await store.startJob(ticket);
+        const a = await store.claimBatch(ticket, 6);
+        expect(a.indices).toEqual([0, 1, 2, 3, 4, 5]);
+        expect(JSON.parse(a.inputs)).toEqual([0, 1, 2, 3, 4, 5]);
+        // Results beyond the frontier (a late result), and requeued tasks: the next claim takes the
+        // requeued ones first, then fresh ones without the settled.
+        await store.commitOutputs(ticket, outputs([7, 9, 0]));
+        expect(await store.requeueTasks(ticket, [4, 1])).toBe(2);
+        const b = await store.claimBatch(ticket, 7);
+        expect(b.indices).toEqual([1, 4, 6, 8, 10, 11, 12]);
+        expect(JSON.parse(b.inputs)).toEqual([1, 4, 6, 8, 10, 11, 12]);
+        const c = await store.claimBatch(ticket, 100);
+        expect(c.indices).toEqual([13, 14, 15, 16, 17, 18, 19]);
+        expect(JSON.parse(c.inputs)).toEqual(c.indices);
+        expect(await store.claimBatch(ticket, 4)).toEqual({ indices: [], inputs: '[]' });
+        expect(await expectCountsExact(ticket)).toEqual({ pending: 0, running: 17, done: 3, failed: 0 });
+        await expectCode(store.claimBatch(ticket, 0), FarmErrorCode.INVALID_OPTION, /max/);
+      });
+
+      it('a restart after results settled out of order in many batches hands out exactly the unsettled tasks (seeded)', async () => {
+        const rng = Rng.fromEnv();
+        const n = 6000;
+        const ticket = await submitted(n, { start: true });
+        expect((await store.claimBatch(ticket, n)).indices.length).toBe(n);
+        // Settle most tasks in shuffled batches, leaving gaps spread over the job and one long settled run.
+        const order = [...Array(n).keys()].filter((i) => (i >= 2500 && i < 5000 ? true : rng.next() < 0.9));
+        for (let i = order.length - 1; i > 0; i--) {
+          const j = rng.int(0, i);
+          [order[i], order[j]] = [order[j] as number, order[i] as number];
+        }
+        for (let i = 0; i < order.length; i += 500) await store.commitOutputs(ticket, outputs(order.slice(i, i + 500)));
+        const restarted = await sut.reopen();
+        others.push(restarted);
+        const settled = new Set(order);
+        const unsettled = [...Array(n).keys()].filter((i) => !settled.has(i));
+        expect((await restarted.recover()).requeued, `seed ${rng.seed}`).toBe(unsettled.length);
+        const seen: number[] = [];
+        for (;;) {
+          const got = await restarted.claimBatch(ticket, 97);
+          if (got.indices.length === 0) break;
+          seen.push(...got.indices);
+        }
+        expect(seen, `seed ${rng.seed}`).toEqual(unsettled);
+        await expectCountsExact(ticket, restarted);
       });
 
       it('concurrent claims never hand out a task twice', async () => {
@@ -738,9 +792,17 @@ export function describeStoreConformance(name: string, make: () => Promise<Store
         for (let step = 0; step < 120; step++) {
           const op = rng.int(0, 9);
           if (op <= 2) {
-            for (const t of await store.claimTasks(ticket, rng.int(1, 25))) {
-              expect(running.has(t.index) || settled.has(t.index), `task ${t.index} handed out twice (seed ${rng.seed})`).toBe(false);
-              running.add(t.index);
+            const max = rng.int(1, 25);
+            const claimed =
+              rng.next() < 0.5
+                ? (await store.claimTasks(ticket, max)).map((t) => t.index)
+                : await store.claimBatch(ticket, max).then((b) => {
+                    expect(JSON.parse(b.inputs), `seed ${rng.seed}`).toEqual(b.indices);
+                    return b.indices;
+                  });
+            for (const index of claimed) {
+              expect(running.has(index) || settled.has(index), `task ${index} handed out twice (seed ${rng.seed})`).toBe(false);
+              running.add(index);
             }
           } else if (op <= 5) {
             const picks = [...Array(rng.int(1, 20))].map(() => rng.int(0, n - 1));

@@ -183,5 +183,5 @@ describe('job service: manager killed and restarted on the same store', () => {
     } finally {
       await store.close();
     }
-  });
+  }, 240_000); // its waits allow 60 s per step and 120 s for the last run: the default 30 s cut it short under load
 });

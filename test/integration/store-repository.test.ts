@@ -102,10 +102,10 @@ function counting(store: JobStore): { store: JobStore; commits: number[]; claims
           return (target[prop] as (t: string, e: readonly unknown[]) => Promise<unknown>).call(target, ticket, entries);
         };
       }
-      if (prop === 'claimTasks') {
+      if (prop === 'claimBatch') {
         return async (ticket: string, max: number) => {
           claims.push(max);
-          return target.claimTasks(ticket, max);
+          return target.claimBatch(ticket, max);
         };
       }
       const v = Reflect.get(target, prop, receiver) as unknown;

@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { StoreError } from '../../../src/errors.js';
 import { SqliteJobStore, defaultStorePath } from '../../../src/store/index.js';
+import { sqliteRowCounter } from '../../helpers/sqlite-rows.js';
 import { describeStoreConformance } from '../../helpers/store-conformance.js';
 
 describe('SqliteJobStore files', () => {
@@ -65,14 +65,7 @@ describeStoreConformance('sqlite', async () => {
       const files = [path, `${path}-wal`];
       return files;
     },
-    countRows: async (table) => {
-      const db = new Database(path, { readonly: true });
-      try {
-        return (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
-      } finally {
-        db.close();
-      }
-    },
+    countRows: sqliteRowCounter(path),
     dispose: async () => rmSync(dir, { recursive: true, force: true }),
   };
 });
