@@ -12,6 +12,7 @@ import type pg from 'pg';
 import { FarmError, InvalidOptionError, JobNotFoundError, JobStateError, StoreError } from '../errors.js';
 import { describeValue, expectBoolean, expectInteger } from '../util/validate.js';
 import {
+  ClaimCollector,
   DELETE_CHUNK,
   REMOVING,
   RESUBMITTABLE,
@@ -718,28 +719,17 @@ export class PostgresJobStore implements JobStore {
   }
 
   async claimBatch(ticket: string, max: number): Promise<ClaimedBatch> {
-    const indices: number[] = [];
-    const parts: string[] = [];
-    await this.#claim(
-      'claimBatch',
-      ticket,
-      max,
-      (index, input) => {
-        indices.push(index);
-        parts.push(input);
-      },
-      async (q, jobId, lo, hi) => {
-        // A range with no settled task: its inputs as one string, in index order, and its indices without reading them.
-        const rows = await this.#q<{ inputs: string }>(
-          q,
-          "SELECT string_agg(input, ',' ORDER BY idx) AS inputs FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3",
-          [jobId, lo, hi],
-        );
-        parts.push((rows[0] as { inputs: string }).inputs);
-        for (let i = lo; i <= hi; i++) indices.push(i);
-      },
-    );
-    return { indices, inputs: `[${parts.join(',')}]` };
+    const claim = new ClaimCollector();
+    await this.#claim('claimBatch', ticket, max, claim.row, async (q, jobId, lo, hi) => {
+      // A range with no settled task: its inputs as one string, in index order, and its indices without reading them.
+      const rows = await this.#q<{ inputs: string }>(
+        q,
+        "SELECT string_agg(input, ',' ORDER BY idx) AS inputs FROM tasks WHERE job_id = $1 AND idx >= $2 AND idx <= $3",
+        [jobId, lo, hi],
+      );
+      claim.range(lo, hi, (rows[0] as { inputs: string }).inputs);
+    });
+    return claim.batch();
   }
 
   /**

@@ -7,6 +7,7 @@ import { InvalidOptionError, JobNotFoundError } from '../errors.js';
 import { describeValue, expectInteger } from '../util/validate.js';
 import type {
   Bundle,
+  ClaimedBatch,
   FailureEntry,
   JobError,
   JobKind,
@@ -248,6 +249,26 @@ export function lowAfter(fresh: readonly { readonly index: number }[], low: numb
     k++;
   }
   return next;
+}
+
+/** Collects what a `claimBatch` claims: single tasks, and ranges whose inputs came as one text. */
+export class ClaimCollector {
+  readonly #indices: number[] = [];
+  readonly #parts: string[] = [];
+  /** One task and its input text. */
+  readonly row = (index: number, input: string): void => {
+    this.#indices.push(index);
+    this.#parts.push(input);
+  };
+  /** The tasks `lo`…`hi`, their input texts joined with commas in index order. */
+  range(lo: number, hi: number, inputs: string): void {
+    this.#parts.push(inputs);
+    for (let i = lo; i <= hi; i++) this.#indices.push(i);
+  }
+  /** The claim, its inputs as one JSON array text. */
+  batch(): ClaimedBatch {
+    return { indices: this.#indices, inputs: `[${this.#parts.join(',')}]` };
+  }
 }
 
 /** Checks an output entry's value. */

@@ -16,6 +16,7 @@ import type Database from 'better-sqlite3';
 import { FarmError, InvalidOptionError, JobNotFoundError, JobStateError, StoreError } from '../errors.js';
 import { describeValue, expectInteger } from '../util/validate.js';
 import {
+  ClaimCollector,
   DELETE_CHUNK,
   REMOVING,
   RESUBMITTABLE,
@@ -657,30 +658,14 @@ export class SqliteJobStore implements JobStore {
   }
 
   async claimBatch(ticket: string, max: number): Promise<ClaimedBatch> {
-    const indices: number[] = [];
-    const parts: string[] = [];
-    this.#claim(
-      'claimBatch',
-      ticket,
-      max,
-      (index, input) => {
-        indices.push(index);
-        parts.push(input);
-      },
-      (jobId, lo, hi) => {
-        // A range with no settled task: its inputs as one string, in index order (the subquery's
-        // ORDER BY is the primary key's: no sort), and its indices without reading them.
-        parts.push(
-          this.#stmt("SELECT group_concat(input, ',') FROM (SELECT input FROM tasks WHERE job_id = ? AND idx >= ? AND idx <= ? ORDER BY idx)", 'pluck').get(
-            jobId,
-            lo,
-            hi,
-          ) as string,
-        );
-        for (let i = lo; i <= hi; i++) indices.push(i);
-      },
-    );
-    return { indices, inputs: `[${parts.join(',')}]` };
+    const claim = new ClaimCollector();
+    this.#claim('claimBatch', ticket, max, claim.row, (jobId, lo, hi) => {
+      // A range with no settled task: its inputs as one string, in index order (the subquery's
+      // ORDER BY is the primary key's: no sort), and its indices without reading them.
+      const sql = "SELECT group_concat(input, ',') FROM (SELECT input FROM tasks WHERE job_id = ? AND idx >= ? AND idx <= ? ORDER BY idx)";
+      claim.range(lo, hi, this.#stmt(sql, 'pluck').get(jobId, lo, hi) as string);
+    });
+    return claim.batch();
   }
 
   /**
