@@ -117,7 +117,7 @@ export interface PoolWorker extends WorkerInfo {
  * Results processed back to back in one turn of the event loop, at most (ms); the rest wait for the
  * next turn (see FarmPool.#receive).
  */
-const RESULTS_SLICE_MS = 4;
+const RESULTS_SLICE_MS = 2;
 
 interface BatchCount {
   left: number;
