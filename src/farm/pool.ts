@@ -118,6 +118,12 @@ export interface PoolWorker extends WorkerInfo {
  * next turn (see FarmPool.#receive).
  */
 const RESULTS_SLICE_MS = 2;
+/**
+ * Messages of results waiting, at most: past it the pool is not keeping up (many workers, a busy
+ * process) and the waiting ones are processed without a time limit until half are left, so that
+ * the slices never starve the results (and with them the dispatch).
+ */
+const RESULTS_BACKLOG = 64;
 
 interface BatchCount {
   left: number;
@@ -1043,6 +1049,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #receive(m: Member, r: ExecResults): void {
     if (this.#deferredHead < this.#deferred.length) {
       this.#deferred.push({ m, r });
+      if (this.#deferred.length - this.#deferredHead > RESULTS_BACKLOG) this.#drain(RESULTS_BACKLOG >> 1);
       return;
     }
     if (this.#sliceStart < 0) {
@@ -1061,16 +1068,23 @@ export class FarmPool extends EventEmitter<PoolEvents> {
     if (this.#deferredHead >= this.#deferred.length) return;
     this.#sliceStart = performance.now();
     setImmediate(this.#nextSlice);
-    while (this.#deferredHead < this.#deferred.length && performance.now() - this.#sliceStart < RESULTS_SLICE_MS) {
-      const { m, r } = this.#deferred[this.#deferredHead]!;
-      this.#deferred[this.#deferredHead++] = undefined as unknown as { m: Member; r: ExecResults };
-      this.#onResults(m, r);
-    }
+    while (this.#deferredHead < this.#deferred.length && performance.now() - this.#sliceStart < RESULTS_SLICE_MS) this.#processOne();
     if (this.#deferredHead >= this.#deferred.length) {
       this.#deferred = [];
       this.#deferredHead = 0;
     }
   };
+
+  /** Processes waiting results until at most `left` wait. */
+  #drain(left: number): void {
+    while (this.#deferred.length - this.#deferredHead > left) this.#processOne();
+  }
+
+  #processOne(): void {
+    const { m, r } = this.#deferred[this.#deferredHead]!;
+    this.#deferred[this.#deferredHead++] = undefined as unknown as { m: Member; r: ExecResults };
+    this.#onResults(m, r);
+  }
 
   #onResults(m: Member, r: ExecResults): void {
     if (this.#closed || !m.alive) return;
