@@ -86,20 +86,18 @@ async function until(check: () => Promise<boolean>, timeoutMs: number, everyMs =
 type StoreMaker = () => Promise<{ store: JobStore; location: string; dispose: () => Promise<void> }>;
 
 function makers(pg: PgServer | undefined, dirs: string[]): Record<'sqlite' | 'sqlite-thread' | 'postgres', StoreMaker | undefined> {
+  const sqlite =
+    (open: (location: string) => Promise<JobStore>): StoreMaker =>
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
+      dirs.push(dir);
+      const location = join(dir, 'jobs.db');
+      return { store: await open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
+    };
   return {
-    sqlite: async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
-      dirs.push(dir);
-      const location = join(dir, 'jobs.db');
-      // The store `taskfarm serve --store PATH` opens.
-      return { store: await openJobStore(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
-    },
-    'sqlite-thread': async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'taskfarm-bench-svc-'));
-      dirs.push(dir);
-      const location = join(dir, 'jobs.db');
-      return { store: await ThreadedSqliteJobStore.open(location), location, dispose: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) };
-    },
+    // The store `taskfarm serve --store PATH` opens.
+    sqlite: sqlite((location) => openJobStore(location)),
+    'sqlite-thread': sqlite((location) => ThreadedSqliteJobStore.open(location)),
     postgres:
       pg === undefined
         ? undefined
@@ -183,7 +181,6 @@ async function statusP50(make: StoreMaker, peers: string[], n: number, calls: nu
   }
 }
 
-/** A manager child process (this file with --child). */
 /** Processes and servers this module started that are still running: {@link stopServiceBench} stops them (the bench's SIGINT/SIGTERM). */
 const running = new Set<() => Promise<void>>();
 const spawned = new Set<ChildProcess>();
@@ -194,6 +191,7 @@ export async function stopServiceBench(): Promise<void> {
   await Promise.allSettled([...running].map((stop) => stop()));
 }
 
+/** A manager child process (this file with --child). */
 function child(args: string[], env: NodeJS.ProcessEnv): { lines: AsyncIterableIterator<string>; kill: (sig: NodeJS.Signals) => void; exited: Promise<void> } {
   const c = spawn(process.execPath, ['--expose-gc', join(here, 'service.js'), '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
   spawned.add(c);
@@ -328,8 +326,8 @@ async function cliSubmit(
     for (let i = 0; i < statusCalls; i++) {
       const t1 = performance.now();
       const res = await fetch(url, { headers });
+      if (res.status !== 200) throw new Error(`GET ${url} answered ${res.status}: ${await res.text()}`);
       const body = (await res.json()) as { state?: string };
-      if (res.status !== 200) throw new Error(`GET ${url} answered ${res.status}`);
       if (body.state !== 'running' && body.state !== 'queued') break;
       times.push(performance.now() - t1);
     }

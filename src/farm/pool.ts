@@ -59,8 +59,8 @@ import {
   isStuck,
   recruitBackoffMs,
   recruitFailureOf,
+  isSmallJob,
   shareRoom,
-  WHOLE_JOB_MS,
   stragglerThresholdMs,
   windowFor,
   type FailureKind,
@@ -951,7 +951,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
    * the members, only for such small jobs.
    */
   #fewestInFlight(job: JobState, total: number): number {
-    if (job.avgTaskMs < 0 || (total - job.repo.done) * job.avgTaskMs > WHOLE_JOB_MS) return 0;
+    if (!isSmallJob(total - job.repo.done, job.avgTaskMs)) return 0;
     let fewest = Number.POSITIVE_INFINITY;
     for (const m of this.#members) {
       if (m.alive && !m.draining && m.lanes.get(job)?.state === 'ready' && m.inFlight.size < fewest) fewest = m.inFlight.size;
@@ -1083,6 +1083,11 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #processOne(): void {
     const { m, r } = this.#deferred[this.#deferredHead]!;
     this.#deferred[this.#deferredHead++] = undefined as unknown as { m: Member; r: ExecResults };
+    // Under a lasting backlog the queue never empties: drop the processed slots now and then.
+    if (this.#deferredHead > 1024 && this.#deferredHead * 2 > this.#deferred.length) {
+      this.#deferred.splice(0, this.#deferredHead);
+      this.#deferredHead = 0;
+    }
     this.#onResults(m, r);
   }
 

@@ -33,6 +33,11 @@ export interface ShareInput {
  */
 export const WHOLE_JOB_MS = 2;
 
+/** True when `left` tasks of `taskMs` each (-1: unknown) are less work than a message costs (see {@link WHOLE_JOB_MS}). */
+export function isSmallJob(left: number, taskMs: number): boolean {
+  return taskMs >= 0 && left * taskMs <= WHOLE_JOB_MS;
+}
+
 /** How many more of the job's tasks this worker may take now (≥ 0). */
 export function shareRoom(s: ShareInput): number {
   const left = s.total - s.done;
@@ -40,12 +45,11 @@ export function shareRoom(s: ShareInput): number {
   // cheap objective, say): the least loaded worker takes it whole, in one message, unless workers
   // are still being recruited (they keep their share). Another takes its share, so that jobs like
   // it arriving together (concurrent optimisations) spread over the workers.
-  const taskMs = s.avgTaskMs ?? -1;
-  if (taskMs >= 0 && s.recruiting === 0 && left * taskMs <= WHOLE_JOB_MS && (s.workerInFlight ?? 0) <= (s.fewestInFlight ?? 0)) {
+  if (s.recruiting === 0 && isSmallJob(left, s.avgTaskMs ?? -1) && (s.workerInFlight ?? 0) <= (s.fewestInFlight ?? 0)) {
     return Math.max(0, left - s.inFlight);
   }
   const contenders = Math.max(1, s.contenders);
-  const share = Math.ceil((s.total - s.done) / contenders);
+  const share = Math.ceil(left / contenders);
   let room = Math.max(Math.max(1, s.threads) * 2 + 1, share) - s.inFlight;
   if (s.recruiting > 0) room = Math.min(room, Math.ceil(s.total / contenders) - s.assigned);
   return Math.max(0, room);
