@@ -172,9 +172,10 @@ describe('TaskFarm options with real daemons', () => {
   it('static peers are retried: a daemon started mid-run is recruited mid-run and takes tasks', async () => {
     const port = await closedPort();
     const [a] = await daemons.start(1);
-    // ~5 s of work for A alone: B, started at once, is certainly up before the run ends even
-    // with the farm's backoff between attempts at an address that refused (0.5, 1, 2 s, ...).
-    const n = 250;
+    // ~10 s of work for A alone: B, started at once, is up before the run ends even with the
+    // farm's backoff between attempts at an address that refused (0.5, 1, 2, 4 s, ...: attempts at
+    // 3.5 and 7.5 s). With 5 s of work, a B slow to start under load (CI) missed the 3.5 s attempt.
+    const n = 500;
     const farm = new TaskFarm<unknown, number>(
       fixture('spin.ts'),
       Array.from({ length: n }, (_, v) => ({ v, ms: 20 })),
