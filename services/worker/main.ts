@@ -44,6 +44,10 @@ Options:
   --handshake-ms MS     time between Describe and Recruit of the key handshake (default 10000)
   --idle-timeout-ms MS  close connections silent for this long (default 30000)
   --thread-memory-mb MB heap limit of each thread; a thread over it dies alone and is replaced
+  --nice N              CPU priority of the task threads, a nice value from 0 (normal) to 19
+                        (lowest; default 0); with 10, say, the machine's own programs go first. On
+                        Linux only the task threads are niced; where nice is per process
+                        (macOS), the whole daemon is
   --grace-ms MS         on SIGTERM/SIGINT, time for in-flight tasks to finish (default 10000)
   --metrics-port N      serve Prometheus metrics at http://HOST:N/metrics (tasks, task durations,
                         leases, programs, threads, bytes received); HOST is 127.0.0.1, or the
@@ -87,6 +91,7 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
       'idle-timeout-ms': { type: 'string' },
       'thread-memory-mb': { type: 'string' },
       'grace-ms': { type: 'string' },
+      nice: { type: 'string' },
       'metrics-port': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -121,6 +126,8 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
   if (farm !== undefined && farm.length > 0) opts.farm = farm;
   const mem = int('thread-memory-mb', values['thread-memory-mb']);
   if (mem !== undefined) opts.threadMemoryMb = mem;
+  const nice = int('nice', values.nice);
+  if (nice !== undefined) opts.nice = nice;
   const grace = int('grace-ms', values['grace-ms']);
   if (grace !== undefined) opts.graceMs = grace;
   const maxConnections = int('max-connections', values['max-connections']);

@@ -117,13 +117,23 @@ export interface PoolWorker extends WorkerInfo {
  * Results processed back to back in one turn of the event loop, at most (ms); the rest wait for the
  * next turn (see FarmPool.#receive).
  */
-const RESULTS_SLICE_MS = 2;
+const RESULTS_SLICE_MS = 1;
 /**
  * Messages of results waiting, at most: past it the pool is not keeping up (many workers, a busy
  * process) and the waiting ones are processed without a time limit until half are left, so that
  * the slices never starve the results (and with them the dispatch).
  */
 const RESULTS_BACKLOG = 64;
+/** Results settled between two looks at the clock while a turn's budget lasts (see FarmPool.#onResults). */
+const RESULTS_CHUNK = 64;
+
+/** A message of results waiting for its turn; `from` is where its processing resumes. */
+interface DeferredResults {
+  readonly m: Member;
+  readonly r: ExecResults;
+  from: number;
+  decoded: { flags: Uint8Array; values: unknown[] } | undefined;
+}
 
 interface BatchCount {
   left: number;
@@ -222,10 +232,12 @@ export class FarmPool extends EventEmitter<PoolEvents> {
   #progressTimer: NodeJS.Timeout | undefined;
   #closed = false;
   /** Results waiting for the next turn of the event loop (see #receive): `#deferred[#deferredHead…]`. */
-  #deferred: { readonly m: Member; readonly r: ExecResults }[] = [];
+  #deferred: DeferredResults[] = [];
   #deferredHead = 0;
   /** When this turn's results began to be processed (performance.now()), or -1. */
   #sliceStart = -1;
+  /** A #nextSlice is scheduled (setImmediate). */
+  #sliceScheduled = false;
   #closing: Promise<void> | undefined;
   #pumping = false;
   #round = 0;
@@ -1044,69 +1056,95 @@ export class FarmPool extends EventEmitter<PoolEvents> {
    * A message of results: processed now, unless this turn of the event loop already spent
    * RESULTS_SLICE_MS on results (a burst: many messages read at once after a busy spell); then it
    * waits, in order, for the next turn, so that other I/O — a job service's HTTP requests, say —
-   * is served in between instead of behind the whole burst.
+   * is served in between instead of behind the whole burst. A big message is itself cut: the
+   * budget is checked every RESULTS_CHUNK results, and the rest of the message waits at the head.
    */
   #receive(m: Member, r: ExecResults): void {
     if (this.#deferredHead < this.#deferred.length) {
-      this.#deferred.push({ m, r });
+      this.#deferred.push({ m, r, from: 0, decoded: undefined });
       if (this.#deferred.length - this.#deferredHead > RESULTS_BACKLOG) this.#drain(RESULTS_BACKLOG >> 1);
       return;
     }
     if (this.#sliceStart < 0) {
       this.#sliceStart = performance.now();
-      setImmediate(this.#nextSlice);
+      this.#scheduleSlice();
     } else if (performance.now() - this.#sliceStart >= RESULTS_SLICE_MS) {
-      this.#deferred.push({ m, r });
+      this.#deferred.push({ m, r, from: 0, decoded: undefined });
       return;
     }
-    this.#onResults(m, r);
+    const entry: DeferredResults = { m, r, from: 0, decoded: undefined };
+    if (!this.#onResults(entry, true)) this.#deferred.push(entry);
   }
 
-  /** After the turn's I/O: the results that waited, RESULTS_SLICE_MS of them per turn. */
-  readonly #nextSlice = (): void => {
-    this.#sliceStart = -1;
-    if (this.#deferredHead >= this.#deferred.length) return;
-    this.#sliceStart = performance.now();
+  #scheduleSlice(): void {
+    if (this.#sliceScheduled) return;
+    this.#sliceScheduled = true;
     setImmediate(this.#nextSlice);
-    while (this.#deferredHead < this.#deferred.length && performance.now() - this.#sliceStart < RESULTS_SLICE_MS) this.#processOne();
+  }
+
+  /**
+   * After the turn's I/O: the results that waited, within what is left of this turn's
+   * RESULTS_SLICE_MS (the budget counts from the turn's first results, read in its I/O phase or
+   * here); the next turn starts a new budget.
+   */
+  readonly #nextSlice = (): void => {
+    this.#sliceScheduled = false;
+    if (this.#deferredHead < this.#deferred.length) {
+      if (this.#sliceStart < 0) this.#sliceStart = performance.now();
+      while (this.#deferredHead < this.#deferred.length && performance.now() - this.#sliceStart < RESULTS_SLICE_MS) this.#processOne(true);
+    }
+    this.#sliceStart = -1;
     if (this.#deferredHead >= this.#deferred.length) {
       this.#deferred = [];
       this.#deferredHead = 0;
-    }
+    } else this.#scheduleSlice();
   };
 
   /** Processes waiting results until at most `left` wait. */
   #drain(left: number): void {
-    while (this.#deferred.length - this.#deferredHead > left) this.#processOne();
+    while (this.#deferred.length - this.#deferredHead > left) this.#processOne(false);
   }
 
-  #processOne(): void {
-    const { m, r } = this.#deferred[this.#deferredHead]!;
-    this.#deferred[this.#deferredHead++] = undefined as unknown as { m: Member; r: ExecResults };
+  /** The oldest waiting message of results, or its next part when `budgeted` and the turn's budget runs out. */
+  #processOne(budgeted: boolean): void {
+    const entry = this.#deferred[this.#deferredHead]!;
+    if (!this.#onResults(entry, budgeted)) return; // the rest of it stays at the head
+    this.#deferred[this.#deferredHead++] = undefined as unknown as DeferredResults;
     // Under a lasting backlog the queue never empties: drop the processed slots now and then.
     if (this.#deferredHead > 1024 && this.#deferredHead * 2 > this.#deferred.length) {
       this.#deferred.splice(0, this.#deferredHead);
       this.#deferredHead = 0;
     }
-    this.#onResults(m, r);
   }
 
-  #onResults(m: Member, r: ExecResults): void {
-    if (this.#closed || !m.alive) return;
+  /**
+   * Settles a message's results from `entry.from` on. With `budgeted`, it stops after a chunk once
+   * this turn's results budget is spent, records where in `entry`, and answers false (the rest is
+   * for a later turn); otherwise it answers true (all processed, or the message dropped).
+   */
+  #onResults(entry: DeferredResults, budgeted: boolean): boolean {
+    const { m, r } = entry;
+    if (this.#closed || !m.alive) return true;
     m.lastResultAt = Date.now();
-    let decoded: { flags: Uint8Array; values: unknown[] };
-    try {
-      if (r.durations.length !== r.seqs.length) throw new TypeError('durations do not match seqs');
-      decoded = decodeOutcomes(r.outcomes, r.seqs.length);
-    } catch (err) {
-      // A worker that sends garbage is not trusted with more work; its tasks go elsewhere.
-      this.#drop(m, new ProtocolError(`sent outcomes that cannot be decoded (${(err as Error).message})`));
-      return;
+    let decoded = entry.decoded;
+    if (decoded === undefined) {
+      try {
+        if (r.durations.length !== r.seqs.length) throw new TypeError('durations do not match seqs');
+        decoded = decodeOutcomes(r.outcomes, r.seqs.length);
+      } catch (err) {
+        // A worker that sends garbage is not trusted with more work; its tasks go elsewhere.
+        this.#drop(m, new ProtocolError(`sent outcomes that cannot be decoded (${(err as Error).message})`));
+        return true;
+      }
+      entry.decoded = decoded;
     }
     const { flags, values } = decoded;
     const touched = new Set<Lane>();
     const sums = new Map<Lane, { sum: number; n: number; job: JobState }>();
-    for (let i = 0; i < r.seqs.length; i++) {
+    const count = r.seqs.length;
+    let i = entry.from;
+    for (; i < count; i++) {
+      if (budgeted && i > entry.from && (i - entry.from) % RESULTS_CHUNK === 0 && performance.now() - this.#sliceStart >= RESULTS_SLICE_MS) break;
       const seq = r.seqs[i]!;
       const f = m.inFlight.get(seq);
       if (f === undefined) continue; // a seq we did not send, or already settled: dropped
@@ -1116,7 +1154,7 @@ export class FarmPool extends EventEmitter<PoolEvents> {
         // Not an outcome this protocol produces: the worker is broken or hostile. Its tasks (this one
         // included) go elsewhere; one bad worker must not fail the job.
         this.#drop(m, new ProtocolError(`sent a malformed outcome for input ${f.rec.index}`));
-        return;
+        return true;
       }
       const { rec, job, lane } = f;
       m.inFlight.delete(seq);
@@ -1149,6 +1187,8 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       m.avgTaskMs = ewma(m.avgTaskMs, sum / n, 0.3);
     }
     this.#pump(m);
+    entry.from = i;
+    return i >= count;
   }
 
   /** Sizes a lane's batches from its recent task time. */

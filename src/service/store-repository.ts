@@ -25,7 +25,7 @@ export interface RepositoryObserver {
 export interface StoreTaskRepositoryOptions {
   /** Tasks claimed ahead and held in memory; a refill starts when fewer than half are left. @default 4096 */
   readonly window?: number;
-  /** Settlements per commit (one transaction each for outputs and for failures). @default 1024 */
+  /** Settlements per commit (one transaction each for outputs and for failures). @default 512 */
   readonly commitBatch?: number;
   /** Longest a settlement waits for its batch to fill before it is committed anyway, in ms. @default 4 */
   readonly flushMs?: number;
@@ -145,10 +145,10 @@ export class StoreTaskRepository implements TaskRepository {
     this.#store = store;
     this.#ticket = job.ticket;
     this.#total = job.total;
-    // Small enough that a claim or a commit (synchronous on SQLite) holds the manager's event loop
-    // for about a millisecond, so that HTTP requests are answered between them (docs/PERFORMANCE.md).
+    // Small enough that a commit (synchronous on SQLite) holds the manager's event loop for about
+    // half a millisecond, so that HTTP requests are answered between them (docs/PERFORMANCE.md).
     this.#window = options.window ?? 4096;
-    this.#commitBatch = options.commitBatch ?? 1024;
+    this.#commitBatch = options.commitBatch ?? 512;
     this.#flushMs = options.flushMs ?? 4;
     this.#maxUncommitted = options.maxUncommitted ?? 4 * this.#commitBatch;
     this.#errors = options.errors ?? 'fail';

@@ -62,6 +62,8 @@ export interface ExecutorOptions {
   readonly hostname: string;
   /** Limits of each thread (a thread over its heap limit dies alone and is replaced). */
   readonly resourceLimits?: ResourceLimits;
+  /** Nice value (CPU priority, 0 … 19) each thread sets for itself as it starts. @default 0 */
+  readonly nice?: number;
   /** Programs kept loaded at most; beyond it the least recently used idle one is unloaded. @default 16 */
   readonly maxPrograms?: number;
   /** Called with every batch of outcomes, in the order the threads produced them. */
@@ -162,6 +164,7 @@ function subBatch(batch: Queued, keep: readonly number[]): Queued {
 export class Executor {
   readonly #options: ExecutorOptions;
   readonly #log: Logger;
+  #niceWarned = false;
   readonly #slots = new Set<Slot>();
   readonly #programs = new Map<string, Program>();
   readonly #byId = new Map<number, Program>();
@@ -364,6 +367,7 @@ export class Executor {
         hostname: this.#options.hostname,
         state: sab,
         flushMs: 1,
+        nice: this.#options.nice ?? 0,
       };
       const worker = new Worker(threadUrl, {
         workerData: init,
@@ -387,6 +391,13 @@ export class Executor {
         switch (msg.type) {
           case 'ready':
             slot.ready = true;
+            if (msg.niceError !== undefined && !this.#niceWarned) {
+              this.#niceWarned = true;
+              this.#log.warn('the task threads could not lower their CPU priority; they run at normal priority', {
+                nice: this.#options.nice,
+                error: msg.niceError,
+              });
+            }
             settled = true;
             // Programs loaded since this thread started (or that it lacks) are loaded now.
             for (const p of this.#programs.values()) {

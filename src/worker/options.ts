@@ -6,6 +6,9 @@ import { InvalidOptionError } from '../errors.js';
 import { expectInteger, expectString } from '../util/validate.js';
 import { FARM_KEY_BYTES, NO_KEY_HELP, parseFarmKey } from '../security/index.js';
 
+/** Nice value of a daemon's task threads unless told otherwise (see {@link WorkerServerOptions.nice}). */
+export const DEFAULT_TASK_NICE = 0;
+
 /** Options of a worker daemon ({@link WorkerServer}). */
 export interface WorkerServerOptions {
   /** TCP port to listen on; 0 picks a free one. @default 0 */
@@ -24,6 +27,13 @@ export interface WorkerServerOptions {
   readonly farm?: string;
   /** Heap limit of each worker thread in MB; a thread over it dies alone and is replaced. @default total memory / threads / 2 (at most 4096) */
   readonly threadMemoryMb?: number;
+  /**
+   * CPU priority of the task threads, as a Unix nice value (0 normal … 19 lowest). Above 0 the
+   * workstation's own programs, and a job manager on the same machine, go first. On Linux only the
+   * task threads are niced; on systems where nice is per process (macOS) the whole daemon is. A
+   * value the system refuses is logged and tasks run at normal priority. @default 0
+   */
+  readonly nice?: number;
   /** Longest lease timeout a client may ask for, in ms. @default 60000 */
   readonly maxLeaseTimeoutMs?: number;
   /** On drain (SIGTERM), how long in-flight tasks may take to finish, in ms. @default 10000 */
@@ -79,6 +89,7 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
     cacheMaxBytes: 1024 * 1024 * 1024,
     farm: 'default',
     threadMemoryMb: Math.max(64, Math.min(4096, Math.floor(totalmem() / 1024 / 1024 / threads / 2))),
+    nice: DEFAULT_TASK_NICE,
     maxLeaseTimeoutMs: 60_000,
     graceMs: 10_000,
     hostname: osHostname(),
@@ -120,6 +131,7 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
   expectInteger('cacheMaxBytes', o.cacheMaxBytes, 1024 * 1024);
   expectString('farm', o.farm);
   expectInteger('threadMemoryMb', o.threadMemoryMb, 16);
+  expectInteger('nice', o.nice, 0, 19);
   expectInteger('maxLeaseTimeoutMs', o.maxLeaseTimeoutMs, 500);
   expectInteger('graceMs', o.graceMs, 0);
   if (o.id !== undefined) expectString('id', o.id);

@@ -622,6 +622,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         workerId: this.id,
         hostname: this.options.hostname,
         resourceLimits: { maxOldGenerationSizeMb: this.options.threadMemoryMb },
+        nice: this.options.nice,
         maxPrograms: MAX_PROGRAMS,
         logger: this.#log,
         onResults: (results) => this.#onResults(results),

@@ -38,6 +38,8 @@ export interface ThreadInit {
   readonly state: SharedArrayBuffer;
   /** Results are flushed to the main thread at least this often while a batch runs (ms). */
   readonly flushMs: number;
+  /** Nice value the thread sets for itself before anything else (0: left as is). */
+  readonly nice: number;
 }
 
 /** Bytes of the shared state of one thread. */
@@ -92,7 +94,7 @@ export type MainMessage =
 
 /** Thread → main. */
 export type ThreadMessage =
-  | { readonly type: 'ready' }
+  | { readonly type: 'ready'; readonly niceError?: string }
   | { readonly type: 'failed'; readonly error: RemoteErrorMessage }
   | { readonly type: 'loaded'; readonly program: number }
   | { readonly type: 'load-failed'; readonly program: number; readonly error: RemoteErrorMessage }

@@ -5,6 +5,7 @@
 import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:worker_threads';
 import { deserialize, serialize } from 'node:v8';
 import { readFileSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -35,6 +36,15 @@ type StageFn = (input: unknown, ctx: unknown) => unknown;
 const init = workerData as ThreadInit;
 const port = parentPort;
 if (port === null) throw new Error('taskfarm thread started outside a worker thread');
+// Before any task: on Linux this nices this thread alone (the daemon's own thread keeps its priority).
+let niceError: string | undefined;
+if (init.nice > 0) {
+  try {
+    setPriority(init.nice);
+  } catch (err) {
+    niceError = (err as Error).message;
+  }
+}
 const state = new Int32Array(init.state);
 const startedAt = new Float64Array(init.state);
 
@@ -376,6 +386,6 @@ port.on('message', (msg: MainMessage) => {
 (async () => {
   for (const program of init.programs) await load(program);
 })().then(
-  () => port.postMessage({ type: 'ready' } satisfies ThreadMessage),
+  () => port.postMessage({ type: 'ready', ...(niceError === undefined ? {} : { niceError }) } satisfies ThreadMessage),
   (err: unknown) => port.postMessage({ type: 'failed', error: errorInfo(err, 'setup') } satisfies ThreadMessage),
 );

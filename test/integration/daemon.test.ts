@@ -4,6 +4,7 @@
  * Real daemons in child processes on 127.0.0.1.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NoWorkersError, PROTOCOL_VERSION, TaskCrashedError, TaskFarm, type WorkerLostEvent } from '../../dist/src/index.js';
@@ -274,5 +275,26 @@ describe('the taskfarm worker daemon', () => {
     const plain = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [d!.address], localFallback: false });
     expect(await plain.compute()).toEqual([2, 4, 6]);
     expect(alive(d!.pid)).toBe(true);
+  });
+  it.runIf(process.platform === 'linux')('--nice N lowers the priority of the task threads only; the daemon thread keeps its own', async () => {
+    const [d] = await daemons.start(1, ['--threads', '2', '--nice', '7']);
+    const farm = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [d!.address], localFallback: false });
+    expect(await farm.compute()).toEqual([2, 4, 6]);
+    // /proc/PID/task/TID/stat: the 19th field (the 17th after the command's closing parenthesis) is the nice value.
+    const niceOf = (tid: string): number | undefined => {
+      try {
+        const stat = readFileSync(`/proc/${d!.pid}/task/${tid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      } catch {
+        return undefined; // the thread ended meanwhile
+      }
+    };
+    const niced = readdirSync(`/proc/${d!.pid}/task`).filter((tid) => niceOf(tid) === 7);
+    expect(niced).toHaveLength(2); // the two task threads (the threads run on after the job: the daemon keeps them)
+    expect(niceOf(String(d!.pid))).toBe(0);
+
+    // Out of range: a clear error, no daemon.
+    const bad = await daemons.start(1, ['--nice', '25']).catch((err: unknown) => err);
+    expect(String(bad)).toMatch(/exited before it was ready \(code 2[\s\S]*`nice` to be an integer in \[0, 19\]/);
   });
 });

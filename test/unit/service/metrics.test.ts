@@ -76,6 +76,17 @@ describe('registerServiceMetrics', () => {
     expect(families.find((f) => f.name === 'taskfarm_store_commit_duration_seconds')?.type).toBe('HISTOGRAM');
     expect(text).toContain('taskfarm_store_commit_duration_seconds_count{kind="inputs"} 1');
     expect(text).toContain('taskfarm_store_commit_duration_seconds_count{kind="outputs"} 1');
+    expect(text).toContain('taskfarm_task_duration_seconds_bucket{le="+Inf"} 4');
+
+    // Counted between scrapes, kept across them.
+    m.shipped('sent', 10);
+    m.taskDurations([700_000]);
+    const again = parseExposition(await registry.metrics());
+    expect(sample(again, 'taskfarm_shipped_bytes_total', { direction: 'sent' })).toBe(4106);
+    expect(sample(again, 'taskfarm_shipped_bytes_total', { direction: 'received' })).toBe(1024);
+    const d2 = again.find((f) => f.name === 'taskfarm_task_duration_seconds')!.metrics[0]!;
+    expect(Number(d2.count)).toBe(5);
+    expect(Number(d2.buckets?.['600'])).toBe(4);
   });
 
   it('leaves out the series of a source that fails, and serves the others', async () => {
