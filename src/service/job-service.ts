@@ -14,7 +14,6 @@ import { FarmPool, type BundledProgram, type FarmPoolOptions, type JobOptions, t
 import { componentLogger, type Logger } from '../log.js';
 import { parseFarmKey, resolveFarmKey } from '../security/index.js';
 import {
-  PostgresJobStore,
   SqliteJobStore,
   ThreadedSqliteJobStore,
   defaultStorePath,
@@ -79,9 +78,6 @@ export interface JobServiceLimits {
  * pool shortcuts (`peers`, `farm`, `key`/`keyFile`, `insecure`); a program embedding the service
  * may pass an open store and a pool (or full `poolOptions`) instead.
  */
-/** Outputs per commit of a job whose store is PostgreSQL (the repository's default, 512, is for SQLite). */
-const POSTGRES_COMMIT_BATCH = 2048;
-
 export interface JobServiceOptions {
   /**
    * The job store: an open {@link JobStore}, or where to open one (a SQLite path, or a
@@ -255,10 +251,7 @@ export class StoreJobService implements JobService {
     this.#maxBundle = options.limits?.maxBundleBytes ?? 16 * 1024 * 1024;
     this.#maxStages = options.limits?.maxStages ?? 64;
     this.#maxRunning = options.maxRunningJobs ?? 32;
-    // On PostgreSQL a commit is a round trip the event loop does not wait on: bigger batches cost the
-    // HTTP requests nothing and bought 88k → 109–115k tasks/s (docs/PERFORMANCE.md). On SQLite a
-    // commit is synchronous, so the repository's default (512) keeps it short.
-    this.#repository = { ...(store instanceof PostgresJobStore ? { commitBatch: POSTGRES_COMMIT_BATCH } : {}), ...options.repository };
+    this.#repository = options.repository ?? {};
     this.#progressMs = options.progressMs ?? 250;
     intField('limits.maxLineBytes', this.#maxLine, 16, 2 ** 30);
     intField('limits.maxBundleBytes', this.#maxBundle, 1024, 2 ** 30);

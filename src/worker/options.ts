@@ -6,9 +6,6 @@ import { InvalidOptionError } from '../errors.js';
 import { expectInteger, expectString } from '../util/validate.js';
 import { FARM_KEY_BYTES, NO_KEY_HELP, parseFarmKey } from '../security/index.js';
 
-/** Nice value of a daemon's task threads unless told otherwise (see {@link WorkerServerOptions.nice}). */
-export const DEFAULT_TASK_NICE = 0;
-
 /** Options of a worker daemon ({@link WorkerServer}). */
 export interface WorkerServerOptions {
   /** TCP port to listen on; 0 picks a free one. @default 0 */
@@ -89,7 +86,7 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
     cacheMaxBytes: 1024 * 1024 * 1024,
     farm: 'default',
     threadMemoryMb: Math.max(64, Math.min(4096, Math.floor(totalmem() / 1024 / 1024 / threads / 2))),
-    nice: DEFAULT_TASK_NICE,
+    nice: 0,
     maxLeaseTimeoutMs: 60_000,
     graceMs: 10_000,
     hostname: osHostname(),
