@@ -48,6 +48,10 @@ Options:
                         (lowest; default 0); with 10, say, the machine's own programs go first. On
                         Linux only the task threads are niced; where nice is per process
                         (macOS), the whole daemon is
+  --no-sched-batch      Linux: keep the daemon's own thread (gRPC, heartbeats) under the normal
+                        scheduling policy. By default it runs as SCHED_BATCH (set with chrt), so
+                        that its wake-ups do not preempt a running task; the task threads keep the
+                        normal policy
   --grace-ms MS         on SIGTERM/SIGINT, time for in-flight tasks to finish (default 10000)
   --metrics-port N      serve Prometheus metrics at http://HOST:N/metrics (tasks, task durations,
                         leases, programs, threads, bytes received); HOST is 127.0.0.1, or the
@@ -81,6 +85,7 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
       farm: { type: 'string' },
       interface: { type: 'string' },
       'no-advertise': { type: 'boolean' },
+      'no-sched-batch': { type: 'boolean' },
       'key-file': { type: 'string' },
       insecure: { type: 'boolean' },
       'max-connections': { type: 'string' },
@@ -110,6 +115,7 @@ export async function runWorker(argv: readonly string[]): Promise<number> {
   const opts: { -readonly [K in keyof WorkerServerOptions]: WorkerServerOptions[K] } = {
     logger: streamLogger('worker', level),
     advertise: values['no-advertise'] !== true,
+    schedBatch: values['no-sched-batch'] !== true,
   };
   if (values.interface !== undefined) {
     opts.interface = values.interface;

@@ -64,6 +64,8 @@ export interface ExecutorOptions {
   readonly resourceLimits?: ResourceLimits;
   /** Nice value (CPU priority, 0 … 19) each thread sets for itself as it starts. @default 0 */
   readonly nice?: number;
+  /** The calling thread runs as SCHED_BATCH (see sched.ts): each task thread goes back to the normal policy as it starts. @default false */
+  readonly leaveBatch?: boolean;
   /** Programs kept loaded at most; beyond it the least recently used idle one is unloaded. @default 16 */
   readonly maxPrograms?: number;
   /** Called with every batch of outcomes, in the order the threads produced them. */
@@ -165,6 +167,7 @@ export class Executor {
   readonly #options: ExecutorOptions;
   readonly #log: Logger;
   #niceWarned = false;
+  #schedWarned = false;
   readonly #slots = new Set<Slot>();
   readonly #programs = new Map<string, Program>();
   readonly #byId = new Map<number, Program>();
@@ -368,6 +371,7 @@ export class Executor {
         state: sab,
         flushMs: 1,
         nice: this.#options.nice ?? 0,
+        leaveBatch: this.#options.leaveBatch ?? false,
       };
       const worker = new Worker(threadUrl, {
         workerData: init,
@@ -396,6 +400,12 @@ export class Executor {
               this.#log.warn('the task threads could not lower their CPU priority; they run at normal priority', {
                 nice: this.#options.nice,
                 error: msg.niceError,
+              });
+            }
+            if (msg.schedError !== undefined && !this.#schedWarned) {
+              this.#schedWarned = true;
+              this.#log.warn("a task thread inherited the daemon thread's SCHED_BATCH policy and could not leave it; tasks still run", {
+                error: msg.schedError,
               });
             }
             settled = true;

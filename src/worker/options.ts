@@ -31,6 +31,14 @@ export interface WorkerServerOptions {
    * value the system refuses is logged and tasks run at normal priority. @default 0
    */
   readonly nice?: number;
+  /**
+   * Linux: run the daemon's own thread (its event loop: gRPC, heartbeats, results on their way out)
+   * under the `SCHED_BATCH` policy, so that its wake-ups do not preempt a running task; the task
+   * threads keep the normal policy. It changes the scheduling of this process's main thread, so a
+   * program that embeds a WorkerServer opts in; a failure (no `chrt`, not Linux) is logged and
+   * changes nothing. @default false (the CLI daemon: true)
+   */
+  readonly schedBatch?: boolean;
   /** Longest lease timeout a client may ask for, in ms. @default 60000 */
   readonly maxLeaseTimeoutMs?: number;
   /** On drain (SIGTERM), how long in-flight tasks may take to finish, in ms. @default 10000 */
@@ -87,6 +95,7 @@ export function resolveWorkerServerOptions(input: WorkerServerOptions = {}): Res
     farm: 'default',
     threadMemoryMb: Math.max(64, Math.min(4096, Math.floor(totalmem() / 1024 / 1024 / threads / 2))),
     nice: 0,
+    schedBatch: false,
     maxLeaseTimeoutMs: 60_000,
     graceMs: 10_000,
     hostname: osHostname(),

@@ -41,6 +41,7 @@ import { Executor, ExecutorStartError } from './executor.js';
 import { acquireWorkerIdentity, type WorkerIdentity } from './identity.js';
 import { resolveWorkerServerOptions, type ResolvedWorkerServerOptions, type WorkerServerOptions } from './options.js';
 import type { ChainEntry } from './thread-protocol.js';
+import { enterBatchPolicy } from './sched.js';
 
 /** State of a worker as reported by Describe. */
 export type WorkerState = 'free' | 'recruited' | 'draining';
@@ -144,6 +145,8 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
   #port = 0;
   #started = false;
   #closed = false;
+  /** The daemon's thread runs as SCHED_BATCH (options.schedBatch, and chrt succeeded). */
+  #schedBatch = false;
   #tls: TlsIdentity | undefined;
   #nonces: WorkerNonces;
   #net: NetServer | undefined;
@@ -227,6 +230,12 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (this.#started) throw new Error('WorkerServer.start() called twice');
     this.#started = true;
     if (this.options.id === undefined) this.#identity = acquireWorkerIdentity(this.options.cacheDir, this.options.hostname);
+    if (this.options.schedBatch) {
+      // Before the task threads exist: they inherit the policy and leave it as they start.
+      const why = await enterBatchPolicy();
+      if (why === undefined) this.#schedBatch = true;
+      else this.#log.warn("the daemon's thread keeps the normal scheduling policy (tasks may wait a little between each other)", { reason: why });
+    }
     if (this.options.insecure) {
       this.#log.warn('INSECURE: no farm key and no TLS; anyone who can reach this port can run code on this machine');
     } else {
@@ -623,6 +632,7 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
         hostname: this.options.hostname,
         resourceLimits: { maxOldGenerationSizeMb: this.options.threadMemoryMb },
         nice: this.options.nice,
+        leaveBatch: this.#schedBatch,
         maxPrograms: MAX_PROGRAMS,
         logger: this.#log,
         onResults: (results) => this.#onResults(results),

@@ -40,6 +40,8 @@ export interface ThreadInit {
   readonly flushMs: number;
   /** Nice value the thread sets for itself before anything else (0: left as is). */
   readonly nice: number;
+  /** The daemon's thread runs as SCHED_BATCH: a thread that inherited it goes back to the normal policy first (sched.ts). */
+  readonly leaveBatch: boolean;
 }
 
 /** Bytes of the shared state of one thread. */
@@ -94,7 +96,7 @@ export type MainMessage =
 
 /** Thread → main. */
 export type ThreadMessage =
-  | { readonly type: 'ready'; readonly niceError?: string }
+  | { readonly type: 'ready'; readonly niceError?: string; readonly schedError?: string }
   | { readonly type: 'failed'; readonly error: RemoteErrorMessage }
   | { readonly type: 'loaded'; readonly program: number }
   | { readonly type: 'load-failed'; readonly program: number; readonly error: RemoteErrorMessage }

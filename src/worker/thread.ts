@@ -6,6 +6,7 @@ import { parentPort, receiveMessageOnPort, threadId, workerData } from 'node:wor
 import { deserialize, serialize } from 'node:v8';
 import { readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { leaveBatchPolicy } from './sched.js';
 import { decodeInputs, encodeOutcomes } from '../protocol/batch.js';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -36,7 +37,9 @@ type StageFn = (input: unknown, ctx: unknown) => unknown;
 const init = workerData as ThreadInit;
 const port = parentPort;
 if (port === null) throw new Error('taskfarm thread started outside a worker thread');
-// Before any task: on Linux this nices this thread alone (the daemon's own thread keeps its priority).
+// Before any task: the normal scheduling policy, which this thread inherited SCHED_BATCH in place of
+// from the daemon's thread (see sched.ts); then, on Linux, a nice value for this thread alone.
+const schedError = init.leaveBatch ? leaveBatchPolicy() : undefined;
 let niceError: string | undefined;
 if (init.nice > 0) {
   try {
@@ -386,6 +389,11 @@ port.on('message', (msg: MainMessage) => {
 (async () => {
   for (const program of init.programs) await load(program);
 })().then(
-  () => port.postMessage({ type: 'ready', ...(niceError === undefined ? {} : { niceError }) } satisfies ThreadMessage),
+  () =>
+    port.postMessage({
+      type: 'ready',
+      ...(niceError === undefined ? {} : { niceError }),
+      ...(schedError === undefined ? {} : { schedError }),
+    } satisfies ThreadMessage),
   (err: unknown) => port.postMessage({ type: 'failed', error: errorInfo(err, 'setup') } satisfies ThreadMessage),
 );

@@ -297,4 +297,31 @@ describe('the taskfarm worker daemon', () => {
     const bad = await daemons.start(1, ['--nice', '25']).catch((err: unknown) => err);
     expect(String(bad)).toMatch(/exited before it was ready \(code 2[\s\S]*`nice` to be an integer in \[0, 19\]/);
   });
+  it.runIf(process.platform === 'linux')(
+    "the daemon's own thread runs as SCHED_BATCH and the task threads under the normal policy; --no-sched-batch leaves the daemon's thread normal",
+    async () => {
+      // /proc/PID/task/TID/stat after the command's closing parenthesis: field 17 is the nice value, field 39 the policy (0 SCHED_OTHER, 3 SCHED_BATCH).
+      const fieldsOf = (pid: number, tid: string): string[] | undefined => {
+        try {
+          const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+          return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        } catch {
+          return undefined; // the thread ended meanwhile
+        }
+      };
+      const policies = async (args: string[]): Promise<{ main: string | undefined; tasks: (string | undefined)[] }> => {
+        // --nice 7 marks the task threads, to tell them from Node's own threads.
+        const [d] = await daemons.start(1, ['--threads', '2', '--nice', '7', ...args]);
+        const farm = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [d!.address], localFallback: false });
+        expect(await farm.compute()).toEqual([2, 4, 6]);
+        const tasks = readdirSync(`/proc/${d!.pid}/task`)
+          .map((tid) => fieldsOf(d!.pid, tid))
+          .filter((f) => f?.[16] === '7')
+          .map((f) => f?.[38]);
+        return { main: fieldsOf(d!.pid, String(d!.pid))?.[38], tasks };
+      };
+      expect(await policies([])).toEqual({ main: '3', tasks: ['0', '0'] });
+      expect(await policies(['--no-sched-batch'])).toEqual({ main: '0', tasks: ['0', '0'] });
+    },
+  );
 });
