@@ -11,6 +11,7 @@ import { NoWorkersError, PROTOCOL_VERSION, TaskCrashedError, TaskFarm, type Work
 import { grpc } from '../../dist/src/protocol/grpc.js';
 import { connectRaw, type RawWorker } from '../helpers/raw-worker.js';
 import { Daemons, alive, fixture, tempDir, until, waitForLine, type LocalDaemon } from '../helpers/daemons.js';
+import { killAll, startCli } from '../helpers/cli.js';
 
 /** Settles `p` into the value or the error, for asserting on rejections. */
 function settle<T>(p: Promise<T>): Promise<unknown> {
@@ -39,6 +40,7 @@ describe('the taskfarm worker daemon', () => {
   afterEach(async () => {
     for (const c of clients.splice(0)) c.close();
     await daemons.stopAll();
+    await killAll();
     for (const d of dirs.splice(0)) d.remove();
   });
 
@@ -324,4 +326,18 @@ describe('the taskfarm worker daemon', () => {
       expect(await policies(['--no-sched-batch'])).toEqual({ main: '0', tasks: ['0', '0'] });
     },
   );
+  it.runIf(process.platform === 'linux')('without chrt on its PATH the daemon warns, keeps the normal policy and computes as before', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const daemon = startCli(['worker', '--host', '127.0.0.1', '--port', '0', '--no-advertise', '--threads', '1', '--cache-dir', dir.path], {
+      env: { ...process.env, PATH: join(dir.path, 'no-such-bin') },
+    });
+    await daemon.waitFor('READY and the warning', (out, err) => /^READY port=\d+/m.test(out) && /keeps the normal scheduling policy/.test(err), 20_000);
+    const port = /^READY port=(\d+)/m.exec(daemon.stdout())![1]!;
+    expect(daemon.stderr()).toMatch(/the daemon's thread keeps the normal scheduling policy[^\n]*chrt --batch failed/);
+    const farm = new TaskFarm<number, number>(fixture('double.ts'), [1, 2, 3], { peers: [`127.0.0.1:${port}`], localFallback: false });
+    expect(await farm.compute()).toEqual([2, 4, 6]);
+    const stat = readFileSync(`/proc/${daemon.child.pid!}/stat`, 'utf8');
+    expect(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]).toBe('0');
+  });
 });
