@@ -35,8 +35,8 @@ export interface WorkerServerOptions {
    * Linux: run the daemon's own thread (its event loop: gRPC, heartbeats, results on their way out)
    * under the `SCHED_BATCH` policy, so that its wake-ups do not preempt a running task; the task
    * threads keep the normal policy. It changes the scheduling of this process's main thread, so a
-   * program that embeds a WorkerServer opts in; a failure (no `chrt`, not Linux) is logged and
-   * changes nothing. @default false (the CLI daemon: true)
+   * program that embeds a WorkerServer opts in; a failure (no `chrt`, or refused) is logged and
+   * changes nothing. Ignored on other systems. @default false (the CLI daemon: true)
    */
   readonly schedBatch?: boolean;
   /** Longest lease timeout a client may ask for, in ms. @default 60000 */

@@ -13,10 +13,10 @@ import { readFileSync, readlinkSync } from 'node:fs';
 const SCHED_BATCH = 3;
 const CHRT_TIMEOUT_MS = 5000;
 
-/** The scheduling policy number in a /proc stat file (the calling thread's by default), or undefined where /proc cannot tell. */
-function policyOf(path = '/proc/thread-self/stat'): number | undefined {
+/** The calling thread's scheduling policy number, or undefined where /proc cannot tell. */
+function policyOf(): number | undefined {
   try {
-    const stat = readFileSync(path, 'utf8');
+    const stat = readFileSync('/proc/thread-self/stat', 'utf8');
     // Field 41 (policy) is the 39th after the command's closing parenthesis.
     const v = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
     return Number.isInteger(v) ? v : undefined;

@@ -230,16 +230,18 @@ export class WorkerServer extends EventEmitter<WorkerServerEvents> {
     if (this.#started) throw new Error('WorkerServer.start() called twice');
     this.#started = true;
     if (this.options.id === undefined) this.#identity = acquireWorkerIdentity(this.options.cacheDir, this.options.hostname);
-    if (this.options.schedBatch) {
-      // Before the task threads exist: they inherit the policy and leave it as they start.
-      const why = await enterBatchPolicy();
-      if (why === undefined) this.#schedBatch = true;
-      else this.#log.warn("the daemon's thread keeps the normal scheduling policy (tasks may wait a little between each other)", { reason: why });
-    }
+    // Set before the listener opens, so before any task thread exists: they inherit the policy and
+    // leave it as they start. Linux only; elsewhere the option does nothing.
+    const batching = this.options.schedBatch && process.platform === 'linux' ? enterBatchPolicy() : undefined;
     if (this.options.insecure) {
       this.#log.warn('INSECURE: no farm key and no TLS; anyone who can reach this port can run code on this machine');
     } else {
       this.#tls = await loadOrCreateTlsIdentity(`${this.options.cacheDir}/tls`, `taskfarm-worker ${this.id}`);
+    }
+    if (batching !== undefined) {
+      const why = await batching;
+      if (why === undefined) this.#schedBatch = true;
+      else this.#log.warn("the daemon's thread keeps the normal scheduling policy, so it may preempt a task thread between two tasks", { reason: why });
     }
     // Our own listener in front of gRPC. It bounds the connections, terminates TLS itself (so that a
     // handshake that does not complete within handshakeMs — a half-open or trickling connection — is

@@ -37,8 +37,8 @@ type StageFn = (input: unknown, ctx: unknown) => unknown;
 const init = workerData as ThreadInit;
 const port = parentPort;
 if (port === null) throw new Error('taskfarm thread started outside a worker thread');
-// Before any task: the normal scheduling policy, which this thread inherited SCHED_BATCH in place of
-// from the daemon's thread (see sched.ts); then, on Linux, a nice value for this thread alone.
+// Before any task: back to the normal scheduling policy if this thread inherited SCHED_BATCH from the
+// daemon's thread (see sched.ts); then, on Linux, a nice value for this thread alone.
 const schedError = init.leaveBatch ? leaveBatchPolicy() : undefined;
 let niceError: string | undefined;
 if (init.nice > 0) {
