@@ -1060,8 +1060,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
    * budget is checked every RESULTS_CHUNK results, and the rest of the message waits at the head.
    */
   #receive(m: Member, r: ExecResults): void {
+    const entry: DeferredResults = { m, r, from: 0, decoded: undefined };
     if (this.#deferredHead < this.#deferred.length) {
-      this.#deferred.push({ m, r, from: 0, decoded: undefined });
+      this.#deferred.push(entry);
       if (this.#deferred.length - this.#deferredHead > RESULTS_BACKLOG) this.#drain(RESULTS_BACKLOG >> 1);
       return;
     }
@@ -1069,10 +1070,9 @@ export class FarmPool extends EventEmitter<PoolEvents> {
       this.#sliceStart = performance.now();
       this.#scheduleSlice();
     } else if (performance.now() - this.#sliceStart >= RESULTS_SLICE_MS) {
-      this.#deferred.push({ m, r, from: 0, decoded: undefined });
+      this.#deferred.push(entry);
       return;
     }
-    const entry: DeferredResults = { m, r, from: 0, decoded: undefined };
     if (!this.#onResults(entry, true)) this.#deferred.push(entry);
   }
 

@@ -250,6 +250,8 @@ export class SqliteJobStore implements JobStore {
   static async open(path: string = defaultStorePath(), options: SqliteJobStoreOptions = {}): Promise<SqliteJobStore> {
     const cacheMiB = options.cacheMiB ?? 16;
     expectInteger('cacheMiB', cacheMiB, 1, 65_536);
+    const checkpointMs = options.checkpointMs ?? 100;
+    expectInteger('checkpointMs', checkpointMs, 1, 60_000);
     let db: Database.Database | undefined;
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -280,8 +282,6 @@ export class SqliteJobStore implements JobStore {
       });
       migrate.immediate();
       const store = new SqliteJobStore(db, path, options.now ?? Date.now);
-      const checkpointMs = options.checkpointMs ?? 100;
-      expectInteger('checkpointMs', checkpointMs, 1, 60_000);
       if (path !== ':memory:' && options.backgroundCheckpoints !== false) store.#startCheckpointer(checkpointMs);
       return store;
     } catch (err) {

@@ -28,10 +28,10 @@ function policyOf(): number | undefined {
 /**
  * Puts the calling process's main thread (its thread id is the pid) under `SCHED_BATCH`. Threads it
  * creates afterwards inherit the policy; task threads undo it with {@link leaveBatchPolicy}.
- * Resolves with undefined when done, or with the reason it was not (not Linux, no `chrt`, refused).
+ * Linux only (the caller checks). Resolves with undefined when done, or with the reason it was not
+ * (no `chrt`, refused).
  */
 export function enterBatchPolicy(): Promise<string | undefined> {
-  if (process.platform !== 'linux') return Promise.resolve(`SCHED_BATCH is Linux only (this is ${process.platform})`);
   return new Promise((resolve) => {
     execFile('chrt', ['--batch', '--pid', '0', String(process.pid)], { timeout: CHRT_TIMEOUT_MS }, (err, _stdout, stderr) => {
       resolve(err === null ? undefined : `chrt --batch failed: ${stderr.trim() || err.message}`);
@@ -44,7 +44,7 @@ export function enterBatchPolicy(): Promise<string | undefined> {
  * policy (`SCHED_OTHER`, the nice value kept). Returns undefined when done or not needed, else why not.
  */
 export function leaveBatchPolicy(): string | undefined {
-  if (process.platform !== 'linux' || policyOf() !== SCHED_BATCH) return undefined;
+  if (policyOf() !== SCHED_BATCH) return undefined; // not Linux, or nothing inherited
   try {
     // /proc/thread-self links to PID/task/TID.
     const tid = readlinkSync('/proc/thread-self').split('/').pop() ?? '';
