@@ -4,7 +4,10 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -172,41 +175,50 @@ describe('TaskFarm options with real daemons', () => {
   it('static peers are retried: a daemon started mid-run is recruited mid-run and takes tasks', async () => {
     const port = await closedPort();
     const [a] = await daemons.start(1);
-    // ~10 s of work for A alone: B, started at once, is up before the run ends even with the
-    // farm's backoff between attempts at an address that refused (0.5, 1, 2, 4 s, ...: attempts at
-    // 3.5 and 7.5 s). With 5 s of work, a B slow to start under load (CI) missed the 3.5 s attempt.
-    const n = 500;
-    const farm = new TaskFarm<unknown, number>(
-      fixture('spin.ts'),
-      Array.from({ length: n }, (_, v) => ({ v, ms: 20 })),
-      { peers: [a!.address, `127.0.0.1:${port}`], localFallback: false },
-    );
-    const recruitedAt = new Map<string, number>();
-    farm.on('recruited', (w) => recruitedAt.set(w.address, performance.now()));
-    let starting: Promise<LocalDaemon[]> | undefined;
-    let startedAtDone = -1;
-    farm.on('progress', (p: FarmProgress) => {
-      if (starting === undefined && p.done >= 3) {
-        startedAtDone = p.done;
-        // Later `--port` wins over the `--port 0` that startDaemon passes first.
-        starting = daemons.start(1, ['--threads', '1', '--port', String(port)]);
-        starting.catch(() => {}); // awaited (and its failure reported) after the run
-      }
-    });
-    const outputs = await farm.compute();
-    expect(outputs).toEqual(Array.from({ length: n }, (_, v) => v * 2));
-    expect(starting).toBeDefined();
-    const [b] = await starting!;
-    expect(b!.port).toBe(port);
-    const stats = farm.stats();
-    const onB = stats.workers.find((w) => w.id === b!.id);
-    expect(onB, JSON.stringify(stats.workers)).toBeDefined();
-    expect(onB!.address).toBe(`127.0.0.1:${port}`);
-    expect(onB!.completed).toBeGreaterThan(0);
-    expect(stats.workers.find((w) => w.id === a!.id)!.completed).toBe(n - onB!.completed);
-    expect(recruitedAt.get(b!.address)!).toBeGreaterThan(recruitedAt.get(a!.address)!);
-    console.log(`daemon started at ${startedAtDone}/${n} outputs was recruited mid-run and computed ${onB!.completed} tasks`);
-  });
+    // A computes the first 50 tasks; the others wait for a gate file that the test creates once
+    // B is recruited, so the run lasts until then however slowly B starts (the farm retries an
+    // address that refused after 0.5, 1, 2, 4, 8 s: attempts at 3.5, 7.5, 15.5 s).
+    const dir = mkdtempSync(join(tmpdir(), 'taskfarm-gate-'));
+    const gate = join(dir, 'open');
+    try {
+      const n = 300;
+      const farm = new TaskFarm<unknown, number>(
+        fixture('gate-on.ts'),
+        Array.from({ length: n }, (_, v) => (v < 50 ? { v, ms: 20 } : { v, ms: 20, gate, gateMs: 30_000 })),
+        { peers: [a!.address, `127.0.0.1:${port}`], localFallback: false },
+      );
+      const recruitedAt = new Map<string, number>();
+      farm.on('recruited', (w) => {
+        recruitedAt.set(w.address, performance.now());
+        if (w.address === `127.0.0.1:${port}`) writeFileSync(gate, '');
+      });
+      let starting: Promise<LocalDaemon[]> | undefined;
+      let startedAtDone = -1;
+      farm.on('progress', (p: FarmProgress) => {
+        if (starting === undefined && p.done >= 3) {
+          startedAtDone = p.done;
+          // Later `--port` wins over the `--port 0` that startDaemon passes first.
+          starting = daemons.start(1, ['--threads', '1', '--port', String(port)]);
+          starting.catch(() => {}); // awaited (and its failure reported) after the run
+        }
+      });
+      const outputs = await farm.compute();
+      expect(outputs).toEqual(Array.from({ length: n }, (_, v) => v * 2));
+      expect(starting).toBeDefined();
+      const [b] = await starting!;
+      expect(b!.port).toBe(port);
+      const stats = farm.stats();
+      const onB = stats.workers.find((w) => w.id === b!.id);
+      expect(onB, JSON.stringify(stats.workers)).toBeDefined();
+      expect(onB!.address).toBe(`127.0.0.1:${port}`);
+      expect(onB!.completed).toBeGreaterThan(0);
+      expect(stats.workers.find((w) => w.id === a!.id)!.completed).toBe(n - onB!.completed);
+      expect(recruitedAt.get(b!.address)!).toBeGreaterThan(recruitedAt.get(a!.address)!);
+      console.log(`daemon started at ${startedAtDone}/${n} outputs was recruited mid-run and computed ${onB!.completed} tasks`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 45_000);
 
   it('results() yields every index exactly once', async () => {
     const ds = await daemons.start(2);
