@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { InvalidRequestError, bundleProgram, checkOptimizeParams, type JsonValue, type OptimizeSharedValue } from '../src/index.js';
 import { parseArgs } from 'node:util';
+import { joinNegativeValues } from './args.js';
 import { COMMON, UsageError, clientFor, commonOptions, follow, int, print } from './service-commands.js';
 
 export const OPTIMIZE_HELP = `Usage: taskfarm optimize <objective> --bounds JSON [options]
@@ -29,13 +30,20 @@ Options:
   --integer i,j,…      parameters that take integer values only (indices from 0, or names)
   --x0 JSON            an initial guess [x0, x1, …] within the bounds
   --optimizer de|bfgs  differential evolution (default) or quasi-Newton BFGS
+  --optimizer-options JSON
+                       the optimiser's settings, e.g. '{"strategy": "best1bin", "mutation": [0.5, 1]}'
+                       (DE: strategy, mutation, crossover, …; BFGS: step, gtol, …; docs/OPTIMIZE.md)
   --population N       members per generation (DE; default max(10, 4 × parameters))
   --seed N             seed of the optimiser: the same seed gives the same result (default: drawn)
   --max-generations N  stop after N generations (default 1000)
   --max-evaluations N  never evaluate more than N points
   --max-time-ms MS     stop after MS ms of running (time the manager was down does not count)
   --tolerance T        converged when the population's cost spread ≤ T × |mean cost| (default 1e-8)
-  --target C           converged as soon as a cost ≤ C is found
+  --target C           converged as soon as a cost ≤ C is found (a negative C as --target -5 or --target=-5)
+  --invalid-cost fail|penalty
+                       a member whose objective throws or returns a cost that is not a finite
+                       number: fail ends the job (default), penalty gives it the cost --penalty
+  --penalty C          that cost (default the largest finite number)
   --shared NAME=FILE   ctx.shared[NAME] on the workers: a .json file's value, else the file's bytes
                        (a Uint8Array); repeatable. They travel in the job description (the
                        manager's --max-body-mb limits them)
@@ -53,6 +61,7 @@ const FLAG_OF: readonly [RegExp, string][] = [
   [/^params\.space\.integer/, '--integer'],
   [/^params\.space\.x0/, '--x0'],
   [/^params\.space/, '--bounds'],
+  [/^params\.optimizerOptions/, '--optimizer-options'],
   [/^params\.optimizer/, '--optimizer'],
   [/^params\.populationSize/, '--population'],
   [/^params\.seed/, '--seed'],
@@ -61,6 +70,8 @@ const FLAG_OF: readonly [RegExp, string][] = [
   [/^params\.maxTimeMs/, '--max-time-ms'],
   [/^params\.tolerance/, '--tolerance'],
   [/^params\.target/, '--target'],
+  [/^params\.invalidCost/, '--invalid-cost'],
+  [/^params\.penalty/, '--penalty'],
   [/^params\.shared/, '--shared'],
 ];
 
@@ -151,6 +162,7 @@ async function optimizeCommand(argv: readonly string[]): Promise<number> {
     integer: { type: 'string' },
     x0: { type: 'string' },
     optimizer: { type: 'string' },
+    'optimizer-options': { type: 'string' },
     population: { type: 'string' },
     seed: { type: 'string' },
     'max-generations': { type: 'string' },
@@ -158,6 +170,8 @@ async function optimizeCommand(argv: readonly string[]): Promise<number> {
     'max-time-ms': { type: 'string' },
     tolerance: { type: 'string' },
     target: { type: 'string' },
+    'invalid-cost': { type: 'string' },
+    penalty: { type: 'string' },
     shared: { type: 'string', multiple: true },
     name: { type: 'string' },
     priority: { type: 'string' },
@@ -165,7 +179,7 @@ async function optimizeCommand(argv: readonly string[]): Promise<number> {
   } as const;
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: true });
+    parsed = parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -196,12 +210,29 @@ async function optimizeCommand(argv: readonly string[]): Promise<number> {
   add('maxTimeMs', numberFlag('--max-time-ms', values['max-time-ms']));
   add('tolerance', numberFlag('--tolerance', values.tolerance));
   add('target', numberFlag('--target', values.target));
+  if (values['invalid-cost'] !== undefined && values['invalid-cost'] !== 'fail' && values['invalid-cost'] !== 'penalty')
+    throw new UsageError(`--invalid-cost expects fail or penalty, got "${values['invalid-cost']}"`);
+  if (values.penalty !== undefined && values['invalid-cost'] !== 'penalty')
+    throw new UsageError('--penalty C is the cost of invalid points under --invalid-cost penalty: give --invalid-cost penalty too');
+  add('invalidCost', values['invalid-cost']);
+  add('penalty', numberFlag('--penalty', values.penalty));
+  if (values['optimizer-options'] !== undefined) {
+    const o = jsonFlag('--optimizer-options', values['optimizer-options']);
+    if (typeof o !== 'object' || o === null || Array.isArray(o))
+      throw new UsageError(`--optimizer-options expects a JSON object, e.g. '{"strategy": "best1bin"}', got ${values['optimizer-options']}`);
+    params['optimizerOptions'] = o;
+  }
   if (values.shared !== undefined && values.shared.length > 0) params['shared'] = sharedFlag(values.shared);
   try {
     checkOptimizeParams(params);
   } catch (err) {
     if (err instanceof InvalidRequestError) {
-      const flag = FLAG_OF.find(([re]) => re.test(err.field ?? ''))?.[1];
+      const field = err.field ?? '';
+      // The optimiser's own checks name its option (`params.strategy`): that came from --optimizer-options.
+      const fromOptions =
+        typeof params['optimizerOptions'] === 'object' &&
+        Object.keys(params['optimizerOptions'] as object).includes(field.replace(/^params\./, '').split(/[.[]/)[0] ?? '');
+      const flag = fromOptions ? '--optimizer-options' : FLAG_OF.find(([re]) => re.test(field))?.[1];
       const message = err.message.replace(/^Invalid optimize job \(`params`\): /, '');
       throw new UsageError(flag === undefined ? message : `${flag}: ${message}`);
     }

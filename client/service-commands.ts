@@ -6,6 +6,7 @@
  * Exit status: 0 success, 1 failure (a failed or cancelled job for attach/submit --wait, or an
  * error from the manager), 2 bad usage or input.
  */
+import { joinNegativeValues } from './args.js';
 import { chmodSync, createReadStream, createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -221,6 +222,12 @@ function seconds(s: number): string {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+/** The SETTLED column of `taskfarm jobs`: tasks settled of total, or an optimisation's generations evaluated. */
+function settledColumn(j: JobStatusView): string {
+  if (j.kind === 'optimize') return j.generation === null ? 'gen 0' : `gen ${j.generation + 1}`;
+  return `${j.counts.done + j.counts.failed}/${j.total}`;
+}
+
 /** The human summary of a status. */
 export function describeStatus(s: JobStatusView): string {
   const c = s.counts;
@@ -232,7 +239,7 @@ export function describeStatus(s: JobStatusView): string {
           `  tasks   ${s.total} total: ${c.pending} pending, ${c.running} running, ${c.done} done, ${c.failed} failed (${s.total > 0 ? ((100 * (c.done + c.failed)) / s.total).toFixed(1) : '100.0'} % settled)`,
         ]),
   ];
-  if (s.rate !== null || s.etaSeconds !== null) {
+  if (s.kind !== 'optimize' && (s.rate !== null || s.etaSeconds !== null)) {
     lines.push(`  rate    ${s.rate === null ? '?' : `${s.rate.toFixed(1)} tasks/s`}${s.etaSeconds === null ? '' : `, ETA ${seconds(s.etaSeconds)}`}`);
   }
   lines.push(`  created ${s.createdAt}${s.startedAt === null ? '' : `, started ${s.startedAt}`}${s.finishedAt === null ? '' : `, finished ${s.finishedAt}`}`);
@@ -246,7 +253,8 @@ export function describeStatus(s: JobStatusView): string {
 
 function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: readonly string[], options: O, positionals: boolean) {
   try {
-    return parseArgs({ args: [...argv], options: { ...commonOptions, ...options }, strict: true, allowPositionals: positionals });
+    const all = { ...commonOptions, ...options };
+    return parseArgs({ args: joinNegativeValues(argv, all), options: all, strict: true, allowPositionals: positionals });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -520,7 +528,7 @@ async function jobsCommand(command: 'jobs' | 'history', argv: readonly string[],
       process.stdout.write(command === 'jobs' ? 'no jobs queued, running or held\n' : 'no finished jobs\n');
       return 0;
     }
-    const rows = jobs.map((j) => [j.ticket, j.state, `${j.counts.done + j.counts.failed}/${j.total}`, String(j.counts.failed), j.owner, j.createdAt, j.name]);
+    const rows = jobs.map((j) => [j.ticket, j.state, settledColumn(j), String(j.counts.failed), j.owner, j.createdAt, j.name]);
     const head = ['TICKET', 'STATE', 'SETTLED', 'FAILED', 'OWNER', 'CREATED', 'NAME'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
     for (const r of [head, ...rows]) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ') + '\n');

@@ -516,7 +516,7 @@ export class Minimization extends EventEmitter<MinimizationEvents> {
       if (v instanceof Error) throw v;
       throw new InvalidCostError(
         `The objective returned ${describeValue(v)} for member ${index} of generation ${generation} (x = ${JSON.stringify(x)}): a cost must be a finite number ` +
-          `(or set invalidCost: 'penalty' to give such points the penalty cost)`,
+          `(or set invalidCost: 'penalty', with taskfarm optimize --invalid-cost penalty, to give such points the penalty cost)`,
         { generation, index, x },
       );
     });

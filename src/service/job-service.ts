@@ -979,7 +979,11 @@ export class StoreJobService implements JobService {
     });
     (r as { run: JobRun }).run = run;
     this.#running.set(ticket, r);
-    this.#log.info('job started', { ticket, total: job.total, done: job.counts.done, failed: job.counts.failed });
+    if (job.kind === 'optimize') {
+      // After a restart (or a release, a resubmit) the run continues from the last committed generation.
+      if (job.generation === null) this.#log.info('job started', { ticket, kind: job.kind });
+      else this.#log.info('job resumed', { ticket, kind: job.kind, fromGeneration: job.generation + 1, lastCommitted: job.generation });
+    } else this.#log.info('job started', { ticket, total: job.total, done: job.counts.done, failed: job.counts.failed });
     void run.outcome.then((outcome) =>
       this.#locked(ticket, () => this.#ended(r, outcome)).catch((err: unknown) => this.#log.error('ending a job failed', { ticket, error: String(err) })),
     );

@@ -3,7 +3,14 @@ import { InvalidOptionError } from '../errors.js';
 function describe(value: unknown): string {
   let shown: string;
   try {
-    shown = typeof value === 'bigint' ? `${value}n` : typeof value === 'function' ? 'function' : String(JSON.stringify(value));
+    // NaN and ±Infinity are shown as themselves (JSON would print them as null), also inside arrays and objects.
+    const nonFinite = (_key: string, v: unknown): unknown => (typeof v === 'number' && !Number.isFinite(v) ? `\u0000${String(v)}\u0000` : v);
+    shown =
+      typeof value === 'bigint'
+        ? `${value}n`
+        : typeof value === 'function'
+          ? 'function'
+          : String(JSON.stringify(value, nonFinite)).replace(/"\\u0000([^"\\]*)\\u0000"/g, '$1');
   } catch {
     shown = String(value);
   }

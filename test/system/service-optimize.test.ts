@@ -177,6 +177,59 @@ describe('optimize jobs on taskfarm serve (real manager + daemons)', () => {
     expect(outcome(s.result as never)).toEqual(outcome(reference));
   });
 
+  it('--invalid-cost penalty --penalty C goes on past non-numeric costs; negative values (--target -5) and --optimizer-options are taken; jobs and status show generations, not task counts', async () => {
+    const cfg = join(dir.path, 'bad.json');
+    writeFileSync(cfg, JSON.stringify({ fn: 'bad' }));
+    const base = ['optimize', OBJECTIVE, '--bounds', '[[-2,2]]', '--seed', '3', '--shared', `config=${cfg}`];
+    // Without the penalty, a non-numeric cost fails the job, and the error points at the flag.
+    const failing = await cli(dir.path, manager.url, token, [...base, '--max-generations', '3', '--wait']);
+    expect(failing.code).toBe(1);
+    const failedTicket = failing.stdout.trim().split('\n')[0]!;
+    const failed = await cli(dir.path, manager.url, token, ['status', failedTicket]);
+    expect(failed.stdout).toMatch(/FARM_ERR_INVALID_COST: .*--invalid-cost penalty/);
+    // With it, the run goes on; -5 is a cost no point reaches, so maxGenerations ends it.
+    const r = await cli(dir.path, manager.url, token, [
+      ...base,
+      '--max-generations',
+      '4',
+      '--invalid-cost',
+      'penalty',
+      '--penalty',
+      '1000',
+      '--target',
+      '-5',
+      '--optimizer-options',
+      '{"strategy": "rand1bin"}',
+      '--priority',
+      '-1',
+      '--wait',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const ticket = r.stdout.trim().split('\n')[0]!;
+    const s = (await status(manager.url, token, ticket)) as Status & { result: { penalized: number } };
+    expect(s).toMatchObject({ state: 'done', result: { reason: 'maxGenerations', generations: 4 } });
+    expect(s.result.penalized).toBeGreaterThan(0);
+    expect(s.result.fun).toBeGreaterThanOrEqual(0);
+    const human = await cli(dir.path, manager.url, token, ['status', ticket]);
+    expect(human.stdout).toMatch(/optimize 4 generation\(s\)/);
+    expect(human.stdout).not.toMatch(/tasks\/s|ETA/);
+    const history = await cli(dir.path, manager.url, token, ['history', '--limit', '5']);
+    expect(history.stdout).toMatch(new RegExp(`${ticket}\\s+done\\s+gen 4\\s`));
+    // Bad combinations fail before anything is sent, naming the flag.
+    const bad = [
+      [['--penalty', '5'], /--penalty C is the cost of invalid points under --invalid-cost penalty/],
+      [['--invalid-cost', 'skip'], /--invalid-cost expects fail or penalty, got "skip"/],
+      [['--optimizer-options', '[1]'], /--optimizer-options expects a JSON object/],
+      [['--optimizer-options', '{"strategy": "nope"}'], /--optimizer-options: .*`strategy`.*"nope"/],
+      [['--target', '-x'], /--target/],
+    ] as const;
+    for (const [flags, message] of bad) {
+      const b = await cli(dir.path, 'http://127.0.0.1:9', token, [...base, ...flags]);
+      expect(b.code, flags.join(' ')).toBe(2);
+      expect(b.stderr.split('\n')[0], flags.join(' ')).toMatch(message);
+    }
+  }, 60_000);
+
   it('SIGKILL of the manager mid-run: restarted on the same store, the job continues from its last committed generation, same result as without the kill', async () => {
     const config = { fn: 'rosenbrock' as const, ms: 25 };
     const cfg = join(dir.path, 'rosenbrock.json');

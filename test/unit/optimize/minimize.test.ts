@@ -333,6 +333,8 @@ describe('Minimization: invalid costs and bad input', () => {
       expect(e.x[0]).toBeGreaterThan(1);
       expect(e.message).toContain(`member ${e.index} of generation ${e.generation}`);
       expect(e.message).toContain("invalidCost: 'penalty'");
+      // The bad value as it was (JSON would show NaN and Infinity as null).
+      if (typeof bad === 'number') expect(e.message).toContain(`returned \`${String(bad)}\` (number)`);
     }
   });
 
