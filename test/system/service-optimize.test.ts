@@ -23,11 +23,13 @@ const OBJECTIVE = 'test/fixtures/optimize-objective.ts';
 interface Manager {
   readonly child: ChildProcess;
   readonly url: string;
+  /** What it wrote to stderr (its log) so far. */
+  readonly log: () => string;
 }
 
 const children = new Set<ChildProcess>();
 
-async function startManager(dir: string, peers: readonly LocalDaemon[]): Promise<Manager> {
+async function startManager(dir: string, peers: readonly LocalDaemon[], logLevel = 'warn'): Promise<Manager> {
   const child = spawn(
     process.execPath,
     [
@@ -42,15 +44,16 @@ async function startManager(dir: string, peers: readonly LocalDaemon[]): Promise
       '--peers',
       peers.map((p) => p.address).join(','),
       '--log-level',
-      'warn',
+      logLevel,
     ],
     { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XDG_CONFIG_HOME: join(dir, 'config') } },
   );
   children.add(child);
-  child.stderr.resume();
+  let log = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
   const ready = await waitForLine(child.stdout, /^READY port=(\d+)$/m, 20_000);
   child.stdout.resume();
-  return { child, url: `http://127.0.0.1:${ready[1]}` };
+  return { child, url: `http://127.0.0.1:${ready[1]}`, log: () => log };
 }
 
 async function cli(dir: string, url: string, token: string, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -284,7 +287,7 @@ describe('optimize jobs on taskfarm serve (real manager + daemons)', () => {
       await store.close();
     }
 
-    manager = await startManager(dir.path, ds);
+    manager = await startManager(dir.path, ds, 'info');
     const attach = await cli(dir.path, manager.url, token, ['attach', ticket]);
     expect(attach.code, attach.stderr).toBe(0);
     const done = await status(manager.url, token, ticket);
@@ -306,6 +309,8 @@ describe('optimize jobs on taskfarm serve (real manager + daemons)', () => {
     ).run();
     expect(reference.generations).toBe(generations);
     expect(outcome(done.result as never)).toEqual(outcome(reference));
+    // The restarted manager says where it continued from.
+    expect(manager.log()).toMatch(new RegExp(`job resumed .*ticket=${ticket}.*fromGeneration=${committed + 1}`));
 
     const check = await SqliteJobStore.open(join(dir.path, 'jobs.db'));
     try {
