@@ -36,9 +36,28 @@ const { values } = parseArgs({
     'no-scipy': { type: 'boolean' },
     smoke: { type: 'boolean' },
     out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
   },
   strict: true,
 });
+if (values.help === true) {
+  process.stdout.write(`Usage: npm run bench:optimize [-- options]
+
+Median (and min–max) over the seeds of the best cost our DE finds at a fixed number of
+evaluations, beside SciPy's differential_evolution with its defaults at the same number
+(Debian's python3-scipy at /usr/bin/python3, or $TASKFARM_PYTHON). All minima are 0.
+
+Options:
+  --seeds N            seeds per function and budget (default 10; --smoke: 2)
+  --budget A,B,…       evaluation budgets, rounded to SciPy's generations (default 20000,100000)
+  --dimension N        parameters (default 10; --smoke: 4)
+  --functions a,b,…    of ${Object.keys(TEST_FUNCTIONS).join(', ')} (default sphere,rosenbrock,rastrigin,ackley)
+  --no-scipy           ours only
+  --smoke              tiny sizes (the test suite's check that the bench runs)
+  --out FILE           where the JSON goes (default bench/results/optimize-quality.json)
+`);
+  process.exit(0);
+}
 const smoke = values.smoke === true;
 const seeds = Array.from({ length: Number(values.seeds ?? (smoke ? 2 : 10)) }, (_, i) => i);
 const dimension = Number(values.dimension ?? (smoke ? 4 : 10));
