@@ -13,11 +13,12 @@ const NEGATIVE = /^-(?:\d|\.\d|Infinity$)/;
  * negative number, so that negative costs, priorities and bounds can be given either way.
  */
 export function joinNegativeValues(argv: readonly string[], options: NonNullable<ParseArgsConfig['options']>): string[] {
-  const takesValue = new Set<string>();
+  /** Each spelling of a flag that takes a value → its long form (`-p` → `--priority`: `-p=-1` would be read as "=-1"). */
+  const takesValue = new Map<string, string>();
   for (const [name, o] of Object.entries(options)) {
     if (o.type !== 'string') continue;
-    takesValue.add(`--${name}`);
-    if (o.short !== undefined) takesValue.add(`-${o.short}`);
+    takesValue.set(`--${name}`, `--${name}`);
+    if (o.short !== undefined) takesValue.set(`-${o.short}`, `--${name}`);
   }
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -27,8 +28,9 @@ export function joinNegativeValues(argv: readonly string[], options: NonNullable
       break;
     }
     const next = argv[i + 1];
-    if (takesValue.has(a) && next !== undefined && NEGATIVE.test(next)) {
-      out.push(`${a}=${next}`);
+    const long = takesValue.get(a);
+    if (long !== undefined && next !== undefined && NEGATIVE.test(next)) {
+      out.push(`${long}=${next}`);
       i++;
     } else out.push(a);
   }

@@ -227,13 +227,8 @@ async function optimizeCommand(argv: readonly string[]): Promise<number> {
     checkOptimizeParams(params);
   } catch (err) {
     if (err instanceof InvalidRequestError) {
-      const field = err.field ?? '';
-      // The optimiser's own checks name its option (`params.strategy`): that came from --optimizer-options.
-      const fromOptions =
-        typeof params['optimizerOptions'] === 'object' &&
-        Object.keys(params['optimizerOptions'] as object).includes(field.replace(/^params\./, '').split(/[.[]/)[0] ?? '');
-      const flag = fromOptions ? '--optimizer-options' : FLAG_OF.find(([re]) => re.test(field))?.[1];
-      const message = err.message.replace(/^Invalid optimize job \(`params`\): /, '');
+      const flag = FLAG_OF.find(([re]) => re.test(err.field ?? ''))?.[1];
+      const message = err.message.replace(/^Invalid optimize job \(`params[\w.]*`\): /, '');
       throw new UsageError(flag === undefined ? message : `${flag}: ${message}`);
     }
     throw err;

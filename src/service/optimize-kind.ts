@@ -96,16 +96,16 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** The field an InvalidOptionError of the optimisation core names (its first `…` quote), under `params`. */
-function fieldOf(err: Error): string {
+function fieldOf(err: Error, under: string): string {
   const m = /`([A-Za-z][\w.[\]]*)/.exec(err.message);
-  return m === null ? 'params' : `params.${m[1]}`;
+  return m === null ? under : `${under}.${m[1]}`;
 }
 
-/** An InvalidOptionError of the core as a 400 naming its field under `params`. */
-function asRequestError(err: unknown): never {
+/** An InvalidOptionError of the core as a 400 naming its field under `under` (`params`, or `params.optimizerOptions` for the optimiser's own settings). */
+function asRequestError(err: unknown, under = 'params'): never {
   if (err instanceof InvalidRequestError) throw err;
   if (err instanceof InvalidOptionError) {
-    throw new InvalidRequestError(`Invalid optimize job (\`params\`): ${err.message}`, { field: fieldOf(err) }, { cause: err });
+    throw new InvalidRequestError(`Invalid optimize job (\`${under}\`): ${err.message}`, { field: fieldOf(err, under) }, { cause: err });
   }
   throw err;
 }
@@ -150,14 +150,20 @@ export function checkOptimizeParams(params: unknown): CheckedOptimizeParams {
   }
   const core: Record<string, unknown> = {};
   for (const k of CORE_KEYS) if (params[k] !== undefined) core[k] = params[k];
+  let opt: Bfgs | DifferentialEvolution;
   try {
-    // The constructor makes every check a run makes before it starts (options, optimiser settings, the space).
-    new Minimization(() => Promise.resolve([]), space, core);
-    // The optimiser's own checks (population size, its options) and the initial population against the budget.
-    const opt =
+    // The optimiser's settings first, so that their errors name the field under `params.optimizerOptions`.
+    opt =
       optimizer === 'bfgs'
         ? new Bfgs(core['optimizerOptions'] as BfgsOptions)
         : new DifferentialEvolution(core['optimizerOptions'] as DifferentialEvolutionOptions);
+  } catch (err) {
+    asRequestError(err, 'params.optimizerOptions');
+  }
+  try {
+    // The constructor makes every check a run makes before it starts (options, the space).
+    new Minimization(() => Promise.resolve([]), space, core);
+    // The optimiser's checks of the population size, and the initial population against the budget.
     opt.configure({ seed: 0, populationSize: core['populationSize'] as number | undefined });
     const size = opt.start(resolved!).length;
     const max = core['maxEvaluations'];

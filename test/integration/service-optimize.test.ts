@@ -91,6 +91,10 @@ describe('optimize jobs on the job service (in process, SQLite, local threads)',
     expect(await bad({ space: { bounds: [[0, 1]] }, populationSize: 2 })).toMatchObject({ field: 'params.populationSize' });
     expect(await bad({ space: { bounds: [[0, 1]] }, maxEvaluations: 3 })).toMatchObject({ field: 'params.maxEvaluations' });
     expect(await bad({ space: { bounds: [[0, 1]] }, optimizer: 'nelder-mead' })).toMatchObject({ field: 'params.optimizer' });
+    expect(await bad({ space: { bounds: [[0, 1]] }, optimizerOptions: { strategy: 'nope' } })).toMatchObject({ field: 'params.optimizerOptions.strategy' });
+    expect(await bad({ space: { bounds: [[0, 1]] }, optimizer: 'bfgs', optimizerOptions: { gtol: -1 } })).toMatchObject({
+      field: expect.stringMatching(/^params\.optimizerOptions\./) as unknown,
+    });
     expect(await bad({ space: { bounds: [[0, 1]] }, shared: { d: { text: 'x' } } })).toMatchObject({ field: 'params.shared.d' });
     expect(await bad({ space: { bounds: [[0, 1]] } }, [{ text: '[0.5]', line: 1 }])).toMatchObject({ field: 'inputs' });
     expect((await svc.list(caller)).items).toEqual([]);
